@@ -1,0 +1,60 @@
+"""Entry point: `python -m w2s_jax.main --config=configs/NAME.py[:ARG] --workdir=DIR [--config.k=v]`.
+
+The console script `w2s-jax` is the same. Rerunning a command on the same workdir resumes it.
+Multi-process runs (TPU pods, GPU clusters, or several CPU processes) call `jax.distributed.initialize`
+when `config.distributed.num_processes > 1` or the JAX_COORDINATOR_ADDRESS environment variable is set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Output folder (resumed if it holds checkpoints).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _maybe_initialize_distributed(config) -> None:
+  import jax
+
+  dist = config.get("distributed")
+  if dist is not None and dist.num_processes > 1:
+    jax.distributed.initialize(
+      coordinator_address=dist.coordinator_address,
+      num_processes=dist.num_processes,
+      process_id=dist.process_id,
+      local_device_ids=None,
+    )
+  elif os.environ.get("JAX_COORDINATOR_ADDRESS"):
+    jax.distributed.initialize()
+
+
+def main(argv: list[str]) -> None:
+  del argv
+  config = _CONFIG.value
+  import jax
+
+  if config.get("cpu_devices"):
+    jax.config.update("jax_num_cpu_devices", int(config.cpu_devices))
+  _maybe_initialize_distributed(config)
+  logging.set_verbosity(logging.WARNING)
+  from w2s_jax.train.loop import train
+  from w2s_jax.train.tasks import TASKS
+
+  if config.task not in TASKS:
+    raise app.UsageError(f"unknown task {config.task!r}; choose one of {sorted(TASKS)}")
+  summary = train(config, _WORKDIR.value, TASKS[config.task](config))
+  if jax.process_index() == 0:
+    print(json.dumps({k: summary.get(k) for k in ("final_step", "last", "eval", "wall_s")}, default=str))
+
+
+def run() -> None:
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

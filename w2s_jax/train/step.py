@@ -1,0 +1,194 @@
+"""One train step for every algorithm.
+
+`make_train_step(objective, tx, graphdef)` returns a pure function `(state, batch) -> (state, metrics)`.
+Algorithms differ only in their objective (and in how their batch is built), never in the step.
+
+An objective is `objective(model, batch, rng) -> (loss_sum, weight, metric_sums)`: the loss of the batch is
+`loss_sum / weight` and every metric is `metric_sum / weight`. Returning sums rather than means is what
+makes gradient accumulation over micro-batches and the explicit data-parallel (`shard_map`) form give the
+same update as one big batch: numerators and denominators are added first, divided once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from w2s_jax import sharding as shd
+from w2s_jax.losses.aggregation import safe_ratio
+from w2s_jax.train.state import TrainState
+
+Batch = dict[str, jax.Array]
+Metrics = dict[str, jax.Array]
+Step = Callable[[TrainState, Batch], tuple[TrainState, Metrics]]
+
+
+class Objective(Protocol):
+  def __call__(
+    self, model: nnx.Module, batch: Batch, rng: jax.Array
+  ) -> tuple[jax.Array, jax.Array, dict[str, jax.Array]]: ...
+
+
+def _split_micro(batch: Batch, k: int) -> Batch:
+  """[B, ...] -> [k, B/k, ...]; micro-batch j holds rows j, j+k, j+2k, ... (keeps device blocks intact)."""
+
+  def split(x: jax.Array) -> jax.Array:
+    if x.shape[0] % k:
+      raise ValueError(f"batch of {x.shape[0]} rows cannot be split into {k} micro-batches")
+    x = x.reshape(x.shape[0] // k, k, *x.shape[1:])
+    return jnp.swapaxes(x, 0, 1)
+
+  return jax.tree.map(split, batch)
+
+
+def _sums_and_grads(
+  objective: Objective, graphdef: nnx.GraphDef, rest: Any, params: Any, batch: Batch, rng: jax.Array,
+  grad_accum_steps: int,
+) -> tuple[Any, jax.Array, jax.Array, dict[str, jax.Array]]:
+  """Gradient of the loss numerator, the numerator, the weight and metric sums, over micro-batches."""
+
+  def numerator(p: Any, micro: Batch, key: jax.Array):
+    model = nnx.merge(graphdef, p, rest) if rest is not None else nnx.merge(graphdef, p)
+    loss_sum, weight, metric_sums = objective(model, micro, key)
+    return loss_sum, (weight, metric_sums)
+
+  grad_fn = jax.value_and_grad(numerator, has_aux=True)
+  if grad_accum_steps == 1:
+    (loss_sum, (weight, metric_sums)), grads = grad_fn(params, batch, rng)
+    return grads, loss_sum, weight, metric_sums
+
+  micro = _split_micro(batch, grad_accum_steps)
+  first = jax.tree.map(lambda x: x[0], micro)
+  (_, (w_shape, m_shape)), _ = jax.eval_shape(grad_fn, params, first, rng)
+  zeros = lambda t: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), t)
+  init = (
+    jax.tree.map(jnp.zeros_like, params), jnp.zeros((), jnp.float32), zeros(w_shape), zeros(m_shape)
+  )
+
+  def body(carry, xs):
+    g_acc, l_acc, w_acc, m_acc = carry
+    i, mb = xs
+    (loss_i, (w, m)), g = grad_fn(params, mb, jax.random.fold_in(rng, i))
+    add = lambda a, b: jax.tree.map(jnp.add, a, b)
+    return (add(g_acc, g), l_acc + loss_i, w_acc + w, add(m_acc, m)), None
+
+  (grads, loss_sum, weight, metric_sums), _ = jax.lax.scan(
+    body, init, (jnp.arange(grad_accum_steps), micro)
+  )
+  return grads, loss_sum, weight, metric_sums
+
+
+def _apply(
+  tx: optax.GradientTransformation, state: TrainState, grads: Any, loss_sum: jax.Array,
+  weight: jax.Array, metric_sums: dict[str, jax.Array], schedule: optax.Schedule | None,
+) -> tuple[TrainState, Metrics]:
+  """Divides by the weight, applies the update unless anything is non-finite, and counts skips."""
+  safe_w = jnp.where(weight > 0, weight, 1.0)
+  grads = jax.tree.map(lambda g: g / safe_w.astype(g.dtype), grads)
+  loss = safe_ratio(loss_sum, weight)
+  grad_norm = optax.global_norm(grads)
+  finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+  updates, new_opt = tx.update(grads, state.opt_state, state.params)
+  new_params = optax.apply_updates(state.params, updates)
+  keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+  streak = jnp.where(finite, 0, state.nonfinite_streak + 1)
+  metrics = {
+    "loss": loss,
+    "grad_norm": grad_norm,
+    "weight": weight,
+    "nonfinite_streak": streak,
+    **{k: safe_ratio(v, weight) for k, v in metric_sums.items()},
+  }
+  if schedule is not None:
+    metrics["lr"] = schedule(state.step)
+  new_state = state.replace(
+    step=state.step + 1,
+    params=keep(new_params, state.params),
+    opt_state=keep(new_opt, state.opt_state),
+    nonfinite_streak=streak,
+    nonfinite_total=state.nonfinite_total + (~finite).astype(jnp.int32),
+  )
+  return new_state, metrics
+
+
+def make_train_step(
+  objective: Objective,
+  tx: optax.GradientTransformation,
+  graphdef: nnx.GraphDef,
+  *,
+  rest: Any = None,
+  grad_accum_steps: int = 1,
+  schedule: optax.Schedule | None = None,
+) -> Step:
+  """Builds the pure train step (GSPMD form: shard it by jitting with shardings, see `jit_train_step`).
+
+  Args:
+    objective: `(model, batch, rng) -> (loss_sum, weight, metric_sums)`.
+    tx: the optax optimizer.
+    graphdef: the model's static structure, merged with `state.params` inside the step.
+    rest: non-trainable model state (closed over as constants), or None.
+    grad_accum_steps: k; the batch's leading dimension is split into k micro-batches whose numerators,
+      weights and gradients are summed before one update (the same update as the full batch).
+    schedule: the learning-rate schedule, only to report `lr` in the metrics.
+
+  Returns:
+    `step(state, batch) -> (state, metrics)`; the step's key is `fold_in(state.rng, state.step)`.
+  """
+
+  def step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
+    rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+    sums = _sums_and_grads(objective, graphdef, rest, state.params, batch, rng, grad_accum_steps)
+    return _apply(tx, state, *sums, schedule)
+
+  return step
+
+
+def make_shard_map_train_step(
+  objective: Objective,
+  tx: optax.GradientTransformation,
+  graphdef: nnx.GraphDef,
+  mesh: Mesh,
+  *,
+  rest: Any = None,
+  grad_accum_steps: int = 1,
+  schedule: optax.Schedule | None = None,
+) -> Step:
+  """The same step as explicit data parallelism: the modern form of a `pmap` step.
+
+  Parameters and optimizer state are replicated; each device runs the objective on its slice of the
+  batch (split over the `data` and `fsdp` mesh axes); gradient, loss and weight sums are combined with
+  `lax.psum` and divided once — equal to the global-batch update (and to `lax.pmean` of per-device
+  gradients when every device holds the same weight).
+  """
+  axes = shd.BATCH_AXES
+
+  def local(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
+    rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+    grads, loss_sum, weight, metric_sums = jax.lax.psum(
+      _sums_and_grads(objective, graphdef, rest, state.params, batch, rng, grad_accum_steps), axes
+    )
+    return _apply(tx, state, grads, loss_sum, weight, metric_sums, schedule)
+
+  return jax.shard_map(
+    local, mesh=mesh, in_specs=(PartitionSpec(), PartitionSpec(axes)),
+    out_specs=(PartitionSpec(), PartitionSpec()),
+  )
+
+
+def jit_train_step(
+  step: Step, state_shardings: Any, mesh: Mesh, *, donate: bool = True
+) -> Step:
+  """Jits a step once with explicit in/out shardings; the state's buffers are donated."""
+  rep = NamedSharding(mesh, PartitionSpec())
+  return jax.jit(
+    step,
+    in_shardings=(state_shardings, shd.batch_sharding(mesh)),
+    out_shardings=(state_shardings, rep),
+    donate_argnums=(0,) if donate else (),
+  )
