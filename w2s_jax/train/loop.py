@@ -103,7 +103,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, setup: Setup) 
     setup: the task's model factory, objective and batches.
 
   Returns:
-    A summary dict: final step, last logged metrics, last eval metrics, wall time.
+    A summary dict: final step, last logged metrics, last eval metrics, wall time and the final state.
   """
   workdir = Path(workdir)
   lead = jax.process_index() == 0
@@ -221,5 +221,5 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, setup: Setup) 
     writer.close()
     bar.close()
   summary.update(final_step=int(jax.device_get(state.step)), wall_s=time.perf_counter() - t0,
-                 nonfinite_total=int(jax.device_get(state.nonfinite_total)))
+                 nonfinite_total=int(jax.device_get(state.nonfinite_total)), state=state)
   return summary

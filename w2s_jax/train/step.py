@@ -92,7 +92,7 @@ def _apply(
   safe_w = jnp.where(weight > 0, weight, 1.0)
   grads = jax.tree.map(lambda g: g / safe_w.astype(g.dtype), grads)
   loss = safe_ratio(loss_sum, weight)
-  grad_norm = optax.global_norm(grads)
+  grad_norm = optax.tree.norm(grads)
   finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
   updates, new_opt = tx.update(grads, state.opt_state, state.params)
   new_params = optax.apply_updates(state.params, updates)
@@ -175,9 +175,12 @@ def make_shard_map_train_step(
     )
     return _apply(tx, state, grads, loss_sum, weight, metric_sums, schedule)
 
+  # check_vma=False: with it on, autodiff of replicated params already inserts the cross-device sum
+  # (transpose of the implicit broadcast); off, each device's gradient is local and the collective
+  # above is the only one, as in a pmap step.
   return jax.shard_map(
     local, mesh=mesh, in_specs=(PartitionSpec(), PartitionSpec(axes)),
-    out_specs=(PartitionSpec(), PartitionSpec()),
+    out_specs=(PartitionSpec(), PartitionSpec()), check_vma=False,
   )
 
 

@@ -1,0 +1,264 @@
+"""Checkpoints of a training run: train state, data-iterator state and config, through Orbax.
+
+One `Checkpointer` per run directory wraps an `orbax.checkpoint.CheckpointManager` whose steps hold
+three items::
+
+  DIR/<step>/state/    the train state pytree (StandardSave: OCDBT + zarr, with metadata)
+  DIR/<step>/data/     the data iterator's JSON-able state, e.g. {"epoch": 1, "index": 123}
+  DIR/<step>/config/   the run's JSON-able config (optional)
+
+Atomicity (orbax-checkpoint 0.12.8). A save writes into `DIR/<step>.orbax-checkpoint-tmp-<n>/`. Once
+every item is written, the finalize step writes `commit_success.txt` into that directory and renames
+it to `DIR/<step>/` (`AtomicRenameTemporaryPath`, the default for local and POSIX file systems; on
+GCS Orbax uses `CommitFileTemporaryPath`, where the directory keeps its final name and only
+`commit_success.txt` marks completion). A step counts as complete only if Orbax's own check
+(`orbax.checkpoint.step.is_path_finalized`) accepts it; on a local disk that means a directory named
+`<step>` without the tmp suffix, so keep other numeric folders out of DIR. A save killed half-way
+(even by SIGKILL) leaves at most a `*.orbax-checkpoint-tmp-*` directory, which `latest_step`,
+`all_steps` and `restore` never see and which the manager deletes when a writable `Checkpointer` is
+opened (`cleanup_tmp_directories`): open one writer per directory and give readers `read_only=True`.
+Retention (`keep`) deletes old steps only after the new step is finalized. Orbax's
+`CheckpointManager.latest_step()` already lists a step whose async save is still in flight; this
+wrapper's `latest_step` does not.
+
+Async saves and donation. `save` returns after the blocking phase: Orbax copies every `jax.Array` of
+the state to host memory (`copy_to_host_async` on each shard, then `np.asarray`, which waits) before
+returning, and writes files from those host copies in a background thread. So the caller may update
+or donate the state's device buffers as soon as `save` returns. (On the CPU backend the host copy is
+a zero-copy view that holds a reference to the device buffer; XLA then refuses the donation and
+allocates a new output buffer, so the saved values stay intact there too.) Leaves that are NumPy
+arrays are read in the background: do not mutate them in place before `wait()`. The JSON items are
+copied during `save`. The blocking phase also waits for the previous save to finish and for the
+computation still producing `state` (async dispatch); for a ready 32 MiB state on CPU it takes about
+20 ms.
+
+Logging. Orbax logs ~45 INFO lines per save through absl. Unless `quiet_logs=False`, a
+`Checkpointer` installs (once, idempotently) a filter on the `absl` logger that drops INFO/DEBUG
+records emitted from Orbax's own modules; warnings and errors pass, and nothing else is touched.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pathlib
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+_STATE, _DATA, _CONFIG = "state", "data", "config"
+
+
+class _DropOrbaxInfo(logging.Filter):
+  """Drops records below WARNING that come from Orbax's modules."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.WARNING or f"{os.sep}orbax{os.sep}" not in record.pathname
+
+
+def quiet_orbax_logs() -> None:
+  """Silences Orbax's INFO logs (absl logger filter); idempotent, other loggers untouched."""
+  absl_logger = logging.getLogger("absl")
+  if not any(isinstance(f, _DropOrbaxInfo) for f in absl_logger.filters):
+    absl_logger.addFilter(_DropOrbaxInfo())
+
+
+class Checkpointer:
+  """Saves and restores (train state, data-iterator state, config) by step in one directory.
+
+  Example::
+
+    with Checkpointer(workdir / "checkpoints", keep=3) as ckpt:
+      if (step := ckpt.latest_step()) is not None:
+        state, data_state, _ = ckpt.restore(abstract_state)
+      ...
+      ckpt.save(step, state, data_state=it.get_state(), config=config.to_dict())
+    # leaving the block waits for pending saves
+
+  Args:
+    directory: the checkpoint root (created if missing, unless `read_only`).
+    keep: number of most recent steps to keep; None keeps all.
+    async_save: write in a background thread after the state is copied to host.
+    read_only: never save nor clean up temporary directories (for readers of a live run).
+    quiet_logs: silence Orbax's INFO logs (see `quiet_orbax_logs`).
+  """
+
+  def __init__(
+    self,
+    directory: str | os.PathLike,
+    *,
+    keep: int | None = 3,
+    async_save: bool = True,
+    read_only: bool = False,
+    quiet_logs: bool = True,
+  ):
+    if quiet_logs:
+      quiet_orbax_logs()
+    self._directory = pathlib.Path(directory).absolute()
+    self._read_only = read_only
+    options = ocp.CheckpointManagerOptions(
+      max_to_keep=None if read_only else keep,
+      save_interval_steps=0 if read_only else 1,
+      enable_async_checkpointing=async_save,
+      cleanup_tmp_directories=not read_only,
+      read_only=read_only,
+      create=not read_only,
+    )
+    handlers = {
+      _STATE: ocp.StandardCheckpointHandler(),
+      _DATA: ocp.JsonCheckpointHandler(),
+      _CONFIG: ocp.JsonCheckpointHandler(),
+    }
+    self._manager = ocp.CheckpointManager(self._directory, item_handlers=handlers, options=options)
+    self._closed = False
+
+  @property
+  def directory(self) -> pathlib.Path:
+    """The checkpoint root directory."""
+    return self._directory
+
+  def all_steps(self) -> list[int]:
+    """Returns the steps of all complete (finalized) checkpoints, ascending."""
+    if self._read_only:
+      self._manager.reload()  # a live writer may have added steps since
+    return sorted(s for s in self._manager.all_steps() if self._is_complete(s))
+
+  def latest_step(self) -> int | None:
+    """Returns the newest complete checkpoint's step, or None; in-flight saves do not count."""
+    steps = self.all_steps()
+    return steps[-1] if steps else None
+
+  def save(
+    self,
+    step: int,
+    state: Any,
+    *,
+    data_state: dict[str, Any],
+    config: dict[str, Any] | None = None,
+    force: bool = False,
+  ) -> bool:
+    """Starts saving `state`, `data_state` and `config` as `step`; waits for any previous save.
+
+    Returns once the state is on host (see the module docstring); call `wait()` to block until
+    the checkpoint is finalized.
+
+    Args:
+      step: the step number, the checkpoint's name.
+      state: a pytree of arrays (e.g. a `TrainState`).
+      data_state: the data iterator's JSON-able state.
+      config: the run's JSON-able config, or None to store none.
+      force: save even if Orbax's policy would skip the step (a step not newer than the latest).
+
+    Returns:
+      True if a save was started; False if `step` exists already (in flight or done; never
+      overwritten) or the policy skipped it.
+
+    Raises:
+      TypeError: `data_state` or `config` is not JSON-serializable.
+    """
+    if step in self._manager.all_steps():
+      return False
+    items = {_STATE: ocp.args.StandardSave(state), _DATA: ocp.args.JsonSave(_json_copy(data_state))}
+    if config is not None:
+      items[_CONFIG] = ocp.args.JsonSave(_json_copy(config))
+    return bool(self._manager.save(step, args=ocp.args.Composite(**items), force=force))
+
+  def restore(
+    self, abstract_state: Any, step: int | None = None
+  ) -> tuple[Any, dict[str, Any], dict[str, Any] | None]:
+    """Restores a complete checkpoint onto the shapes, dtypes and shardings of `abstract_state`.
+
+    Args:
+      abstract_state: a pytree like the saved state whose leaves are `jax.ShapeDtypeStruct`s
+        (with the target `sharding`) or arrays (their shardings are used).
+      step: the step to restore; None for the latest complete one.
+
+    Returns:
+      (state, data_state, config); config is None if none was saved.
+
+    Raises:
+      FileNotFoundError: no complete checkpoint (for `step`) in the directory.
+      ValueError: a leaf's shape or dtype differs from the checkpoint's, or the trees differ; the
+        message names the leaf.
+    """
+    steps = self.all_steps()
+    if step is None and not steps:
+      raise FileNotFoundError(f"No complete checkpoint in {self._directory}.")
+    if step is None:
+      step = steps[-1]
+    elif step not in steps:
+      raise FileNotFoundError(
+        f"No complete checkpoint for step {step} in {self._directory}; complete steps: {steps}."
+      )
+    metadata = self._manager.item_metadata(step)
+    target = jax.tree.map(_abstract_leaf, abstract_state)
+    _check_compatible(metadata[_STATE].tree, target, self._directory / str(step))
+    items = {_STATE: ocp.args.StandardRestore(target), _DATA: ocp.args.JsonRestore()}
+    has_config = _CONFIG in metadata
+    if has_config:
+      items[_CONFIG] = ocp.args.JsonRestore()
+    restored = self._manager.restore(step, args=ocp.args.Composite(**items))
+    config = dict(restored[_CONFIG]) if has_config else None
+    return restored[_STATE], dict(restored[_DATA]), config
+
+  def wait(self) -> None:
+    """Blocks until pending async saves are finalized (and raises their errors)."""
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    """Waits for pending saves and releases Orbax's resources; idempotent."""
+    if not self._closed:
+      self._closed = True
+      self._manager.close()
+
+  def __enter__(self) -> Checkpointer:
+    return self
+
+  def __exit__(self, *exc_info: object) -> None:
+    self.close()
+
+  def _is_complete(self, step: int) -> bool:
+    return ocp.step.is_path_finalized(self._directory / str(step))
+
+
+def _json_copy(obj: Any) -> Any:
+  """Returns a deep copy through JSON, so later mutation by the caller cannot race the writer."""
+  return json.loads(json.dumps(obj))
+
+
+def _abstract_leaf(x: Any) -> Any:
+  if isinstance(x, jax.ShapeDtypeStruct):
+    return x
+  return jax.ShapeDtypeStruct(np.shape(x), np.result_type(x), sharding=getattr(x, "sharding", None))
+
+
+def _key_name(key: Any) -> str:
+  for attr in ("name", "key", "idx"):  # GetAttrKey, DictKey / FlattenedIndexKey, SequenceKey
+    if hasattr(key, attr):
+      return str(getattr(key, attr))
+  return str(key)
+
+
+def _flat_by_name(tree: Any) -> dict[str, Any]:
+  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return {"/".join(_key_name(k) for k in path): leaf for path, leaf in leaves}
+
+
+def _check_compatible(stored_tree: Any, target: Any, where: pathlib.Path) -> None:
+  """Raises ValueError naming the first leaf whose structure, shape or dtype differs."""
+  stored, wanted = _flat_by_name(stored_tree), _flat_by_name(target)
+  if missing := [name for name in wanted if name not in stored]:
+    raise ValueError(f"Leaf {missing[0]!r} of the target state is not in the checkpoint {where}.")
+  if extra := [name for name in stored if name not in wanted]:
+    raise ValueError(f"Checkpoint {where} has leaf {extra[0]!r}, absent from the target state.")
+  for name, want in wanted.items():
+    have = stored[name]
+    have_shape, have_dtype = tuple(getattr(have, "shape", ())), getattr(have, "dtype", None)
+    if have_shape != tuple(want.shape) or np.dtype(have_dtype) != np.dtype(want.dtype):
+      raise ValueError(
+        f"Leaf {name!r}: checkpoint {where} has shape {have_shape} dtype {np.dtype(have_dtype)},"
+        f" the target wants shape {tuple(want.shape)} dtype {np.dtype(want.dtype)}."
+      )
