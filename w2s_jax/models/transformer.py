@@ -63,6 +63,23 @@ def make_param(
   return nnx.Param(value, out_sharding=names, eager_sharding=has_mesh)
 
 
+def dense(
+  x: jax.Array, w: jax.Array, *, n_in: int = 1, preferred_element_type: jnp.dtype | None = None
+) -> jax.Array:
+  """x[..., *in] @ w[*in, *out] -> [..., *out], computed as one 2-D matmul.
+
+  `w`'s first `n_in` axes contract with `x`'s last `n_in` axes. Flattening to 2-D is a speed choice:
+  XLA:CPU runs the gradients of dot_generals with several batch-like dimensions (e.g. "BLD,DF->BLF")
+  ~1.5x slower than the same work as plain matrix products.
+  """
+  in_shape, out_shape = w.shape[:n_in], w.shape[n_in:]
+  lead = x.shape[: x.ndim - n_in]
+  x2 = x.reshape(-1, math.prod(in_shape))
+  w2 = w.reshape(math.prod(in_shape), math.prod(out_shape))
+  y = jnp.dot(x2, w2, preferred_element_type=preferred_element_type)
+  return y.reshape(*lead, *out_shape)
+
+
 # ------------------------------------------------------------------------------------------------
 # Building blocks.
 # ------------------------------------------------------------------------------------------------
@@ -165,18 +182,21 @@ def dot_product_attention(
     out_BTNH in the dtype of `v_BSKH`.
   """
   B, T, N, H = q_BTNH.shape
-  K = k_BSKH.shape[2]
-  q_BTKGH = q_BTNH.reshape(B, T, K, N // K, H)
-  logits_BKGTS = jnp.einsum(
-    "BTKGH,BSKH->BKGTS", q_BTKGH, k_BSKH, preferred_element_type=jnp.float32
-  )
-  logits_BKGTS = logits_BKGTS * scale
+  S, K = k_BSKH.shape[1], k_BSKH.shape[2]
+  G = N // K
+  # Fold each kv head's G query heads into its query rows: one [G*T, H] x [H, S] product per (batch,
+  # kv head) is ~1.3x faster on CPU (fwd+bwd) than G*K small ones, and k/v are never repeated.
+  q_BKQH = q_BTNH.reshape(B, T, K, G, H).transpose(0, 2, 3, 1, 4).reshape(B, K, G * T, H)
+  k_BKSH = k_BSKH.transpose(0, 2, 1, 3)
+  v_BKSH = v_BSKH.transpose(0, 2, 1, 3)
+  logits_BKQS = jnp.einsum("BKQH,BKSH->BKQS", q_BKQH, k_BKSH, preferred_element_type=jnp.float32)
+  logits_BKGTS = logits_BKQS.reshape(B, K, G, T, S) * scale
   if softcap is not None:
     logits_BKGTS = softcap * jnp.tanh(logits_BKGTS / softcap)
   logits_BKGTS = jnp.where(mask_BTS[:, None, None, :, :], logits_BKGTS, _MASK_VALUE)
-  probs_BKGTS = jax.nn.softmax(logits_BKGTS, axis=-1)
-  out_BTKGH = jnp.einsum("BKGTS,BSKH->BTKGH", probs_BKGTS.astype(v_BSKH.dtype), v_BSKH)
-  return out_BTKGH.reshape(B, T, N, H)
+  probs_BKQS = jax.nn.softmax(logits_BKGTS, axis=-1).reshape(B, K, G * T, S)
+  out_BKQH = jnp.einsum("BKQS,BKSH->BKQH", probs_BKQS.astype(v_BSKH.dtype), v_BKSH)
+  return out_BKQH.reshape(B, K, G, T, H).transpose(0, 3, 1, 2, 4).reshape(B, T, N, H)
 
 
 class Attention(nnx.Module):
@@ -223,9 +243,9 @@ class Attention(nnx.Module):
   ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Returns q_BLNH, k_BLKH (both normed and rotated) and v_BLKH in the compute dtype."""
     dt = x_BLD.dtype
-    q_BLNH = jnp.einsum("BLD,DNH->BLNH", x_BLD, self.q_DNH[...].astype(dt))
-    k_BLKH = jnp.einsum("BLD,DKH->BLKH", x_BLD, self.k_DKH[...].astype(dt))
-    v_BLKH = jnp.einsum("BLD,DKH->BLKH", x_BLD, self.v_DKH[...].astype(dt))
+    q_BLNH = dense(x_BLD, self.q_DNH[...].astype(dt))
+    k_BLKH = dense(x_BLD, self.k_DKH[...].astype(dt))
+    v_BLKH = dense(x_BLD, self.v_DKH[...].astype(dt))
     if self.cfg.qkv_bias:
       q_BLNH = q_BLNH + self.q_bias_NH[...].astype(dt)[None, None]
       k_BLKH = k_BLKH + self.k_bias_KH[...].astype(dt)[None, None]
@@ -252,7 +272,7 @@ class Attention(nnx.Module):
     out_BTNH = dot_product_attention(
       q_BTNH, k_BSKH, v_BSKH, mask_BTS, scale=scalar**-0.5, softcap=cfg.attn_logit_softcap
     )
-    return jnp.einsum("BTNH,NHD->BTD", out_BTNH, self.o_NHD[...].astype(q_BTNH.dtype))
+    return dense(out_BTNH, self.o_NHD[...].astype(q_BTNH.dtype), n_in=2)
 
   def __call__(self, x_BLD: jax.Array, positions_BL: jax.Array, mask_BLL: jax.Array) -> jax.Array:
     """Self-attention of `x_BLD` [B, L, D] under `mask_BLL` (already windowed for local layers)."""
@@ -277,13 +297,13 @@ class GatedMLP(nnx.Module):
   def __call__(self, x_BLD: jax.Array) -> jax.Array:
     """[B, L, D] -> [B, L, D] in the dtype of `x_BLD`."""
     dt = x_BLD.dtype
-    gate_BLF = jnp.einsum("BLD,DF->BLF", x_BLD, self.gate_DF[...].astype(dt))
-    up_BLF = jnp.einsum("BLD,DF->BLF", x_BLD, self.up_DF[...].astype(dt))
+    gate_BLF = dense(x_BLD, self.gate_DF[...].astype(dt))
+    up_BLF = dense(x_BLD, self.up_DF[...].astype(dt))
     if self.activation == "silu":
       act_BLF = jax.nn.silu(gate_BLF)
     else:
       act_BLF = jax.nn.gelu(gate_BLF, approximate=True)
-    return jnp.einsum("BLF,FD->BLD", act_BLF * up_BLF, self.down_FD[...].astype(dt))
+    return dense(act_BLF * up_BLF, self.down_FD[...].astype(dt))
 
 
 def is_local_layer(cfg: ModelConfig, layer_idx: int) -> bool:
@@ -403,18 +423,12 @@ class Transformer(nnx.Module):
     """Projects hidden states to float32 vocabulary logits [B, L, V] (soft-capped if configured)."""
     dt = hidden_BLD.dtype
     if self.cfg.tie_embeddings:
-      logits_BLV = jnp.einsum(
-        "BLD,VD->BLV",
-        hidden_BLD,
-        self.embedding_VD[...].astype(dt),
-        preferred_element_type=jnp.float32,
+      logits_BLV = dense(
+        hidden_BLD, self.embedding_VD[...].astype(dt).T, preferred_element_type=jnp.float32
       )
     else:
-      logits_BLV = jnp.einsum(
-        "BLD,DV->BLV",
-        hidden_BLD,
-        self.lm_head_DV[...].astype(dt),
-        preferred_element_type=jnp.float32,
+      logits_BLV = dense(
+        hidden_BLD, self.lm_head_DV[...].astype(dt), preferred_element_type=jnp.float32
       )
     cap = self.cfg.final_logit_softcap
     if cap is not None:
