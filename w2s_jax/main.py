@@ -45,8 +45,14 @@ def main(argv: list[str]) -> None:
   from w2s_jax.train.loop import train
   from w2s_jax.train.tasks import TASKS
 
+  if config.task == "w2s_sweep":
+    from w2s_jax.w2s.run import run_sweep
+
+    results = run_sweep(config, _WORKDIR.value)
+    print(json.dumps({"ladder": results["ladder"], "summary": results["summary"]}, default=str))
+    return
   if config.task not in TASKS:
-    raise app.UsageError(f"unknown task {config.task!r}; choose one of {sorted(TASKS)}")
+    raise app.UsageError(f"unknown task {config.task!r}; choose one of {sorted(TASKS) + ['w2s_sweep']}")
   summary = train(config, _WORKDIR.value, TASKS[config.task](config))
   if jax.process_index() == 0:
     print(json.dumps({k: summary.get(k) for k in ("final_step", "last", "eval", "wall_s")}, default=str))

@@ -53,6 +53,9 @@ class Setup:
   train_batches: Any  # random access: train_batches[i] is batch i (dict of numpy arrays)
   eval_batches: list[dict[str, np.ndarray]]
   info: dict[str, Any] = dataclasses.field(default_factory=dict)
+  # Optional starting parameters (e.g. a pretrained backbone with a fresh head), an nnx.State with the
+  # structure of `nnx.split(make_model(...))[1]`; None = the model's own initialisation.
+  init_params: Callable[[], Any] | None = None
 
 
 class _SigTerm:
@@ -153,7 +156,11 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, setup: Setup) 
 
     ckpt = Checkpointer(workdir / "checkpoints", keep=config.keep_checkpoints)
     latest = ckpt.latest_step()
-    if latest is None:
+    if latest is None and setup.init_params is not None:
+      params = jax.device_put(setup.init_params(), shardings.params)
+      state = jax.jit(lambda p: create_train_state(p, tx, config.seed), out_shardings=shardings)(params)
+      start = 0
+    elif latest is None:
       state = jax.jit(init, out_shardings=shardings)()
       start = 0
     else:

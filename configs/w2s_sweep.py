@@ -1,0 +1,60 @@
+"""The weak-to-strong sweep (Burns et al. 2023) on a reasoning-gym verification task.
+
+COMMAND:
+  python -m w2s_jax.main --config=configs/w2s_sweep.py:smoke --workdir=runs/w2s_smoke
+  python -m w2s_jax.main --config=configs/w2s_sweep.py --workdir=runs/w2s          # the full sweep
+  args: `smoke` (two small rungs, one seed, minutes on CPU) or nothing; override with --config.x=y,
+  e.g. --config.train.mode=probe, --config.data.task=gsm_symbolic, --config.ensemble=3.
+OUTPUT: results.json (ceilings, transfer accuracies, PGR medians with 95 % bootstrap CIs), plots/*.png,
+  metrics.jsonl (one line per finished training), runs/*/ (each training's own folder, resumable).
+"""
+
+import ml_collections
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  smoke = arg == "smoke"
+  if arg not in (None, "", "smoke"):
+    raise ValueError(f"unknown config arg {arg!r}; use 'smoke' or nothing")
+  c = ml_collections.ConfigDict()
+  c.task = "w2s_sweep"
+  c.seed = 0
+  c.seeds = [0] if smoke else [0, 1, 2]
+  c.losses = ["xent", "logconf"] if smoke else ["xent", "logconf", "product"]
+  c.ensemble = 1  # k weak models per size, soft labels averaged
+  c.label_noise = 0.0  # share of weak labels flipped (controlled noise studies)
+  c.cpu_devices = 0
+  c.mesh = ml_collections.ConfigDict({"data": 1 if smoke else -1})
+
+  c.data = ml_collections.ConfigDict()
+  c.data.task = "chain_sum"  # chain_sum (easy) | gcd (medium) | gsm_symbolic (hard)
+  c.data.n_train = 256 if smoke else 4000
+  c.data.n_test = 128 if smoke else 1000
+  c.data.max_len = 64 if smoke else 160
+  c.data.seed = 0
+
+  c.ladder = ml_collections.ConfigDict()
+  c.ladder.sizes = ["ladder-0", "ladder-1"] if smoke else ["ladder-0", "ladder-1", "ladder-2", "ladder-3"]
+  c.ladder.corpus = "python_reference"
+  c.ladder.vocab_size = 512
+  c.ladder.seq_len = 128
+  c.ladder.steps = 30 if smoke else 1500
+  c.ladder.batch_size = 8 if smoke else 16
+  c.ladder.lr = 3e-3
+  c.ladder.seed = 0
+  c.ladder.cache_dir = ""  # empty: $W2S_JAX_CACHE or ~/.cache/w2s_jax
+
+  c.train = ml_collections.ConfigDict()
+  c.train.mode = "finetune"  # finetune | probe
+  c.train.steps = 30 if smoke else 400
+  c.train.batch_size = 16 if smoke else 32
+  c.train.lr = 1e-3 if smoke else 5e-4
+  c.train.probe_steps = 300
+  c.train.probe_lr = 1e-2
+  c.train.loss_kwargs = ml_collections.ConfigDict({
+    "logconf": {"aux_coef": 0.5, "warmup_frac": 0.1, "warmup": "reference"},
+    "product": {"alpha": 1.0, "beta": 1.0},
+  })
+  c.total_steps = c.train.get_ref("steps")  # the sweep equivalent: steps of each training
+  c.checkpoint_every_steps = 0
+  return c

@@ -1,0 +1,196 @@
+"""Sequence classification for the weak-to-strong protocol: encoding, objective, prediction, probes.
+
+Records follow openai/weak-to-strong: `{"txt": str, "hard_label": int, "soft_label": [p_0, ..., p_C-1]}`.
+Texts are encoded as BOS + tokens, truncated from the left (the candidate answer, which decides the
+label, sits at the end) and right-padded; the classifier reads the last real token.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from w2s_jax.data.tokenizers import Tokenizer
+from w2s_jax.losses.w2s import W2S_LOSSES
+from w2s_jax.train.step import Batch, Objective
+
+
+@dataclasses.dataclass
+class Encoded:
+  """A classification set as arrays.
+
+  Attributes:
+    tokens_NL: int32 token ids, right-padded.
+    segment_ids_NL: int32, 1 on real tokens, 0 on padding.
+    hard_N: int32 ground-truth labels.
+    soft_NC: float32 label distribution used as the training target (ground truth one-hot, or weak).
+    truncated: how many texts were cut to fit.
+  """
+
+  tokens_NL: np.ndarray
+  segment_ids_NL: np.ndarray
+  hard_N: np.ndarray
+  soft_NC: np.ndarray
+  truncated: int = 0
+
+  def __len__(self) -> int:
+    return len(self.hard_N)
+
+  def take(self, idx: np.ndarray) -> Encoded:
+    return Encoded(self.tokens_NL[idx], self.segment_ids_NL[idx], self.hard_N[idx], self.soft_NC[idx])
+
+  def with_targets(self, soft_NC: np.ndarray) -> Encoded:
+    return dataclasses.replace(self, soft_NC=np.asarray(soft_NC, np.float32))
+
+
+def encode(records: Sequence[dict[str, Any]], tokenizer: Tokenizer, max_len: int, num_classes: int = 2
+           ) -> Encoded:
+  """Tokenizes records; targets start as one-hot ground truth."""
+  n = len(records)
+  tokens = np.full((n, max_len), tokenizer.pad_id, np.int32)
+  seg = np.zeros((n, max_len), np.int32)
+  hard = np.zeros(n, np.int32)
+  truncated = 0
+  for i, r in enumerate(records):
+    ids = [tokenizer.bos_id, *tokenizer.encode(r["txt"])]
+    if len(ids) > max_len:
+      truncated += 1
+      ids = [tokenizer.bos_id, *ids[len(ids) - max_len + 1:]]
+    tokens[i, : len(ids)] = ids
+    seg[i, : len(ids)] = 1
+    label = int(r["hard_label"])
+    if not 0 <= label < num_classes:
+      raise ValueError(f"record {i}: hard_label {label} is outside [0, {num_classes})")
+    hard[i] = label
+  return Encoded(tokens, seg, hard, np.eye(num_classes, dtype=np.float32)[hard], truncated)
+
+
+def classifier_objective(loss: str = "xent", **loss_kwargs: Any) -> Objective:
+  """Trains `model(tokens, segment_ids) -> logits_BC` on `batch["targets_BC"]` with a W2S loss by name.
+
+  The batch also carries `hard_B` (for accuracy against ground truth) and, for `logconf`, `step_frac_B`
+  (training progress, the same value in every row).
+  """
+  if loss not in W2S_LOSSES:
+    raise ValueError(f"unknown loss {loss!r}; choose one of {sorted(W2S_LOSSES)}")
+  fn = W2S_LOSSES[loss]
+
+  def objective(model: nnx.Module, batch: Batch, rng: jax.Array):
+    del rng
+    logits_BC = model(batch["tokens"], segment_ids_BL=batch["segment_ids"])
+    kwargs = dict(loss_kwargs)
+    if loss == "logconf":
+      kwargs["step_frac"] = batch["step_frac_B"][0]
+    loss_B, _ = fn(logits_BC, batch["targets_BC"], **kwargs)
+    correct_B = (jnp.argmax(logits_BC, -1) == batch["hard_B"]).astype(jnp.float32)
+    weight = jnp.asarray(loss_B.shape[0], jnp.float32)
+    return jnp.sum(loss_B), weight, {"accuracy": jnp.sum(correct_B)}
+
+  return objective
+
+
+class Batches:
+  """Random-access training batches over epochs reshuffled by seed: `batches[i]` is step i's batch."""
+
+  def __init__(self, data: Encoded, batch_size: int, total_steps: int, seed: int):
+    if len(data) < batch_size:
+      raise ValueError(f"{len(data)} examples cannot fill a batch of {batch_size}")
+    self.data, self.batch_size, self.total_steps, self.seed = data, batch_size, total_steps, seed
+    self.per_epoch = len(data) // batch_size
+
+  def __getitem__(self, i: int) -> dict[str, np.ndarray]:
+    epoch, j = divmod(i, self.per_epoch)
+    order = np.random.default_rng([self.seed, epoch]).permutation(len(self.data))
+    idx = order[j * self.batch_size:(j + 1) * self.batch_size]
+    d = self.data
+    return {
+      "tokens": d.tokens_NL[idx], "segment_ids": d.segment_ids_NL[idx], "targets_BC": d.soft_NC[idx],
+      "hard_B": d.hard_N[idx], "step_frac_B": np.full(len(idx), i / self.total_steps, np.float32),
+    }
+
+
+def _map_batches(fn, params: Any, data: Encoded, batch_size: int) -> np.ndarray:
+  """Applies a jitted `fn(params, tokens, segment_ids)` to every example; the last batch is padded so
+  that one compiled shape serves all."""
+  fwd = jax.jit(fn)
+  out = []
+  for start in range(0, len(data), batch_size):
+    t = data.tokens_NL[start:start + batch_size]
+    s = data.segment_ids_NL[start:start + batch_size]
+    n = len(t)
+    if n < batch_size:
+      t = np.concatenate([t, np.repeat(t[-1:], batch_size - n, 0)])
+      s = np.concatenate([s, np.repeat(s[-1:], batch_size - n, 0)])
+    out.append(np.asarray(fwd(params, t, s))[:n])
+  return np.concatenate(out)
+
+
+def predict(graphdef: nnx.GraphDef, params: Any, data: Encoded, batch_size: int = 64) -> np.ndarray:
+  """Class probabilities [N, C] of a classifier model on every example."""
+
+  def f(p, t, s):
+    return jax.nn.softmax(nnx.merge(graphdef, p)(t, segment_ids_BL=s), axis=-1)
+
+  return _map_batches(f, params, data, batch_size)
+
+
+def features(graphdef: nnx.GraphDef, params: Any, data: Encoded, batch_size: int = 64) -> np.ndarray:
+  """Frozen-backbone features [N, D]: the final hidden state at each example's last real token.
+
+  `graphdef`/`params` are a `Transformer` backbone's.
+  """
+
+  def f(p, t, s):
+    h_BLD = nnx.merge(graphdef, p).hidden(t, segment_ids_BL=s)
+    last_B = jnp.sum(s > 0, axis=-1) - 1
+    return jnp.take_along_axis(h_BLD, last_B[:, None, None], axis=1)[:, 0].astype(jnp.float32)
+
+  return _map_batches(f, params, data, batch_size)
+
+
+def train_linear_probe(
+  feats_ND: np.ndarray, targets_NC: np.ndarray, *, loss: str = "xent", steps: int = 300, lr: float = 1e-2,
+  batch_size: int = 64, seed: int = 0, weight_decay: float = 0.0, **loss_kwargs: Any,
+) -> tuple[np.ndarray, np.ndarray]:
+  """Trains a linear head (zero-initialised, as openai/weak-to-strong) on frozen features with a W2S loss.
+
+  Features are standardised with their own mean and std first (returned folded into the weights).
+
+  Returns:
+    (w_DC, b_C) such that logits = feats @ w + b.
+  """
+  fn = W2S_LOSSES[loss]
+  mu, sd = feats_ND.mean(0), feats_ND.std(0) + 1e-6
+  x_ND = jnp.asarray((feats_ND - mu) / sd, jnp.float32)
+  y_NC = jnp.asarray(targets_NC, jnp.float32)
+  n, d = x_ND.shape
+  c = y_NC.shape[1]
+  tx = optax.adamw(lr, weight_decay=weight_decay)
+  params = {"w": jnp.zeros((d, c)), "b": jnp.zeros((c,))}
+  bs = min(batch_size, n)
+
+  def step(carry, i):
+    p, opt = carry
+    idx = jax.random.choice(jax.random.fold_in(jax.random.key(seed), i), n, (bs,), replace=False)
+    kwargs = dict(loss_kwargs)
+    if loss == "logconf":
+      kwargs["step_frac"] = i / steps
+
+    def lossf(p):
+      return jnp.mean(fn(x_ND[idx] @ p["w"] + p["b"], y_NC[idx], **kwargs)[0])
+
+    g = jax.grad(lossf)(p)
+    upd, opt = tx.update(g, opt, p)
+    return (optax.apply_updates(p, upd), opt), None
+
+  (params, _), _ = jax.jit(lambda p: jax.lax.scan(step, (p, tx.init(p)), jnp.arange(steps)))(params)
+  w = np.asarray(params["w"]) / sd[:, None]
+  b = np.asarray(params["b"]) - (mu / sd) @ np.asarray(params["w"])
+  return w, b

@@ -1,0 +1,82 @@
+"""The from-scratch base-model ladder: next-token pretraining, cached by config hash.
+
+Every rung is pretrained once per configuration and kept under the user's cache directory
+(`$W2S_JAX_CACHE`, else `$XDG_CACHE_HOME/w2s_jax`, else `~/.cache/w2s_jax`) as an ordinary run folder
+(checkpoints, metrics.jsonl), so a sweep pays for it once and an interrupted pretraining resumes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+from flax import nnx
+
+from w2s_jax.models.presets import ModelConfig
+from w2s_jax.train.config_lib import train_defaults
+
+
+def cache_root() -> Path:
+  if os.environ.get("W2S_JAX_CACHE"):
+    return Path(os.environ["W2S_JAX_CACHE"])
+  base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+  return Path(base) / "w2s_jax"
+
+
+@dataclasses.dataclass
+class Rung:
+  """A pretrained base model."""
+
+  preset: str
+  model_cfg: ModelConfig
+  graphdef: nnx.GraphDef
+  params: Any
+  eval_loss: float
+  workdir: Path
+
+
+def pretrain_config(
+  preset: str, *, corpus: str, tokenizer: str, vocab_size: int, seq_len: int, steps: int, batch_size: int,
+  lr: float, seed: int, mesh: dict[str, int] | None = None,
+) -> ml_collections.ConfigDict:
+  """Config of one rung's pretraining run (the `sft` task with every response token trained)."""
+  c = train_defaults(total_steps=steps, batch_size=batch_size, lr=lr, seed=seed)
+  c.task = "sft"
+  c.eval_every_steps = steps
+  if mesh:
+    c.mesh.update(mesh)
+  c.model = ml_collections.ConfigDict({"preset": preset, "vocab_size": vocab_size,
+                                       "overrides": {"max_seq_len": max(seq_len, 128)}})
+  c.data = ml_collections.ConfigDict(dict(corpus=corpus, tokenizer=tokenizer, seq_len=seq_len,
+                                          max_chars=100_000, eval_frac=0.1, eval_batches=8))
+  c.objective = ml_collections.ConfigDict(dict(name="sft", reduction="token-mean", z_loss=0.0,
+                                               label_smoothing=0.0))
+  return c
+
+
+def config_hash(config: ml_collections.ConfigDict) -> str:
+  text = json.dumps(json.loads(config.to_json_best_effort()), sort_keys=True)
+  return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def pretrain(config: ml_collections.ConfigDict, cache_dir: Path | None = None) -> Rung:
+  """Pretrains (or loads from the cache) the rung described by a `pretrain_config`."""
+  from w2s_jax.train.loop import train
+  from w2s_jax.train.tasks import TASKS
+
+  workdir = (cache_dir or cache_root() / "ladder") / f"{config.model.preset}-{config_hash(config)}"
+  setup = TASKS["sft"](config)
+  summary = train(config, workdir, setup)
+  report = workdir / "ladder.json"
+  if "eval" in summary:
+    report.write_text(json.dumps({"preset": config.model.preset, "eval_loss": summary["eval"]["eval_loss"],
+                                  "steps": int(config.total_steps)}))
+  eval_loss = json.loads(report.read_text())["eval_loss"]
+  model = nnx.eval_shape(lambda: setup.make_model(nnx.Rngs(0)))
+  graphdef, _ = nnx.split(model)
+  return Rung(config.model.preset, model.cfg, graphdef, summary["state"].params, eval_loss, workdir)

@@ -1,0 +1,237 @@
+"""The weak-to-strong protocol (Burns et al. 2023) as one resumable sweep.
+
+For each seed: the training set is split 50/50 into A and B. Every model size is trained on A with
+ground truth; its test accuracy is that size's ceiling, and its soft predictions on B are the labels it
+gives as a weak supervisor (averaged over an ensemble of k weak models when asked; optionally with a
+share of them flipped, for noise studies). For every pair weak < strong and every loss, the strong
+model is trained on B with the weak labels; PGR = (transfer − weak) / (ceiling − weak).
+
+Each training is a run folder under `WORKDIR/runs/` with its own checkpoints and `result.json`, so an
+interrupted sweep resumes where it stopped. Modes: `finetune` (the whole model, from the pretrained
+backbone plus a zero-initialised head) and `probe` (a linear head on frozen backbone features).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from w2s_jax.evals.metrics import accuracy, auroc, bootstrap_ci
+from w2s_jax.models.heads import SequenceClassifier
+from w2s_jax.train.config_lib import train_defaults
+from w2s_jax.w2s import classify
+from w2s_jax.w2s.ladder import Rung
+from w2s_jax.w2s.metrics import pgr
+
+
+@dataclasses.dataclass
+class TrainSpec:
+  """How each classifier is trained."""
+
+  mode: str = "finetune"  # finetune | probe
+  steps: int = 200
+  batch_size: int = 16
+  lr: float = 5e-4
+  probe_steps: int = 300
+  probe_lr: float = 1e-2
+  loss_kwargs: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+  mesh: dict[str, int] = dataclasses.field(default_factory=lambda: {"data": -1})
+
+
+def split_halves(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+  """A random 50/50 split of range(n) into (A, B) index arrays."""
+  perm = np.random.default_rng(seed).permutation(n)
+  return np.sort(perm[: n // 2]), np.sort(perm[n // 2:])
+
+
+def add_label_noise(soft_NC: np.ndarray, frac: float, seed: int) -> np.ndarray:
+  """Swaps the class probabilities (binary) of a random `frac` of the rows."""
+  if frac <= 0:
+    return soft_NC
+  out = soft_NC.copy()
+  rows = np.random.default_rng(seed).random(len(out)) < frac
+  out[rows] = out[rows][:, ::-1]
+  return out
+
+
+def _scores(probs_NC: np.ndarray, hard_N: np.ndarray) -> dict[str, float]:
+  p_true = np.clip(probs_NC[np.arange(len(hard_N)), hard_N], 1e-12, 1.0)
+  scores = {"accuracy": accuracy(probs_NC, hard_N), "test_loss": float(-np.mean(np.log(p_true)))}
+  if probs_NC.shape[1] == 2 and 0 < hard_N.mean() < 1:
+    scores["auroc"] = auroc(probs_NC[:, 1], hard_N)
+  return scores
+
+
+def _finetune(rung: Rung, train: classify.Encoded, evals: Sequence[classify.Encoded], loss: str,
+              spec: TrainSpec, seed: int, workdir: Path) -> tuple[list[np.ndarray], dict[str, Any]]:
+  """Fine-tunes backbone + head on `train`; returns probabilities on each of `evals` (evals[0] = test)."""
+  from w2s_jax.train.loop import Setup
+  from w2s_jax.train.loop import train as run_train
+
+  config = train_defaults(total_steps=spec.steps, batch_size=spec.batch_size, lr=spec.lr, seed=seed)
+  config.mesh.update(spec.mesh)
+  config.log_every_steps = max(spec.steps // 20, 1)
+
+  def init_params():
+    model = SequenceClassifier(rung.model_cfg, 2, zero_init=True, rngs=nnx.Rngs(seed))
+    nnx.update(model.backbone, rung.params)
+    return nnx.split(model)[1]
+
+  test_batches = classify.Batches(evals[0], min(spec.batch_size, len(evals[0])), 1, seed)
+  setup = Setup(
+    make_model=lambda rngs: SequenceClassifier(rung.model_cfg, 2, zero_init=True, rngs=rngs),
+    objective=classify.classifier_objective(loss, **spec.loss_kwargs.get(loss, {})),
+    train_batches=classify.Batches(train, spec.batch_size, spec.steps, seed),
+    eval_batches=[test_batches[0]],
+    init_params=init_params,
+  )
+  summary = run_train(config, workdir, setup)
+  graphdef = nnx.split(nnx.eval_shape(lambda: setup.make_model(nnx.Rngs(0))))[0]
+  params = summary["state"].params
+  probs = [classify.predict(graphdef, params, d) for d in evals]
+  return probs, {"final_train_loss": (summary.get("last") or {}).get("loss")}
+
+
+def _softmax(z_NC: np.ndarray) -> np.ndarray:
+  e = np.exp(z_NC - z_NC.max(1, keepdims=True))
+  return e / e.sum(1, keepdims=True)
+
+
+def _probe(train_feats: np.ndarray, train: classify.Encoded, eval_feats: Sequence[np.ndarray], loss: str,
+           spec: TrainSpec, seed: int) -> tuple[list[np.ndarray], dict[str, Any]]:
+  """Fits a linear head on frozen features; returns probabilities on each of `eval_feats`."""
+  w, b = classify.train_linear_probe(train_feats, train.soft_NC, loss=loss, steps=spec.probe_steps,
+                                     lr=spec.probe_lr, seed=seed, **spec.loss_kwargs.get(loss, {}))
+  return [_softmax(f @ w + b) for f in eval_feats], {}
+
+
+class Sweep:
+  """Runs (or resumes) every training of a weak-to-strong sweep and collects the results."""
+
+  def __init__(self, rungs: Sequence[Rung], train: classify.Encoded, test: classify.Encoded,
+               spec: TrainSpec, workdir: Path):
+    self.rungs, self.train, self.test, self.spec = list(rungs), train, test, spec
+    self.workdir = Path(workdir)
+    self._feature_cache: dict[tuple[str, int], np.ndarray] = {}
+
+  def _features(self, rung: Rung, data: classify.Encoded, key: str) -> np.ndarray:
+    if (rung.preset, key) not in self._feature_cache:
+      self._feature_cache[(rung.preset, key)] = classify.features(rung.graphdef, rung.params, data)
+    return self._feature_cache[(rung.preset, key)]
+
+  def fit(
+    self, name: str, rung: Rung, train: classify.Encoded, loss: str, seed: int,
+    other: classify.Encoded | None = None, keys: tuple[str, str] = ("", ""),
+  ) -> tuple[np.ndarray | None, dict[str, Any]]:
+    """Trains one classifier, or reads its saved result.
+
+    Args:
+      name: run name (its folder under `WORKDIR/runs/`).
+      rung: the pretrained base model.
+      train: training examples with their targets.
+      loss: W2S loss name.
+      seed: training seed.
+      other: a set to predict on as well (the weak model's half B), or None.
+      keys: feature-cache keys of (train, other) for probe mode.
+
+    Returns:
+      (probabilities on `other` or None, result dict with test accuracy/AUROC).
+    """
+    run_dir = self.workdir / "runs" / name
+    done, probs_file = run_dir / "result.json", run_dir / "other_probs.npy"
+    if done.exists() and (other is None or probs_file.exists()):
+      return (np.load(probs_file) if other is not None else None), json.loads(done.read_text())
+    run_dir.mkdir(parents=True, exist_ok=True)
+    evals = [self.test] + ([other] if other is not None else [])
+    if self.spec.mode == "finetune":
+      probs, extra = _finetune(rung, train, evals, loss, self.spec, seed, run_dir)
+    elif self.spec.mode == "probe":
+      feats = [self._features(rung, self.test, "test")]
+      if other is not None:
+        feats.append(self._features(rung, other, keys[1]))
+      probs, extra = _probe(self._features(rung, train, keys[0]), train, feats, loss, self.spec, seed)
+    else:
+      raise ValueError(f"unknown mode {self.spec.mode!r}; choose 'finetune' or 'probe'")
+    result = {"name": name, "model": rung.preset, "loss": loss, "seed": seed,
+              **_scores(probs[0], self.test.hard_N), **extra}
+    if other is not None:
+      np.save(probs_file, probs[1])
+    done.write_text(json.dumps(result))
+    return (probs[1] if other is not None else None), result
+
+  def run(self, *, losses: Sequence[str], seeds: Sequence[int], ensemble: int = 1, label_noise: float = 0.0,
+          on_result: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Every ground-truth and transfer training of the sweep; returns the raw results per seed."""
+    per_seed = []
+    for seed in seeds:
+      a_idx, b_idx = split_halves(len(self.train), seed)
+      half_a, half_b = self.train.take(a_idx), self.train.take(b_idx)
+      gt, weak_labels = {}, {}
+      for rung in self.rungs:
+        preds = []
+        for j in range(ensemble):  # an ensemble of k weak models averages their soft labels
+          name = f"seed{seed}/gt-{rung.preset}" + (f"-m{j}" if j else "")
+          p_b, res = self.fit(name, rung, half_a, "xent", seed * 1000 + j, other=half_b,
+                              keys=(f"A{seed}", f"B{seed}"))
+          preds.append(p_b)
+          if j == 0:
+            gt[rung.preset] = res
+            if on_result:
+              on_result(res)
+        weak_labels[rung.preset] = add_label_noise(np.mean(preds, 0), label_noise, seed)
+      transfer = []
+      for i, weak in enumerate(self.rungs):
+        for strong in self.rungs[i + 1:]:
+          for loss in losses:
+            name = f"seed{seed}/w2s-{weak.preset}-to-{strong.preset}-{loss}"
+            _, res = self.fit(name, strong, half_b.with_targets(weak_labels[weak.preset]), loss, seed,
+                              keys=(f"B{seed}", ""))
+            res = dict(res, weak=weak.preset, strong=strong.preset,
+                       weak_label_acc=accuracy(weak_labels[weak.preset], half_b.hard_N),
+                       pgr=pgr(gt[weak.preset]["accuracy"], gt[strong.preset]["accuracy"], res["accuracy"]))
+            transfer.append(res)
+            if on_result:
+              on_result(res)
+      per_seed.append({"seed": seed, "ground_truth": gt, "transfer": transfer})
+    return {"per_seed": per_seed}
+
+def summarize(raw: dict[str, Any], *, level: float = 0.95) -> dict[str, Any]:
+  """Medians over seeds with bootstrap CIs: ceilings per size, transfer accuracy and PGR per pair/loss."""
+  sizes: dict[str, list[float]] = {}
+  pairs: dict[tuple[str, str, str], dict[str, list[float]]] = {}
+  for s in raw["per_seed"]:
+    for size, res in s["ground_truth"].items():
+      sizes.setdefault(size, []).append(res["accuracy"])
+    for t in s["transfer"]:
+      d = pairs.setdefault((t["weak"], t["strong"], t["loss"]), {"accuracy": [], "pgr": []})
+      d["accuracy"].append(t["accuracy"])
+      d["pgr"].append(t["pgr"])
+
+  def ci(values):
+    values = [v for v in values if not np.isnan(v)]
+    if not values:
+      return {"median": None, "low": None, "high": None, "n": 0}
+    med, lo, hi = bootstrap_ci(values, np.median, level=level)
+    return {"median": med, "low": lo, "high": hi, "n": len(values)}
+
+  return {
+    "ceilings": {k: ci(v) for k, v in sizes.items()},
+    "transfer": [
+      {"weak": w, "strong": s, "loss": loss, "accuracy": ci(d["accuracy"]), "pgr": ci(d["pgr"])}
+      for (w, s, loss), d in pairs.items()
+    ],
+  }
+
+
+def sweep_spec(config: ml_collections.ConfigDict) -> TrainSpec:
+  t = config.train
+  return TrainSpec(mode=t.mode, steps=t.steps, batch_size=t.batch_size, lr=t.lr, probe_steps=t.probe_steps,
+                   probe_lr=t.probe_lr, loss_kwargs=json.loads(json.dumps(t.loss_kwargs.to_dict())),
+                   mesh=dict(config.mesh))

@@ -1,0 +1,71 @@
+"""The weak-to-strong sweep as a job: `python -m w2s_jax.main --config=configs/w2s_sweep.py:smoke ...`.
+
+Builds the task's records, pretrains (or loads) the ladder, runs every training of the protocol and
+writes `results.json` (raw results per seed and medians with bootstrap CIs), `metrics.jsonl` (one line
+per finished training, `loss` being its test cross-entropy), `config.json` and `plots/*.png`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+
+from w2s_jax.data import w2s_sets
+from w2s_jax.data.tokenizers import ByteTokenizer
+from w2s_jax.models.presets import count_params
+from w2s_jax.w2s import classify, ladder, plots, protocol
+
+
+def _records(config: ml_collections.ConfigDict) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+  d = config.data
+  train = w2s_sets.generate(d.task, "train", d.n_train, seed=d.seed)
+  test = w2s_sets.generate(d.task, "test", d.n_test, seed=d.seed,
+                           exclude={r["txt"].split(" A: ")[0] for r in train})
+  return train, test
+
+
+def run_sweep(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
+  """Runs (or resumes) the sweep described by `config` in `workdir`; returns the summary."""
+  workdir = Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  (workdir / "config.json").write_text(json.dumps(json.loads(config.to_json_best_effort()), indent=2))
+  tokenizer = ByteTokenizer()
+  train_records, test_records = _records(config)
+  train = classify.encode(train_records, tokenizer, config.data.max_len)
+  test = classify.encode(test_records, tokenizer, config.data.max_len)
+
+  lc = config.ladder
+  rungs = []
+  for preset in lc.sizes:
+    pcfg = ladder.pretrain_config(
+      preset, corpus=lc.corpus, tokenizer="bytes", vocab_size=lc.vocab_size, seq_len=lc.seq_len,
+      steps=lc.steps, batch_size=lc.batch_size, lr=lc.lr, seed=lc.seed, mesh=dict(config.mesh),
+    )
+    cache = Path(lc.cache_dir) if lc.cache_dir else None
+    rungs.append(ladder.pretrain(pcfg, cache))
+  ladder_report = {r.preset: {"params": count_params(r.model_cfg), "eval_loss": r.eval_loss} for r in rungs}
+
+  finished: list[dict[str, Any]] = []
+
+  def log(result: dict[str, Any]) -> None:
+    finished.append(result)
+    lines = [json.dumps({"step": i + 1, "loss": r["test_loss"], **r}) for i, r in enumerate(finished)]
+    (workdir / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+
+  sweep = protocol.Sweep(rungs, train, test, protocol.sweep_spec(config), workdir)
+  raw = sweep.run(losses=list(config.losses), seeds=list(config.seeds), ensemble=config.ensemble,
+                  label_noise=config.label_noise, on_result=log)
+  summary = protocol.summarize(raw)
+  results = {
+    "task": config.data.task, "mode": config.train.mode, "ladder": ladder_report,
+    "data": {"train": len(train), "test": len(test), "truncated": train.truncated + test.truncated,
+             "test_positive_rate": float(test.hard_N.mean())},
+    "summary": summary, **raw,
+  }
+  (workdir / "results.json").write_text(json.dumps(results, indent=2))
+  params = {r.preset: count_params(r.model_cfg) for r in rungs}
+  plots.plot_sweep(summary, list(lc.sizes), params, workdir / "plots")
+  return results
