@@ -1,0 +1,98 @@
+"""The weak-to-strong protocol's parts, and the smoke sweep end to end (with resume)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.helpers import load_config
+from w2s_jax.data.tokenizers import ByteTokenizer
+from w2s_jax.w2s import classify, protocol
+
+
+def test_split_halves_is_a_seeded_partition():
+  a, b = protocol.split_halves(11, seed=3)
+  assert len(a) == 5 and len(b) == 6
+  assert sorted(np.concatenate([a, b]).tolist()) == list(range(11))
+  np.testing.assert_array_equal(protocol.split_halves(11, seed=3)[0], a)
+  assert not np.array_equal(protocol.split_halves(11, seed=4)[0], a)
+
+
+def test_label_noise_flips_the_requested_share():
+  soft = np.tile([[0.9, 0.1]], (2000, 1)).astype(np.float32)
+  noisy = protocol.add_label_noise(soft, 0.25, seed=0)
+  flipped = noisy[:, 0] == np.float32(0.1)
+  assert abs(flipped.mean() - 0.25) < 0.03
+  np.testing.assert_array_equal(noisy[~flipped], soft[~flipped])
+  assert protocol.add_label_noise(soft, 0.0, seed=0) is soft
+
+
+def test_encode_truncates_from_the_left_and_checks_labels():
+  tok = ByteTokenizer()
+  records = [{"txt": "abcdef", "hard_label": 1}, {"txt": "xy", "hard_label": 0}]
+  enc = classify.encode(records, tok, max_len=4)
+  assert enc.truncated == 1
+  assert tok.decode(enc.tokens_NL[0].tolist()) == "def"  # BOS + the last three bytes
+  np.testing.assert_array_equal(enc.segment_ids_NL, [[1, 1, 1, 1], [1, 1, 1, 0]])
+  np.testing.assert_array_equal(enc.soft_NC, [[0, 1], [1, 0]])
+  with pytest.raises(ValueError, match="record 0: hard_label 2"):
+    classify.encode([{"txt": "a", "hard_label": 2}], tok, max_len=4)
+
+
+def test_batches_cover_each_epoch_once_and_report_progress():
+  tok = ByteTokenizer()
+  enc = classify.encode([{"txt": str(i), "hard_label": i % 2} for i in range(10)], tok, max_len=4)
+  batches = classify.Batches(enc, batch_size=5, total_steps=8, seed=0)
+  seen = np.concatenate([batches[0]["tokens"][:, 1], batches[1]["tokens"][:, 1]])
+  assert sorted(seen.tolist()) == sorted(enc.tokens_NL[:, 1].tolist())
+  assert batches[2]["step_frac_B"][0] == pytest.approx(0.25)
+
+
+def test_linear_probe_fits_a_separable_problem_and_folds_standardisation():
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(400, 5)) * [1, 10, 0.1, 1, 1] + 3.0
+  y = (x[:, 1] - 3.0 + 20 * (x[:, 2] - 3.0) > 0).astype(int)
+  w, b = classify.train_linear_probe(x, np.eye(2)[y], steps=400, lr=0.05)
+  pred = np.argmax(x @ w + b, axis=1)
+  assert (pred == y).mean() > 0.97
+
+
+def test_summarize_medians_and_excludes_degenerate_pgr():
+  raw = {"per_seed": [
+    {"seed": s, "ground_truth": {"a": {"accuracy": 0.6}, "b": {"accuracy": c}},
+     "transfer": [{"weak": "a", "strong": "b", "loss": "xent", "accuracy": t, "pgr": p}]}
+    for s, c, t, p in [(0, 0.8, 0.7, 0.5), (1, 0.9, 0.75, 0.5), (2, 0.6, 0.62, float("nan"))]
+  ]}
+  s = protocol.summarize(raw)
+  assert s["ceilings"]["b"]["median"] == pytest.approx(0.8) and s["ceilings"]["a"]["n"] == 3
+  row = s["transfer"][0]
+  assert row["accuracy"]["median"] == pytest.approx(0.7)
+  assert row["pgr"]["n"] == 2 and row["pgr"]["median"] == pytest.approx(0.5)
+
+
+@pytest.mark.slow
+def test_smoke_sweep_runs_and_resumes(tmp_path, monkeypatch):
+  from w2s_jax.w2s.run import run_sweep
+
+  monkeypatch.setenv("W2S_JAX_CACHE", str(tmp_path / "cache"))
+  config = load_config("w2s_sweep", "smoke")
+  with config.unlocked():
+    config.train.steps = 12
+    config.ladder.steps = 10
+  results = run_sweep(config, tmp_path / "run")
+  out = tmp_path / "run"
+  saved = json.loads((out / "results.json").read_text())
+  assert set(saved["ladder"]) == {"ladder-0", "ladder-1"}
+  assert saved["ladder"]["ladder-0"]["params"] < saved["ladder"]["ladder-1"]["params"]
+  (seed,) = saved["per_seed"]
+  assert set(seed["ground_truth"]) == {"ladder-0", "ladder-1"}
+  assert {(t["weak"], t["strong"], t["loss"]) for t in seed["transfer"]} == {
+    ("ladder-0", "ladder-1", "xent"), ("ladder-0", "ladder-1", "logconf")}
+  for t in seed["transfer"]:
+    assert 0.0 <= t["accuracy"] <= 1.0 and 0.0 <= t["weak_label_acc"] <= 1.0
+  lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+  assert [r["step"] for r in lines] == [1, 2, 3, 4] and all("loss" in r for r in lines)
+  assert (out / "plots" / "w2s_xent.png").stat().st_size > 1000
+  # rerun: every training is read back, nothing retrains, the same numbers come out
+  again = run_sweep(config, out)
+  assert again["per_seed"] == results["per_seed"]
