@@ -1,10 +1,23 @@
 """Pure loss functions of arrays: no model, no config, no I/O."""
 
 from w2s_jax.losses.aggregation import REDUCTIONS, aggregate, reduce, safe_ratio
+from w2s_jax.losses.preference import (
+  PREFERENCE_LOSSES,
+  bradley_terry_loss,
+  dpo_loss,
+  hinge_loss,
+  ipo_loss,
+  kto_kl,
+  kto_loss,
+  orpo_loss,
+  rpo_loss,
+  simpo_loss,
+)
 from w2s_jax.losses.sft import sft_loss
 from w2s_jax.losses.w2s import W2S_LOSSES, logconf_coef, logconf_loss, product_loss, xent_loss
 
 __all__ = [
-  "REDUCTIONS", "W2S_LOSSES", "aggregate", "logconf_coef", "logconf_loss", "product_loss", "reduce",
-  "safe_ratio", "sft_loss", "xent_loss",
+  "PREFERENCE_LOSSES", "REDUCTIONS", "W2S_LOSSES", "aggregate", "bradley_terry_loss", "dpo_loss",
+  "hinge_loss", "ipo_loss", "kto_kl", "kto_loss", "logconf_coef", "logconf_loss", "orpo_loss",
+  "product_loss", "reduce", "rpo_loss", "safe_ratio", "sft_loss", "simpo_loss", "xent_loss",
 ]
