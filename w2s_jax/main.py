@@ -40,16 +40,22 @@ def main(argv: list[str]) -> None:
 
   if config.get("cpu_devices"):
     jax.config.update("jax_num_cpu_devices", int(config.cpu_devices))
+  # Sweeps compile the same step for many runs: keep compiled programs across runs and processes.
+  from w2s_jax.w2s.ladder import cache_root
+
+  jax.config.update("jax_compilation_cache_dir", str(cache_root() / "xla"))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
   _maybe_initialize_distributed(config)
   logging.set_verbosity(logging.WARNING)
   from w2s_jax.train.loop import train
   from w2s_jax.train.tasks import TASKS
 
   if config.task == "w2s_sweep":
+    from w2s_jax.w2s.report import ladder_table, results_table
     from w2s_jax.w2s.run import run_sweep
 
     results = run_sweep(config, _WORKDIR.value)
-    print(json.dumps({"ladder": results["ladder"], "summary": results["summary"]}, default=str))
+    print(ladder_table(results) + "\n\n" + results_table(results))
     return
   if config.task not in TASKS:
     raise app.UsageError(f"unknown task {config.task!r}; choose one of {sorted(TASKS) + ['w2s_sweep']}")

@@ -1,0 +1,36 @@
+"""The main job: the whole weak-to-strong sweep, sized for a 2-core CPU.
+
+COMMAND:
+  python -m w2s_jax.main --config=configs/quickstart.py:smoke --workdir=runs/quickstart_smoke   # < 60 s
+  python -m w2s_jax.main --config=configs/quickstart.py --workdir=runs/quickstart
+Pretrains the ladder once (cached under ~/.cache/w2s_jax), trains every size on ground truth (the
+ceilings) and every weak -> strong pair with the xent and logconf losses, then prints the ladder and
+results tables (PGR medians with 95 % bootstrap CIs over seeds) and writes results.json and plots/.
+It is `configs/w2s_sweep.py` with the sizes below; every key can be overridden with --config.x=y.
+"""
+
+import ml_collections
+
+from w2s_jax.config_files import load_config
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  smoke = arg == "smoke"
+  if arg not in (None, "", "smoke"):
+    raise ValueError(f"unknown config arg {arg!r}; use 'smoke' or nothing")
+  c = load_config("w2s_sweep", "smoke" if smoke else None)
+  if smoke:
+    c.train.steps = 20
+    c.ladder.steps = 20
+    c.data.n_train = 192
+    c.data.n_test = 96
+  else:
+    c.seeds = [0, 1, 2]
+    c.losses = ["xent", "logconf"]
+    c.ladder.sizes = ["ladder-0", "ladder-1", "ladder-2"]
+    c.ladder.steps = 600
+    c.data.n_train = 2000
+    c.data.n_test = 500
+    c.data.max_len = 64
+    c.train.steps = 300
+  return c
