@@ -1,6 +1,14 @@
 """Pure loss functions of arrays: no model, no config, no I/O."""
 
 from w2s_jax.losses.aggregation import REDUCTIONS, aggregate, reduce, safe_ratio
+from w2s_jax.losses.policy import (
+  POLICY_LOSSES,
+  dynamic_sampling_mask,
+  kl_penalty,
+  overlong_penalty,
+  policy_loss,
+  unlikeliness_rewards,
+)
 from w2s_jax.losses.preference import (
   PREFERENCE_LOSSES,
   bradley_terry_loss,
@@ -20,4 +28,6 @@ __all__ = [
   "PREFERENCE_LOSSES", "REDUCTIONS", "W2S_LOSSES", "aggregate", "bradley_terry_loss", "dpo_loss",
   "hinge_loss", "ipo_loss", "kto_kl", "kto_loss", "logconf_coef", "logconf_loss", "orpo_loss",
   "product_loss", "reduce", "rpo_loss", "safe_ratio", "sft_loss", "simpo_loss", "xent_loss",
+  "POLICY_LOSSES", "dynamic_sampling_mask", "kl_penalty", "overlong_penalty", "policy_loss",
+  "unlikeliness_rewards",
 ]
