@@ -18,8 +18,11 @@ FIELDS = ("inputs", "targets", "loss_mask", "positions", "segment_ids")
 
 @dataclasses.dataclass
 class PackStats:
+  """Counts of a packing pass: examples seen, truncated and dropped (too long), rows and loss tokens."""
+
   examples: int = 0
   truncated: int = 0
+  dropped: int = 0
   rows: int = 0
   tokens: int = 0
 
@@ -37,18 +40,34 @@ def example_arrays(
 
 
 def pack(
-  examples: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]], seq_len: int, *, pad_id: int = 0
+  examples: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]],
+  seq_len: int,
+  *,
+  pad_id: int = 0,
+  overlong: str = "truncate",
 ) -> tuple[dict[str, np.ndarray], PackStats]:
-  """Greedily packs examples into rows of `seq_len` (an example longer than a row is truncated).
+  """Greedily packs examples into rows of `seq_len`.
+
+  Args:
+    examples: (inputs, targets, loss_mask) triples, e.g. from `example_arrays`.
+    seq_len: L, the row length.
+    pad_id: token id of padding.
+    overlong: what to do with an example longer than a row: "truncate" it to L tokens or "drop" it
+      (both counted in the stats).
 
   Returns:
     (arrays, stats): arrays maps each of `FIELDS` to an int32 array [R, seq_len].
   """
+  if overlong not in ("truncate", "drop"):
+    raise ValueError(f"overlong must be 'truncate' or 'drop', got {overlong!r}")
   rows: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[]]
   used = 0
   stats = PackStats()
   for inputs, targets, mask in examples:
     stats.examples += 1
+    if len(inputs) > seq_len and overlong == "drop":
+      stats.dropped += 1
+      continue
     if len(inputs) > seq_len:
       stats.truncated += 1
       inputs, targets, mask = inputs[:seq_len], targets[:seq_len], mask[:seq_len]

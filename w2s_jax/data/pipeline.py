@@ -33,7 +33,7 @@ class TokenData:
 
 
 def _to_rows(
-  pairs: Sequence[tuple[str, str]], tokenizer: Tokenizer, seq_len: int
+  pairs: Sequence[tuple[str, str]], tokenizer: Tokenizer, seq_len: int, overlong: str = "truncate"
 ) -> tuple[dict[str, np.ndarray], packing.PackStats]:
   examples = (
     packing.example_arrays(
@@ -41,7 +41,7 @@ def _to_rows(
     )
     for p, r in pairs
   )
-  return packing.pack(examples, seq_len, pad_id=tokenizer.pad_id)
+  return packing.pack(examples, seq_len, pad_id=tokenizer.pad_id, overlong=overlong)
 
 
 def batch_stream(rows: dict[str, np.ndarray], batch_size: int, seed: int) -> grain.MapDataset:
@@ -63,10 +63,21 @@ def token_data(
   batch_size: int,
   eval_batches: int,
   seed: int,
+  overlong: str = "truncate",
 ) -> TokenData:
-  """Tokenizes and packs prompt/response pairs into a training stream and fixed eval batches."""
-  train_rows, train_stats = _to_rows(train_pairs, tokenizer, seq_len)
-  eval_rows, eval_stats = _to_rows(eval_pairs, tokenizer, seq_len)
+  """Tokenizes and packs prompt/response pairs into a training stream and fixed eval batches.
+
+  Args:
+    train_pairs, eval_pairs: (prompt, response) strings; the loss covers the response and its EOS.
+    tokenizer: any `Tokenizer`.
+    seq_len: L, packed row length.
+    batch_size: B, rows per batch.
+    eval_batches: at most this many eval batches (of B rows) are kept.
+    seed: shuffling seed of the training stream.
+    overlong: "truncate" or "drop" examples longer than L (counted in `stats`).
+  """
+  train_rows, train_stats = _to_rows(train_pairs, tokenizer, seq_len, overlong)
+  eval_rows, eval_stats = _to_rows(eval_pairs, tokenizer, seq_len, overlong)
   n_eval = len(eval_rows["inputs"]) // batch_size
   evals = [
     {k: v[i * batch_size:(i + 1) * batch_size] for k, v in eval_rows.items()}

@@ -9,15 +9,20 @@ from collections.abc import Callable
 
 import ml_collections
 
-from w2s_jax.data import pipeline, text
-from w2s_jax.data.tokenizers import ByteTokenizer
+from w2s_jax.data import pipeline, sft_sources
+from w2s_jax.data.tokenizers import ByteTokenizer, Tokenizer, load_tokenizer
 from w2s_jax.models.presets import get_preset
 from w2s_jax.models.transformer import Transformer
 from w2s_jax.train.loop import Setup
 from w2s_jax.train.objectives import OBJECTIVES
 
-CORPORA = {"python_reference": text.python_reference_examples}
+CORPORA = sft_sources.SFT_CORPORA  # name -> fn(split, data_cfg) -> (pairs, info)
 TOKENIZERS = {"bytes": ByteTokenizer}
+
+
+def make_tokenizer(spec: str) -> Tokenizer:
+  """A registered tokenizer name, or a `.model` / `tokenizer.json` path (see `load_tokenizer`)."""
+  return TOKENIZERS[spec]() if spec in TOKENIZERS else load_tokenizer(spec)
 
 
 def sft_setup(config: ml_collections.ConfigDict) -> Setup:
@@ -25,16 +30,18 @@ def sft_setup(config: ml_collections.ConfigDict) -> Setup:
   data_cfg = config.data
   if data_cfg.corpus not in CORPORA:
     raise ValueError(f"unknown corpus {data_cfg.corpus!r}; choose one of {sorted(CORPORA)}")
-  tokenizer = TOKENIZERS[data_cfg.tokenizer]()
+  tokenizer = make_tokenizer(data_cfg.tokenizer)
   corpus = CORPORA[data_cfg.corpus]
+  (train_pairs, train_info), (eval_pairs, eval_info) = corpus("train", data_cfg), corpus("eval", data_cfg)
   data = pipeline.token_data(
-    corpus("train", eval_frac=data_cfg.eval_frac, max_chars=data_cfg.max_chars),
-    corpus("eval", eval_frac=data_cfg.eval_frac, max_chars=data_cfg.max_chars),
+    train_pairs,
+    eval_pairs,
     tokenizer,
     seq_len=data_cfg.seq_len,
     batch_size=config.batch_size,
     eval_batches=data_cfg.eval_batches,
     seed=config.seed,
+    overlong=data_cfg.get("overlong", "truncate"),
   )
   overrides = dict(config.model.get("overrides", {}))
   model_cfg = get_preset(config.model.preset, vocab_size=config.model.vocab_size, **overrides)
@@ -47,7 +54,8 @@ def sft_setup(config: ml_collections.ConfigDict) -> Setup:
     objective=OBJECTIVES[name](**obj_cfg),
     train_batches=data.train,
     eval_batches=data.eval_batches,
-    info={"packing": {k: vars(v) for k, v in data.stats.items()}},
+    info={"packing": {k: vars(v) for k, v in data.stats.items()}, "corpus": {"train": train_info,
+                                                                           "eval": eval_info}},
   )
 
 

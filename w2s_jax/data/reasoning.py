@@ -1,0 +1,242 @@
+"""Reasoning tasks from `reasoning-gym`: problems with answers, worked solutions split into steps, scoring.
+
+`reasoning-gym` generates verifiable problems procedurally (no downloads). Each task here pairs one of its
+generators with a worked-solution writer:
+
+| task              | kind                              | steps                                        |
+|-------------------|-----------------------------------|----------------------------------------------|
+| `chain_sum`       | pure arithmetic (easy)            | one running total per `+`/`-`                |
+| `gcd`             | multi-step number theory (medium) | Euclid's algorithm, one division per step    |
+| `base_conversion` | multi-step (harder)               | to base 10 by place values, then divisions   |
+| `gsm_symbolic`    | GSM8K-derived word problems (hard)| the task's own `answer_cot`, one line a step |
+
+A record (`Problem`) holds the prompt, the reference answer, the steps and the task's metadata as JSON, so
+`score(problem, completion)` can call the task's own `score_answer` long after generation. A solution is
+written as the steps, one a line, then `Answer: <answer>`; `extract_answer` reads that last line back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import zlib
+from collections.abc import Callable
+from typing import Any
+
+ANSWER_PREFIX = "Answer:"
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+  """One generated problem.
+
+  Attributes:
+    id: stable id `<task>-<split>-<index>`.
+    task: reasoning-gym dataset name.
+    prompt: the question as reasoning-gym words it.
+    answer: reference answer string (what the task's scorer accepts).
+    steps: worked solution, one step a string; the last step produces the answer.
+    metadata: reasoning-gym's metadata as JSON (for the scorer and for building distractors).
+  """
+
+  id: str
+  task: str
+  prompt: str
+  answer: str
+  steps: tuple[str, ...]
+  metadata: str
+
+  @property
+  def solution(self) -> str:
+    """The worked solution as a model should write it: steps, then `Answer: <answer>`."""
+    return "\n".join([*self.steps, f"{ANSWER_PREFIX} {self.answer}"])
+
+  @classmethod
+  def from_record(cls, record: dict[str, Any]) -> Problem:
+    """Rebuilds a problem from a `w2s_reasoning` record as a data source returns it (bytes or str)."""
+    def text(v: Any) -> str:
+      return v.decode("utf-8") if isinstance(v, bytes) else str(v)
+
+    return cls(id=text(record["id"]), task=text(record["task"]), prompt=text(record["prompt"]),
+               answer=text(record["answer"]), steps=tuple(text(s) for s in record["steps"]),
+               metadata=text(record["metadata"]))
+
+  def entry(self) -> dict[str, Any]:
+    """The reasoning-gym entry (`question`, `answer`, `metadata`) its scorer expects."""
+    return {"question": self.prompt, "answer": self.answer, "metadata": json.loads(self.metadata)}
+
+
+def _chain_sum_steps(entry: dict[str, Any]) -> list[str]:
+  tokens = entry["metadata"]["expression"].split()
+  total = int(tokens[0])
+  steps = []
+  for op, term in zip(tokens[1::2], tokens[2::2]):
+    new = total + int(term) if op == "+" else total - int(term)
+    steps.append(f"{total} {op} {term} = {new}")
+    total = new
+  return steps or [f"{total} = {total}"]
+
+
+def _euclid(a: int, b: int, steps: list[str]) -> int:
+  a, b = max(a, b), min(a, b)
+  while b:
+    q, r = divmod(a, b)
+    steps.append(f"{a} = {q} × {b} + {r}")
+    a, b = b, r
+  return a
+
+
+def _gcd_steps(entry: dict[str, Any]) -> list[str]:
+  numbers = entry["metadata"]["numbers"]
+  steps: list[str] = []
+  g = numbers[0]
+  for n in numbers[1:]:
+    g_prev = g
+    g = _euclid(g, n, steps)
+    steps.append(f"gcd({g_prev}, {n}) = {g}")
+  return steps
+
+
+_DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def _base_conversion_steps(entry: dict[str, Any]) -> list[str]:
+  m = entry["metadata"]
+  src, dst, value = m["source_base"], m["target_base"], m["decimal_value"]
+  digits = m["source_repr"].lower()
+  steps = []
+  if src != 10:
+    terms = " + ".join(f"{_DIGITS.index(d)}×{src}^{len(digits) - 1 - i}" for i, d in enumerate(digits))
+    steps.append(f"{digits} in base {src} = {terms} = {value} in base 10")
+  if dst == 10:
+    return steps or [f"{value} is already in base 10"]
+  out, n = [], value
+  while True:
+    q, r = divmod(n, dst)
+    steps.append(f"{n} = {q} × {dst} + {r} → digit {_DIGITS[r]}")
+    out.append(_DIGITS[r])
+    n = q
+    if n == 0:
+      break
+  steps.append(f"Reading the digits from last to first: {''.join(reversed(out))}")
+  return steps
+
+
+def _gsm_symbolic_steps(entry: dict[str, Any]) -> list[str]:
+  lines = [ln.strip() for ln in entry["metadata"]["answer_cot"].splitlines()]
+  return [ln for ln in lines if ln and not ln.startswith("####")]
+
+
+@dataclasses.dataclass(frozen=True)
+class ReasoningTask:
+  """A reasoning-gym dataset with a worked-solution writer.
+
+  Attributes:
+    name: reasoning-gym dataset name.
+    steps: entry → worked-solution steps.
+    options: keyword arguments for `reasoning_gym.create_dataset` (difficulty knobs).
+    difficulty: "easy" | "medium" | "harder" | "hard" (for documentation and sweeps).
+  """
+
+  name: str
+  steps: Callable[[dict[str, Any]], list[str]]
+  options: dict[str, Any] = dataclasses.field(default_factory=dict)
+  difficulty: str = ""
+
+
+TASKS: dict[str, ReasoningTask] = {
+  "chain_sum": ReasoningTask("chain_sum", _chain_sum_steps, {"min_terms": 2, "max_terms": 5}, "easy"),
+  "gcd": ReasoningTask("gcd", _gcd_steps, {}, "medium"),
+  "base_conversion": ReasoningTask("base_conversion", _base_conversion_steps, {}, "harder"),
+  "gsm_symbolic": ReasoningTask("gsm_symbolic", _gsm_symbolic_steps, {}, "hard"),
+}
+
+
+def _get_task(task: str) -> ReasoningTask:
+  if task not in TASKS:
+    raise ValueError(f"unknown reasoning task {task!r}; choose one of {sorted(TASKS)}")
+  return TASKS[task]
+
+
+def _split_seed(seed: int, split: str) -> int:
+  return (seed * 1_000_003 + zlib.crc32(split.encode())) % (2**31)
+
+
+def raw_entries(task: str, size: int, seed: int) -> list[dict[str, Any]]:
+  """`size` entries (dicts with question, answer, metadata) of any reasoning-gym dataset `task`.
+
+  Tasks of `TASKS` get their difficulty options; other names use reasoning-gym's defaults.
+  """
+  import reasoning_gym
+
+  options = TASKS[task].options if task in TASKS else {}
+  name = TASKS[task].name if task in TASKS else task
+  ds = reasoning_gym.create_dataset(name, size=size, seed=seed, **options)
+  return [ds[i] for i in range(size)]
+
+
+def generate(
+  task: str, split: str, size: int, *, seed: int = 0, exclude: set[str] | None = None
+) -> list[Problem]:
+  """Generates `size` problems of `task` for `split`.
+
+  Splits draw from different reasoning-gym seeds; questions in `exclude` (e.g. the train split's, when
+  generating the test split) and repeats are skipped, so splits never share a question.
+
+  Args:
+    task: a key of `TASKS`.
+    split: split name; part of the seed and of every id.
+    size: number of problems wanted.
+    seed: base seed.
+    exclude: questions that must not appear.
+
+  Returns:
+    `size` problems (fewer only if the task cannot produce that many distinct questions).
+  """
+  t = _get_task(task)
+  seen = set(exclude or ())
+  out: list[Problem] = []
+  draw = size
+  for attempt in range(4):
+    for entry in raw_entries(t.name, draw, _split_seed(seed + attempt * 7919, split)):
+      if entry["question"] in seen:
+        continue
+      seen.add(entry["question"])
+      out.append(Problem(
+        id=f"{task}-{split}-{len(out)}", task=task, prompt=entry["question"], answer=str(entry["answer"]),
+        steps=tuple(t.steps(entry)), metadata=json.dumps(entry["metadata"], default=str),
+      ))
+      if len(out) == size:
+        return out
+    draw = 2 * (size - len(out)) + 16
+  return out
+
+
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+
+
+def extract_answer(completion: str) -> str | None:
+  """The answer a completion states: text after its last `Answer:` (or GSM8K-style `####`), else None."""
+  for marker in (ANSWER_PREFIX, "####"):
+    if marker in completion:
+      tail = completion.rsplit(marker, 1)[1].strip()
+      return tail.splitlines()[0].strip() if tail else ""
+  return None
+
+
+_scorers: dict[str, Callable[[str | None, dict[str, Any]], float]] = {}
+
+
+def score(problem: Problem, completion: str) -> float:
+  """Scores a model's completion with the task's own `score_answer` (1.0 = correct)."""
+  import reasoning_gym
+
+  if problem.task not in _scorers:
+    _scorers[problem.task] = reasoning_gym.get_score_answer_fn(_get_task(problem.task).name)
+  return float(_scorers[problem.task](extract_answer(completion), problem.entry()))
+
+
+def numbers_in(text: str) -> list[str]:
+  """Numbers written in `text`, in order (commas inside numbers removed)."""
+  return [m.replace(",", "") for m in _NUMBER.findall(text)]

@@ -1,0 +1,127 @@
+"""Weak-to-strong classification sets from reasoning tasks, in the openai/weak-to-strong record format.
+
+Each record asks "is this the answer to this question?": `txt = "Q: <question> A: <candidate>"` (the
+format of openai/weak-to-strong's `format_sciq`), `hard_label` 1 when the candidate is the reference
+answer, and `soft_label = [1 - hard_label, hard_label]`. Half the candidates (by a seeded coin) are
+correct; the others are plausible wrong answers of one of three kinds:
+
+- `perturbed`: the answer nudged (±1, ±2, ±10, digits swapped, ×10) — right size, wrong value;
+- `other_problem`: the answer of another problem of the same task (of the same GSM template if possible);
+- `wrong_step`: a number the worked solution computes on the way (stopping early or a wrong step).
+
+Tasks differ clearly in difficulty: checking a `chain_sum` total needs a few additions; checking a
+`gsm_symbolic` answer needs reading a word problem and several operations.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import Any
+
+from w2s_jax.data import reasoning
+
+W2S_TASKS = {"chain_sum": "easy", "gcd": "medium", "gsm_symbolic": "hard"}
+DISTRACTOR_KINDS = ("perturbed", "other_problem", "wrong_step")
+
+
+def _as_int(text: str) -> int | None:
+  try:
+    return int(text.replace(",", ""))
+  except ValueError:
+    return None
+
+
+def perturb(answer: str, rng: random.Random) -> str:
+  """A wrong numeric answer near `answer` (same sign where possible)."""
+  a = _as_int(answer)
+  if a is None:
+    raise ValueError(f"cannot perturb non-integer answer {answer!r}")
+  options = {a + 1, a - 1, a + 2, a - 2, a + 10, a - 10, a * 10}
+  s = str(abs(a))
+  if len(s) >= 2:
+    i = rng.randrange(len(s) - 1)
+    swapped = s[:i] + s[i + 1] + s[i] + s[i + 2:]
+    options.add(int(swapped) * (-1 if a < 0 else 1))
+  options.discard(a)
+  if a >= 0:
+    options = {o for o in options if o >= 0}
+  return str(rng.choice(sorted(options)))
+
+
+def step_values(problem: reasoning.Problem) -> list[str]:
+  """Numbers the worked solution computes (the last number right of each `=`), except the answer and 0."""
+  values = []
+  for step in problem.steps:
+    for part in step.split("=")[1:]:
+      nums = reasoning.numbers_in(part)
+      if nums:
+        values.append(nums[-1])
+  answer = _as_int(problem.answer)
+  return [v for v in dict.fromkeys(values) if _as_int(v) not in (None, 0, answer)]
+
+
+def _group_key(problem: reasoning.Problem) -> Any:
+  # GSM problems of one template share their variable names: answers of the same template are the most
+  # plausible "another problem's answer".
+  import json
+
+  meta = json.loads(problem.metadata)
+  return tuple(sorted(meta.get("variables", {}))) if problem.task == "gsm_symbolic" else problem.task
+
+
+def distractor(
+  problem: reasoning.Problem, others: Sequence[reasoning.Problem], kind: str, rng: random.Random
+) -> str | None:
+  """A wrong candidate answer of `kind` for `problem` (None when that kind has nothing to offer)."""
+  if kind == "perturbed":
+    return perturb(problem.answer, rng)
+  if kind == "other_problem":
+    pool = [o.answer for o in others if o.answer != problem.answer]
+    return rng.choice(pool) if pool else None
+  if kind == "wrong_step":
+    values = step_values(problem)
+    return rng.choice(values) if values else None
+  raise ValueError(f"unknown distractor kind {kind!r}; choose one of {DISTRACTOR_KINDS}")
+
+
+def make_records(problems: Sequence[reasoning.Problem], *, seed: int) -> list[dict[str, Any]]:
+  """openai/weak-to-strong records (plus provenance fields) for `problems`.
+
+  Returns:
+    dicts with `id`, `txt`, `hard_label` (int), `soft_label` ([2] floats), `task`, `question`,
+    `candidate` and `distractor` (the wrong-answer kind, "" for correct candidates).
+  """
+  groups: dict[Any, list[reasoning.Problem]] = {}
+  for p in problems:
+    groups.setdefault(_group_key(p), []).append(p)
+  out = []
+  for i, p in enumerate(problems):
+    rng = random.Random(f"{seed}-{p.id}")
+    hard_label = int(rng.random() < 0.5)
+    candidate, kind = p.answer, ""
+    if not hard_label:
+      same = [o for o in groups[_group_key(p)] if o is not p]
+      others = same if len(same) >= 2 else [o for o in problems if o is not p]
+      kinds = list(DISTRACTOR_KINDS)
+      rng.shuffle(kinds)
+      for kind in kinds:
+        candidate = distractor(p, others, kind, rng)
+        if candidate is not None:
+          break
+    out.append({
+      "id": f"{p.id}-w2s{i}", "txt": f"Q: {p.prompt} A: {candidate}", "hard_label": hard_label,
+      "soft_label": [1.0 - hard_label, float(hard_label)], "task": p.task, "question": p.prompt,
+      "candidate": candidate, "distractor": kind,
+    })
+  return out
+
+
+def generate(
+  task: str, split: str, size: int, *, seed: int = 0, exclude: set[str] | None = None
+) -> list[dict[str, Any]]:
+  """`size` W2S records of `task` for `split`, on problems whose questions are not in `exclude`."""
+  if task not in W2S_TASKS:
+    raise ValueError(f"unknown W2S task {task!r}; choose one of {sorted(W2S_TASKS)}")
+  problems = reasoning.generate(task, f"w2s_{split}", size, seed=seed, exclude=exclude)
+  return make_records(problems, seed=seed)
