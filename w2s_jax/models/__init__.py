@@ -1,5 +1,7 @@
-"""Models: one NNX decoder (`Transformer`), its heads, and named configurations."""
+"""Models: one NNX decoder (`Transformer`), its heads, named configurations, checkpoint conversion
+(`convert`: HF safetensors / GGUF in, HF safetensors out) and LoRA adapters (`lora`)."""
 
+from w2s_jax.models.convert import LoadedModel, UnsupportedHFConfig, load_gguf, load_hf, save_hf
 from w2s_jax.models.heads import (
   ClassifierHead,
   SequenceClassifier,
@@ -7,21 +9,32 @@ from w2s_jax.models.heads import (
   ValueModel,
   last_token_index,
 )
+from w2s_jax.models.lora import LoRAParam, LoRAProjection, apply_lora, merge_lora, split_lora
 from w2s_jax.models.presets import PRESETS, ModelConfig, RopeScaling, count_params, get_preset
 from w2s_jax.models.transformer import Transformer, attention_mask, dot_product_attention
 
 __all__ = [
   "PRESETS",
   "ClassifierHead",
+  "LoRAParam",
+  "LoRAProjection",
+  "LoadedModel",
   "ModelConfig",
   "RopeScaling",
   "SequenceClassifier",
   "Transformer",
+  "UnsupportedHFConfig",
   "ValueHead",
   "ValueModel",
+  "apply_lora",
   "attention_mask",
   "count_params",
   "dot_product_attention",
   "get_preset",
   "last_token_index",
+  "load_gguf",
+  "load_hf",
+  "merge_lora",
+  "save_hf",
+  "split_lora",
 ]

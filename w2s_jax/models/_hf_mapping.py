@@ -13,9 +13,10 @@ use the rotate-half layout.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
@@ -219,11 +220,23 @@ def _to_hf(y: np.ndarray, kind: str) -> np.ndarray:
   return y.reshape(-1) if kind == "bias" else y
 
 
-def load_hf_weights(model: Transformer, tensors: Mapping[str, Any]) -> None:
+def load_hf_weights(
+  model: Transformer,
+  tensors: Mapping[str, Any],
+  *,
+  place: Callable[[np.ndarray, nnx.Variable], jax.Array] | None = None,
+) -> None:
   """Copies HF-named tensors (numpy/torch-converted arrays) into `model`'s params, in place.
 
   `model` may be abstract (from `nnx.eval_shape`): values are replaced by concrete arrays in the
   param dtype. A tied model ignores `lm_head.weight` (transformers lists it in `state_dict()`).
+  `tensors` is read one name at a time, so a lazy mapping keeps one tensor in host memory at once.
+
+  Args:
+    model: the (possibly abstract) model to fill.
+    tensors: HF name -> array in HF layout.
+    place: `(value in our layout and param dtype, param) -> array`, e.g. a sharded `device_put`;
+      default `jnp.asarray` (the default device).
 
   Raises:
     ValueError: naming missing or unexpected tensors, or a tensor whose shape does not match.
@@ -239,16 +252,24 @@ def load_hf_weights(model: Transformer, tensors: Mapping[str, Any]) -> None:
     )
   for hf, path, kind in names:
     param = _param(model, path)
-    value = _to_ours(np.asarray(tensors[hf]), kind, tuple(param.shape))
+    raw = np.asarray(tensors[hf])
+    value = _to_ours(raw, kind, tuple(param.shape))
     if value.shape != tuple(param.shape):
-      raise ValueError(f"{hf}: HF shape {np.shape(tensors[hf])} does not fit {param.shape}.")
-    param.set_value(jnp.asarray(value, dtype=param.dtype))
+      raise ValueError(f"{hf}: HF shape {raw.shape} does not fit {param.shape}.")
+    value = value.astype(param.dtype)
+    param.set_value(jnp.asarray(value) if place is None else place(value, param))
 
 
-def hf_state_dict(model: Transformer) -> dict[str, np.ndarray]:
-  """Our params as HF-named numpy arrays (tied models omit `lm_head.weight`, as safetensors do)."""
+def hf_state_dict(
+  model: Transformer, *, to_host: Callable[[jax.Array], np.ndarray] = np.asarray
+) -> dict[str, np.ndarray]:
+  """Our params as HF-named numpy arrays (tied models omit `lm_head.weight`, as safetensors do).
+
+  A projection wrapped by LoRA (`w2s_jax.models.lora`) exports its merged weight. `to_host` turns a
+  (possibly sharded) array into numpy.
+  """
   return {
-    hf: np.asarray(_to_hf(np.asarray(_param(model, path)[...]), kind))
+    hf: np.asarray(_to_hf(to_host(_param(model, path)[...]), kind))
     for hf, path, kind in param_names(model.cfg)
   }
 
@@ -258,3 +279,101 @@ def hf_layer_types(cfg: ModelConfig) -> list[str]:
   return [
     "sliding_attention" if is_local_layer(cfg, i) else "full_attention" for i in range(cfg.n_layers)
   ]
+
+
+_ARCHITECTURES = {
+  "llama": "LlamaForCausalLM",
+  "qwen2": "Qwen2ForCausalLM",
+  "qwen3": "Qwen3ForCausalLM",
+  "gemma2": "Gemma2ForCausalLM",
+  "gemma3_text": "Gemma3ForCausalLM",
+}
+
+
+def _hf_rope(theta: float, scaling: RopeScaling | None) -> dict[str, Any]:
+  if scaling is None:
+    return {"rope_type": "default", "rope_theta": theta}
+  if scaling.kind == "linear":
+    return {"rope_type": "linear", "rope_theta": theta, "factor": scaling.factor}
+  return {
+    "rope_type": "llama3",
+    "rope_theta": theta,
+    "factor": scaling.factor,
+    "low_freq_factor": scaling.low_freq_factor,
+    "high_freq_factor": scaling.high_freq_factor,
+    "original_max_position_embeddings": scaling.original_max_position,
+  }
+
+
+def hf_model_type(cfg: ModelConfig) -> str:
+  """The transformers `model_type` whose architecture `cfg` is (Gemma 3 -> "gemma3_text")."""
+  if cfg.post_norms:
+    return "gemma3_text" if cfg.qk_norm else "gemma2"
+  if cfg.qk_norm:
+    return "qwen3"
+  return "qwen2" if cfg.qkv_bias else "llama"
+
+
+def hf_config(cfg: ModelConfig) -> dict[str, Any]:
+  """A transformers config.json dict for `cfg` (the inverse of `config_from_hf`).
+
+  Written in the transformers-5 form (`rope_parameters`, `layer_types`) plus the legacy keys
+  (`rope_theta`, `sliding_window_pattern`) older readers look for.
+
+  Raises:
+    UnsupportedHFConfig: when no transformers architecture has exactly `cfg`'s options (checked by
+      converting back with `config_from_hf`).
+  """
+  model_type = hf_model_type(cfg)
+  is_gemma = model_type in _GEMMA
+  out: dict[str, Any] = {
+    "architectures": [_ARCHITECTURES[model_type]],
+    "model_type": model_type,
+    "vocab_size": cfg.vocab_size,
+    "hidden_size": cfg.d_model,
+    "intermediate_size": cfg.d_ff,
+    "num_hidden_layers": cfg.n_layers,
+    "num_attention_heads": cfg.n_heads,
+    "num_key_value_heads": cfg.n_kv_heads,
+    "head_dim": cfg.head_dim,
+    "rms_norm_eps": cfg.norm_eps,
+    "max_position_embeddings": cfg.max_seq_len,
+    "tie_word_embeddings": cfg.tie_embeddings,
+    "rope_theta": cfg.rope_theta,
+    "attention_bias": cfg.qkv_bias if model_type == "qwen2" else False,
+    "mlp_bias": False,
+    "dtype": cfg.param_dtype,
+  }
+  act = {"gelu_tanh": "gelu_pytorch_tanh"}.get(cfg.mlp_activation, cfg.mlp_activation)
+  out["hidden_activation" if is_gemma else "hidden_act"] = act
+  if is_gemma:
+    out["hidden_act"] = act
+  if model_type == "gemma3_text":
+    local = cfg.rope_local_theta if cfg.rope_local_theta is not None else cfg.rope_theta
+    out["rope_parameters"] = {
+      "full_attention": _hf_rope(cfg.rope_theta, cfg.rope_scaling),
+      "sliding_attention": {"rope_type": "default", "rope_theta": local},
+    }
+    out["rope_local_base_freq"] = local
+  else:
+    out["rope_parameters"] = _hf_rope(cfg.rope_theta, cfg.rope_scaling)
+  if is_gemma:
+    qpas = cfg.query_pre_attn_scalar
+    out.update(  # transformers' strict config classes want an int scalar here
+      query_pre_attn_scalar=int(qpas) if qpas is not None and float(qpas).is_integer() else qpas,
+      attn_logit_softcapping=cfg.attn_logit_softcap,
+      final_logit_softcapping=cfg.final_logit_softcap,
+      sliding_window=cfg.sliding_window,
+      sliding_window_pattern=cfg.sliding_window_pattern if cfg.sliding_window else None,
+      layer_types=hf_layer_types(cfg),
+    )
+  if model_type == "qwen2":
+    out["use_sliding_window"] = False
+  keep = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+  keep = {k: keep[k] for k in ("dtype", "param_dtype", "remat")}
+  if config_from_hf(out, **keep) != cfg:
+    raise UnsupportedHFConfig(
+      f"{cfg} has no exact transformers equivalent (closest: {model_type}, which reads back as "
+      f"{config_from_hf(out, **keep)})."
+    )
+  return out

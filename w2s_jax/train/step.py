@@ -7,6 +7,9 @@ An objective is `objective(model, batch, rng) -> (loss_sum, weight, metric_sums)
 `loss_sum / weight` and every metric is `metric_sum / weight`. Returning sums rather than means is what
 makes gradient accumulation over micro-batches and the explicit data-parallel (`shard_map`) form give the
 same update as one big batch: numerators and denominators are added first, divided once.
+
+Frozen weights (a LoRA run's base model) travel in `state.frozen`: merged with the params inside the step,
+never differentiated or updated, and passed to the jitted step as an argument rather than captured.
 """
 
 from __future__ import annotations
@@ -49,12 +52,16 @@ def _split_micro(batch: Batch, k: int) -> Batch:
 
 def _sums_and_grads(
   objective: Objective, graphdef: nnx.GraphDef, rest: Any, params: Any, batch: Batch, rng: jax.Array,
-  grad_accum_steps: int,
+  grad_accum_steps: int, frozen: Any = None,
 ) -> tuple[Any, jax.Array, jax.Array, dict[str, jax.Array]]:
-  """Gradient of the loss numerator, the numerator, the weight and metric sums, over micro-batches."""
+  """Gradient of the loss numerator, the numerator, the weight and metric sums, over micro-batches.
+
+  Only `params` are differentiated; `frozen` and `rest` are merged into the model as they are.
+  """
+  others = [s for s in (frozen, rest) if s is not None]
 
   def numerator(p: Any, micro: Batch, key: jax.Array):
-    model = nnx.merge(graphdef, p, rest) if rest is not None else nnx.merge(graphdef, p)
+    model = nnx.merge(graphdef, p, *others)
     loss_sum, weight, metric_sums = objective(model, micro, key)
     return loss_sum, (weight, metric_sums)
 
@@ -132,7 +139,9 @@ def make_train_step(
     objective: `(model, batch, rng) -> (loss_sum, weight, metric_sums)`.
     tx: the optax optimizer.
     graphdef: the model's static structure, merged with `state.params` inside the step.
-    rest: non-trainable model state (closed over as constants), or None.
+    rest: non-trainable model state closed over as constants (small things only), or None. Large
+      frozen weights belong in `state.frozen` instead (see `create_train_state`), which the step takes
+      as an argument.
     grad_accum_steps: k; the batch's leading dimension is split into k micro-batches whose numerators,
       weights and gradients are summed before one update (the same update as the full batch).
     schedule: the learning-rate schedule, only to report `lr` in the metrics.
@@ -143,7 +152,9 @@ def make_train_step(
 
   def step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
     rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
-    sums = _sums_and_grads(objective, graphdef, rest, state.params, batch, rng, grad_accum_steps)
+    sums = _sums_and_grads(
+      objective, graphdef, rest, state.params, batch, rng, grad_accum_steps, state.frozen
+    )
     return _apply(tx, state, *sums, schedule)
 
   return step
@@ -171,7 +182,10 @@ def make_shard_map_train_step(
   def local(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
     rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
     grads, loss_sum, weight, metric_sums = jax.lax.psum(
-      _sums_and_grads(objective, graphdef, rest, state.params, batch, rng, grad_accum_steps), axes
+      _sums_and_grads(
+        objective, graphdef, rest, state.params, batch, rng, grad_accum_steps, state.frozen
+      ),
+      axes,
     )
     return _apply(tx, state, grads, loss_sum, weight, metric_sums, schedule)
 
