@@ -35,7 +35,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   c.ladder = ml_collections.ConfigDict()
   c.ladder.sizes = ["ladder-0", "ladder-1"] if smoke else ["ladder-0", "ladder-1", "ladder-2", "ladder-3"]
-  c.ladder.corpus = "python_reference"
+  c.ladder.corpus = "pretrain"  # worked reasoning problems + Q&A of 18 more tasks + Python reference text
+  c.ladder.corpus_options = ml_collections.ConfigDict(
+    {"problems_per_task": 100 if smoke else 2000, "qa_per_task": 20 if smoke else 500, "max_chars": 1000}
+  )
   c.ladder.vocab_size = 512
   c.ladder.seq_len = 128
   c.ladder.steps = 30 if smoke else 1500

@@ -42,9 +42,12 @@ class Rung:
 
 def pretrain_config(
   preset: str, *, corpus: str, tokenizer: str, vocab_size: int, seq_len: int, steps: int, batch_size: int,
-  lr: float, seed: int, mesh: dict[str, int] | None = None,
+  lr: float, seed: int, mesh: dict[str, int] | None = None, corpus_options: dict[str, Any] | None = None,
 ) -> ml_collections.ConfigDict:
-  """Config of one rung's pretraining run (the `sft` task with every response token trained)."""
+  """Config of one rung's pretraining run (the `sft` task on a corpus of `tasks.CORPORA`).
+
+  `corpus_options` go into the data section (e.g. `problems_per_task` of the `pretrain` corpus).
+  """
   c = train_defaults(total_steps=steps, batch_size=batch_size, lr=lr, seed=seed)
   c.task = "sft"
   c.eval_every_steps = steps
@@ -52,8 +55,9 @@ def pretrain_config(
     c.mesh.update(mesh)
   c.model = ml_collections.ConfigDict({"preset": preset, "vocab_size": vocab_size,
                                        "overrides": {"max_seq_len": max(seq_len, 128)}})
-  c.data = ml_collections.ConfigDict(dict(corpus=corpus, tokenizer=tokenizer, seq_len=seq_len,
-                                          max_chars=100_000, eval_frac=0.1, eval_batches=8))
+  data = dict(corpus=corpus, tokenizer=tokenizer, seq_len=seq_len, max_chars=1000, eval_frac=0.05,
+              eval_batches=8)
+  c.data = ml_collections.ConfigDict({**data, **(corpus_options or {})})
   c.objective = ml_collections.ConfigDict(dict(name="sft", reduction="token-mean", z_loss=0.0,
                                                label_smoothing=0.0))
   return c

@@ -42,7 +42,8 @@ def plot_sweep(summary: dict[str, Any], sizes: Sequence[str], params: dict[str, 
     for ax in (ax_acc, ax_pgr):
       ax.set_xscale("log")
       ax.set_xlabel("strong student parameters")
-      ax.legend(fontsize=7)
+      if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
     ax_acc.set_ylabel("test accuracy")
     ax_pgr.set_ylabel("performance gap recovered (median, 95% CI)")
     ax_pgr.axhline(0, color="gray", lw=0.5)

@@ -43,6 +43,7 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[st
     pcfg = ladder.pretrain_config(
       preset, corpus=lc.corpus, tokenizer="bytes", vocab_size=lc.vocab_size, seq_len=lc.seq_len,
       steps=lc.steps, batch_size=lc.batch_size, lr=lc.lr, seed=lc.seed, mesh=dict(config.mesh),
+      corpus_options=lc.corpus_options.to_dict(),
     )
     cache = Path(lc.cache_dir) if lc.cache_dir else None
     rungs.append(ladder.pretrain(pcfg, cache))
