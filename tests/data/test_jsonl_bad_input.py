@@ -103,3 +103,19 @@ def test_training_setup_skips_and_reports_the_count():
   assert (info["records"], info["bad_records"], info["bad_by_kind"]) == (2, 1, {"missing": 1})
   batch = setup.train_batches[0]
   assert batch["inputs"].shape == (1, 64) and batch["loss_mask"].sum() > 0
+
+
+def test_skipped_count_reaches_metrics_jsonl(tmp_path):
+  import json
+
+  from w2s_jax.train.loop import train
+
+  c = _jsonl_config(BAD / "missing_field.jsonl", skip=True)
+  with c.unlocked():
+    c.total_steps = 2
+    c.eval_every_steps = 0
+    c.mesh.data = 1
+  train(c, tmp_path, sft_setup(c))
+  records = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert [r["step"] for r in records] == [1, 2]
+  assert all(r["bad_records_skipped"] == 1 for r in records)

@@ -52,6 +52,7 @@ class Setup:
   objective: step_lib.Objective
   train_batches: Any  # random access: train_batches[i] is batch i (dict of numpy arrays)
   eval_batches: list[dict[str, np.ndarray]]
+  # Anything worth recording; `info["metrics"]` (scalars) is added to every logged metrics record.
   info: dict[str, Any] = dataclasses.field(default_factory=dict)
   # Optional starting parameters (e.g. a pretrained backbone with a fresh head), an nnx.State with the
   # structure of `nnx.split(make_model(...))[1]`; None = the model's own initialisation.
@@ -192,6 +193,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, setup: Setup) 
           )
         if s % config.log_every_steps == 0 or s == total_steps or ev:
           m.update(ev)
+          m.update(setup.info.get("metrics", {}))  # run-constant counts, e.g. skipped bad records
           if ev:
             summary["eval"] = ev
           if len(recent) > 2:  # throughput over the last <= 10 steps (the first has compile time)

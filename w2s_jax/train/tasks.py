@@ -54,8 +54,14 @@ def sft_setup(config: ml_collections.ConfigDict) -> Setup:
     objective=OBJECTIVES[name](**obj_cfg),
     train_batches=data.train,
     eval_batches=data.eval_batches,
-    info={"packing": {k: vars(v) for k, v in data.stats.items()}, "corpus": {"train": train_info,
-                                                                           "eval": eval_info}},
+    info={
+      "packing": {k: vars(v) for k, v in data.stats.items()},
+      "corpus": {"train": train_info, "eval": eval_info},
+      "metrics": {
+        "bad_records_skipped": sum(int(i.get("bad_records", 0)) for i in (train_info, eval_info)),
+        "examples_dropped": sum(int(getattr(v, "dropped", 0)) for v in data.stats.values()),
+      },
+    },
   )
 
 
