@@ -329,7 +329,13 @@ class Block(nnx.Module):
 
   def __call__(self, x_BLD: jax.Array, positions_BL: jax.Array, mask_BLL: jax.Array) -> jax.Array:
     """One block on the residual stream [B, L, D]; `mask_BLL` as from `attention_mask`."""
-    h_BLD = self.attn(self.attn_norm(x_BLD), positions_BL, mask_BLL)
+    return self.after_attention(x_BLD, self.attn(self.attn_norm(x_BLD), positions_BL, mask_BLL))
+
+  def after_attention(self, x_BLD: jax.Array, h_BLD: jax.Array) -> jax.Array:
+    """The block after attention: `h_BLD` is the attention output of `attn_norm(x_BLD)`.
+
+    Split out so that the KV-cache path (`kv_cache.py`) reuses the block's residual/MLP part.
+    """
     if self.post_norms:
       h_BLD = self.post_attn_norm(h_BLD)
     x_BLD = x_BLD + h_BLD

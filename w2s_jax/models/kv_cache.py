@@ -1,0 +1,170 @@
+"""KV cache for `Transformer`: prefill a left-padded block, then decode one token per row.
+
+Layout. A `KVCache` holds per layer keys and values [B, K, S, H] (S = cache length in *slots*; kv heads
+before slots so that one-token attention reads the cache without a transpose) and per
+row `start_B`, the first real slot: prompts are **left-padded**, so slots [0, start_B) of row b are
+padding and slot s holds the token at RoPE position s - start_B. A row's real tokens are contiguous
+from `start_B` on; how far the cache is filled is the caller's bookkeeping (the sampler's `length_B`).
+Keys at slots after the query's own slot are masked by causality, so stale entries beyond a row's end
+(e.g. after a fork truncates a copied row) are never read and need no clearing.
+
+Numerics are those of `Transformer.__call__` on the same left-padded sequence: the same projections,
+`attention_mask` (slot indices play the role of token indices, which equal positions up to the
+per-row offset, so sliding windows agree), prefill through `dot_product_attention`, and for one-token
+decode the same float32 logits / soft-cap / mask value / softmax written for the [B, K, S, H] layout
+(`_decode_attention`); only the reduction shapes differ (one query row against S keys).
+
+Shape legend as in `transformer.py`; T is the number of new tokens per row, S the cache length.
+"""
+
+from __future__ import annotations
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from w2s_jax.models.presets import ModelConfig
+from w2s_jax.models.transformer import (
+  _MASK_VALUE,
+  Attention,
+  Transformer,
+  attention_mask,
+  dense,
+  is_local_layer,
+)
+
+
+@flax.struct.dataclass
+class KVCache:
+  """Per-layer key/value buffers and the per-row first real slot.
+
+  Attributes:
+    k: one [B, K, S, H] array per layer (RoPE applied), in the compute dtype.
+    v: one [B, K, S, H] array per layer.
+    start_B: int32 first real (non-padding) slot of each row.
+  """
+
+  k: tuple[jax.Array, ...]
+  v: tuple[jax.Array, ...]
+  start_B: jax.Array
+
+  @property
+  def size(self) -> int:
+    """Cache length S in slots."""
+    return self.k[0].shape[2]
+
+
+def init_cache(cfg: ModelConfig, start_B: jax.Array, size: int) -> KVCache:
+  """A zero cache of `size` slots for rows whose first real slot is `start_B` [B]."""
+  shape = (start_B.shape[0], cfg.n_kv_heads, size, cfg.head_dim)
+  zeros = tuple(jnp.zeros(shape, jnp.dtype(cfg.dtype)) for _ in range(cfg.n_layers))
+  return KVCache(k=zeros, v=tuple(jnp.zeros_like(z) for z in zeros), start_B=start_B.astype(jnp.int32))
+
+
+def _layer_masks(cfg: ModelConfig, seg_q, seg_kv, idx_q, idx_kv) -> tuple[jax.Array, jax.Array | None]:
+  global_mask = attention_mask(seg_q, seg_kv, idx_q, idx_kv)
+  local_mask = None
+  if cfg.sliding_window is not None:
+    local_mask = attention_mask(seg_q, seg_kv, idx_q, idx_kv, sliding_window=cfg.sliding_window)
+  return global_mask, local_mask
+
+
+def prefill(model: Transformer, cache: KVCache, tokens_BT: jax.Array) -> KVCache:
+  """Writes keys/values of the left-padded block `tokens_BT` into slots [0, T) of every row.
+
+  Args:
+    model: the decoder.
+    cache: a cache with S >= T whose `start_B` marks each row's padding (slots < start_B).
+    tokens_BT: int token ids; entries in padding slots are ignored.
+
+  Returns:
+    The cache with slots [0, T) filled (padding slots hold finite values that are always masked).
+  """
+  cfg = model.cfg
+  B, T = tokens_BT.shape
+  slot_BT = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32)[None], (B, T))
+  seg_BT = (slot_BT >= cache.start_B[:, None]).astype(jnp.int32)
+  positions_BT = jnp.maximum(slot_BT - cache.start_B[:, None], 0)
+  global_mask, local_mask = _layer_masks(cfg, seg_BT, seg_BT, slot_BT, slot_BT)
+  x_BTD = model.embed(tokens_BT)
+  ks, vs = list(cache.k), list(cache.v)
+  for i, block in enumerate(model.blocks):
+    q_BTNH, k_BTKH, v_BTKH = block.attn.project_qkv(block.attn_norm(x_BTD), positions_BT)
+    mask_BTT = local_mask if is_local_layer(cfg, i) else global_mask
+    h_BTD = block.attn.attend(q_BTNH, k_BTKH, v_BTKH, mask_BTT)
+    x_BTD = block.after_attention(x_BTD, h_BTD)
+    k_BKTH = k_BTKH.transpose(0, 2, 1, 3).astype(ks[i].dtype)
+    v_BKTH = v_BTKH.transpose(0, 2, 1, 3).astype(vs[i].dtype)
+    ks[i] = jax.lax.dynamic_update_slice(ks[i], k_BKTH, (0, 0, 0, 0))
+    vs[i] = jax.lax.dynamic_update_slice(vs[i], v_BKTH, (0, 0, 0, 0))
+  return cache.replace(k=tuple(ks), v=tuple(vs))
+
+
+def _decode_attention(
+  attn: Attention, q_B1NH: jax.Array, k_BKSH: jax.Array, v_BKSH: jax.Array, mask_B1S: jax.Array
+) -> jax.Array:
+  """`Attention.attend` for one query token against the [B, K, S, H] cache; returns out_B1D.
+
+  The same math as `dot_product_attention` (GQA heads n = k * G + g, float32 logits, soft-cap, mask
+  value, softmax), but contracting the cache in its stored layout: a [B, S, K, H] cache would be
+  transposed (copied) per layer and step, which dominated decode time on CPU.
+  """
+  cfg = attn.cfg
+  B, _, N, H = q_B1NH.shape
+  K = k_BKSH.shape[1]
+  scalar = cfg.query_pre_attn_scalar if cfg.query_pre_attn_scalar is not None else cfg.head_dim
+  q_BKGH = q_B1NH.reshape(B, K, N // K, H)
+  logits_BKGS = jnp.einsum("BKGH,BKSH->BKGS", q_BKGH, k_BKSH, preferred_element_type=jnp.float32)
+  logits_BKGS = logits_BKGS * scalar**-0.5
+  if cfg.attn_logit_softcap is not None:
+    logits_BKGS = cfg.attn_logit_softcap * jnp.tanh(logits_BKGS / cfg.attn_logit_softcap)
+  logits_BKGS = jnp.where(mask_B1S[:, None, :, :], logits_BKGS, _MASK_VALUE)
+  probs_BKGS = jax.nn.softmax(logits_BKGS, axis=-1)
+  out_BKGH = jnp.einsum("BKGS,BKSH->BKGH", probs_BKGS.astype(v_BKSH.dtype), v_BKSH)
+  out_B1NH = out_BKGH.reshape(B, 1, N, H)
+  return dense(out_B1NH, attn.o_NHD[...].astype(q_B1NH.dtype), n_in=2)
+
+
+def decode_step(
+  model: Transformer, cache: KVCache, tokens_B: jax.Array, slot_B: jax.Array
+) -> tuple[jax.Array, KVCache]:
+  """Runs one token per row at cache slot `slot_B`, attending to slots [start_B, slot_B].
+
+  Args:
+    model: the decoder.
+    cache: keys/values of slots [start_B, slot_B) must be filled.
+    tokens_B: int token of each row, at position slot_B - start_B.
+    slot_B: int32 slot of each row's token; a slot >= S writes nothing (use it for finished rows,
+      whose logits are then meaningless).
+
+  Returns:
+    (logits_BV float32 next-token logits, cache with the new keys/values written).
+  """
+  cfg = model.cfg
+  B, S = tokens_B.shape[0], cache.size
+  rows_B = jnp.arange(B)
+  slot_B1 = slot_B[:, None]
+  positions_B1 = jnp.maximum(slot_B1 - cache.start_B[:, None], 0)
+  kv_slot_BS = jnp.broadcast_to(jnp.arange(S, dtype=jnp.int32)[None], (B, S))
+  kv_seg_BS = (kv_slot_BS >= cache.start_B[:, None]).astype(jnp.int32)
+  q_seg_B1 = jnp.ones((B, 1), jnp.int32)
+  global_mask, local_mask = _layer_masks(cfg, q_seg_B1, kv_seg_BS, slot_B1, kv_slot_BS)
+  x_B1D = model.embed(tokens_B[:, None])
+  ks, vs = list(cache.k), list(cache.v)
+  for i, block in enumerate(model.blocks):
+    q_B1NH, k_B1KH, v_B1KH = block.attn.project_qkv(block.attn_norm(x_B1D), positions_B1)
+    ks[i] = ks[i].at[rows_B, :, slot_B].set(k_B1KH[:, 0].astype(ks[i].dtype), mode="drop")
+    vs[i] = vs[i].at[rows_B, :, slot_B].set(v_B1KH[:, 0].astype(vs[i].dtype), mode="drop")
+    mask_B1S = local_mask if is_local_layer(cfg, i) else global_mask
+    h_B1D = _decode_attention(block.attn, q_B1NH, ks[i], vs[i], mask_B1S)
+    x_B1D = block.after_attention(x_B1D, h_B1D)
+  logits_B1V = model.logits_from_hidden(model.final_norm(x_B1D))
+  return logits_B1V[:, 0], cache.replace(k=tuple(ks), v=tuple(vs))
+
+
+def take_rows(cache: KVCache, rows_R: jax.Array) -> KVCache:
+  """The cache rows `rows_R` (a fork copies its parent's rows; the prefix is never recomputed)."""
+  return jax.tree.map(lambda x: jnp.take(x, rows_R, axis=0), cache)
+
+
+__all__ = ["KVCache", "decode_step", "init_cache", "prefill", "take_rows"]
