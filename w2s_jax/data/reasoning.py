@@ -199,7 +199,7 @@ def generate(
   out: list[Problem] = []
   draw = size
   for attempt in range(4):
-    for entry in raw_entries(t.name, draw, _split_seed(seed + attempt * 7919, split)):
+    for entry in raw_entries(task, draw, _split_seed(seed + attempt * 7919, split)):
       if entry["question"] in seen:
         continue
       seen.add(entry["question"])
