@@ -6,24 +6,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from tests.helpers import GEMMA_TINY
 from w2s_jax.models import Transformer, get_preset
-
-# Gemma-flavoured: sliding window 3 (every 2nd layer global), softcaps, qk-norm, post-norms.
-GEMMA_TINY = get_preset(
-  "tiny",
-  n_layers=3,
-  mlp_activation="gelu_tanh",
-  norm_offset=1.0,
-  qk_norm=True,
-  rope_local_theta=100.0,
-  scale_embeddings=True,
-  attn_logit_softcap=5.0,
-  final_logit_softcap=10.0,
-  query_pre_attn_scalar=24.0,
-  sliding_window=3,
-  sliding_window_pattern=2,
-  post_norms=True,
-)
 
 
 def random_model(cfg, seed=0):

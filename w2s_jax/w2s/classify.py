@@ -8,6 +8,7 @@ label, sits at the end) and right-padded; the classifier reads the last real tok
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -104,10 +105,13 @@ class Batches:
       raise ValueError(f"{len(data)} examples cannot fill a batch of {batch_size}")
     self.data, self.batch_size, self.total_steps, self.seed = data, batch_size, total_steps, seed
     self.per_epoch = len(data) // batch_size
+    self._order = functools.lru_cache(maxsize=2)(
+      lambda epoch: np.random.default_rng([seed, epoch]).permutation(len(data))
+    )
 
   def __getitem__(self, i: int) -> dict[str, np.ndarray]:
     epoch, j = divmod(i, self.per_epoch)
-    order = np.random.default_rng([self.seed, epoch]).permutation(len(self.data))
+    order = self._order(epoch)
     idx = order[j * self.batch_size:(j + 1) * self.batch_size]
     d = self.data
     return {

@@ -233,5 +233,5 @@ def summarize(raw: dict[str, Any], *, level: float = 0.95) -> dict[str, Any]:
 def sweep_spec(config: ml_collections.ConfigDict) -> TrainSpec:
   t = config.train
   return TrainSpec(mode=t.mode, steps=t.steps, batch_size=t.batch_size, lr=t.lr, probe_steps=t.probe_steps,
-                   probe_lr=t.probe_lr, loss_kwargs=json.loads(json.dumps(t.loss_kwargs.to_dict())),
+                   probe_lr=t.probe_lr, loss_kwargs=t.loss_kwargs.to_dict(),
                    mesh=dict(config.mesh))
