@@ -1,6 +1,7 @@
 """Pure loss functions of arrays: no model, no config, no I/O."""
 
 from w2s_jax.losses.aggregation import REDUCTIONS, aggregate, reduce, safe_ratio
+from w2s_jax.losses.distill import generalized_jsd_loss, reverse_kl_token_rewards
 from w2s_jax.losses.policy import (
   POLICY_LOSSES,
   dynamic_sampling_mask,
@@ -29,5 +30,5 @@ __all__ = [
   "hinge_loss", "ipo_loss", "kto_kl", "kto_loss", "logconf_coef", "logconf_loss", "orpo_loss",
   "product_loss", "reduce", "rpo_loss", "safe_ratio", "sft_loss", "simpo_loss", "xent_loss",
   "POLICY_LOSSES", "dynamic_sampling_mask", "kl_penalty", "overlong_penalty", "policy_loss",
-  "unlikeliness_rewards",
+  "unlikeliness_rewards", "generalized_jsd_loss", "reverse_kl_token_rewards",
 ]
