@@ -6,9 +6,15 @@ from nbclient import NotebookClient
 
 from tests.helpers import ROOT
 
+# What each notebook must show: a text in its outputs and a file it writes under its workdir.
+EXPECTED = {
+  "quickstart": ("transfer %", "quickstart/results.json"),
+  "preference": ("held-out reward accuracy", "preference/metrics.jsonl"),
+}
+
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["quickstart"])
+@pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_notebook_executes(name, tmp_path, monkeypatch):
   monkeypatch.setenv("W2S_NOTEBOOK_WORKDIR", str(tmp_path))
   monkeypatch.setenv("W2S_JAX_CACHE", str(tmp_path / "cache"))
@@ -20,5 +26,6 @@ def test_notebook_executes(name, tmp_path, monkeypatch):
   outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
   assert not [o for o in outputs if o.output_type == "error"]
   rendered = " ".join(str(o.get("data", {})) for o in outputs)
-  assert "transfer %" in rendered and "image/png" in rendered
-  assert (tmp_path / "quickstart" / "results.json").exists()
+  text, output = EXPECTED[name]
+  assert text in rendered and "image/png" in rendered
+  assert (tmp_path / output).exists()

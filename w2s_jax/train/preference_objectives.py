@@ -63,8 +63,9 @@ def sequence_logps(
   return jnp.sum(logp_BL * mask_BL, axis=-1), jnp.sum(mask_BL, axis=-1)
 
 
-def _logps(model: nnx.Module, batch: Batch, prefix: str = "") -> tuple[jax.Array, jax.Array]:
-  """(logps_N, count_N) of the rows `{prefix}inputs` ... of a token batch under `model`."""
+def batch_logps(model: nnx.Module, batch: Batch, prefix: str = "") -> tuple[jax.Array, jax.Array]:
+  """Summed completion log-probs and completion token counts, (logps_N, count_N), of the rows
+  `{prefix}inputs`, `{prefix}targets`, `{prefix}loss_mask`, ... [N, L] of a token batch under `model`."""
   logits_NLV = model(
     batch[f"{prefix}inputs"], positions_BL=batch[f"{prefix}positions"],
     segment_ids_BL=batch[f"{prefix}segment_ids"],
@@ -78,7 +79,7 @@ def reference_logps(model: nnx.Module, batch: Batch) -> jax.Array:
   Jit it once (e.g. `jax.jit(lambda p, b: reference_logps(nnx.merge(graphdef, p), b))`) and store the
   result as `batch["ref_logps"]` (and, for KTO's KL rows, `batch["ref_kl_logps"]` from the `kl_` rows).
   """
-  return jax.lax.stop_gradient(_logps(model, batch)[0])
+  return jax.lax.stop_gradient(batch_logps(model, batch)[0])
 
 
 def _halves(x_2B: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -132,7 +133,7 @@ def preference_objective(loss: str = "dpo", **loss_kwargs) -> Objective:
 
   def objective(model: nnx.Module, batch: Batch, rng: jax.Array):
     del rng
-    logps_2B, count_2B = _logps(model, batch)
+    logps_2B, count_2B = batch_logps(model, batch)
     (pc_B, pr_B), (nc_B, nr_B) = _halves(logps_2B), _halves(count_2B)
     if kind == "averaged":
       loss_B, metrics = loss_fn(pc_B / jnp.maximum(nc_B, 1.0), pr_B / jnp.maximum(nr_B, 1.0), **loss_kwargs)
@@ -181,14 +182,14 @@ def kto_objective(
     if "kl_inputs" in batch:
       keys = ("inputs", "targets", "loss_mask", "positions", "segment_ids")
       both = {k: jnp.concatenate([batch[k], batch[f"kl_{k}"]]) for k in keys}
-      logps_N, count_N = _logps(model, both)
+      logps_N, count_N = batch_logps(model, both)
       kl_logps_M, kl_count_M = logps_N[n:], count_N[n:]
       logps_N, count_N = logps_N[:n], count_N[:n]
       kl_valid_M = (kl_count_M > 0).astype(jnp.float32)
       kl_sum = jnp.sum((kl_logps_M - batch["ref_kl_logps"].astype(jnp.float32)) * kl_valid_M)
       kl = jax.lax.stop_gradient(kl_sum / jnp.maximum(jnp.sum(kl_valid_M), 1.0))
     else:
-      logps_N, count_N = _logps(model, batch)
+      logps_N, count_N = batch_logps(model, batch)
       kl = jnp.zeros((), jnp.float32)
     desirable_N = batch.get("desirable")
     if desirable_N is None:

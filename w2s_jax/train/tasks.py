@@ -15,6 +15,7 @@ from w2s_jax.models.presets import get_preset
 from w2s_jax.models.transformer import Transformer
 from w2s_jax.train.loop import Setup
 from w2s_jax.train.objectives import OBJECTIVES
+from w2s_jax.train.preference_tasks import preference_setup
 
 CORPORA = sft_sources.SFT_CORPORA  # name -> fn(split, data_cfg) -> (pairs, info)
 TOKENIZERS = {"bytes": ByteTokenizer}
@@ -65,4 +66,6 @@ def sft_setup(config: ml_collections.ConfigDict) -> Setup:
   )
 
 
-TASKS: dict[str, Callable[[ml_collections.ConfigDict], Setup]] = {"sft": sft_setup}
+TASKS: dict[str, Callable[[ml_collections.ConfigDict], Setup]] = {
+  "sft": sft_setup, "preference": preference_setup
+}

@@ -1,0 +1,83 @@
+"""The shared config of the `preference` task (`w2s_jax.train.preference_tasks`).
+
+The configs `configs/{dpo,ipo,simpo,orpo,kto,reward_model}_tiny.py` differ only in their objective and
+learning rate; this builds the rest, so that every key is documented once.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def preference_config(arg: str | None, *, objective: dict, lr: float = 1e-3, full_lr: float = 3e-5,
+                      model: dict | None = None) -> ml_collections.ConfigDict:
+  """A `preference` task config.
+
+  Args:
+    arg: "smoke" (seconds on CPU: worked-solution vs wrong-answer pairs, a randomly initialised start
+      model) or None/"" (the full run: the tiny model fine-tuned on worked solutions, then pairs of its
+      own sampled solutions scored by the task's scorer).
+    objective: the `objective` section: `name` plus the loss's keyword arguments.
+    lr: the smoke run's peak learning rate.
+    full_lr: the full run's peak learning rate.
+    model: keys of the `model` section to override (e.g. {"head": "value"}).
+  """
+  smoke = arg == "smoke"
+  if arg not in (None, "", "smoke"):
+    raise ValueError(f"unknown config arg {arg!r}; use 'smoke' or nothing")
+  c = ml_collections.ConfigDict()
+  c.task = "preference"
+  c.seed = 0
+  c.total_steps = 40 if smoke else 1000
+  c.batch_size = 8  # pairs per step (2 x 8 rows); KTO: 16 unpaired examples
+  c.grad_accum_steps = 1
+  c.step_form = "jit"
+  c.log_every_steps = 1 if smoke else 10
+  c.eval_every_steps = 10 if smoke else 100
+  c.eval_at_start = True  # evaluate the start model too: eval_loss_start, eval_reward_accuracy_start
+  c.checkpoint_every_steps = 20 if smoke else 200
+  c.keep_checkpoints = 2
+  c.max_nonfinite_streak = 5
+  c.cpu_devices = 0
+
+  c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
+  c.sharding = "dp"
+
+  c.model = ml_collections.ConfigDict()
+  c.model.preset = "tiny"
+  c.model.vocab_size = 512
+  c.model.overrides = ml_collections.ConfigDict({"max_seq_len": 512})
+  c.model.init = "scratch" if smoke else "sft"  # the start model is also the reference model
+  c.model.head = "classifier"  # reward_model only: classifier | value
+  c.model.sft = ml_collections.ConfigDict({"steps": 1500, "batch_size": 16, "lr": 3e-3, "train_size": 5000})
+  c.model.update(model or {})
+
+  c.data = ml_collections.ConfigDict()
+  c.data.task = "chain_sum"
+  c.data.source = "perturbed" if smoke else "sampled"  # see the module docstring
+  c.data.tokenizer = "bytes"
+  c.data.seq_len = 256
+  c.data.train_size = 256 if smoke else 5000  # prompts
+  c.data.eval_size = 64 if smoke else 500
+  c.data.data_seed = 0
+  c.data.perturbations = ("wrong_answer", "truncated")  # source "perturbed": flaws cycled over problems
+  c.data.samples_per_prompt = 8
+  c.data.max_pairs_per_prompt = 4
+  c.data.max_new_tokens = 128
+  c.data.temperature = 1.0
+  c.data.correct_at = 1.0  # a completion is correct when the scorer gives at least this
+  c.data.eval_batches = 4 if smoke else 32
+  c.data.cache_dir = ""  # "" = $W2S_JAX_CACHE/preference/<hash of data+model+seed>
+
+  c.objective = ml_collections.ConfigDict(objective)
+
+  c.optimizer = ml_collections.ConfigDict(dict(
+    name="adamw", lr=lr if smoke else full_lr, schedule="cosine", warmup_steps=2 if smoke else 50,
+    end_lr_frac=0.1, weight_decay=0.0, b1=0.9, b2=0.99, eps=1e-8, clip_norm=1.0,
+  ))
+
+  c.distributed = ml_collections.ConfigDict()
+  c.distributed.num_processes = 1
+  c.distributed.process_id = 0
+  c.distributed.coordinator_address = ""
+  return c
