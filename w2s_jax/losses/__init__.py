@@ -22,6 +22,7 @@ from w2s_jax.losses.preference import (
   rpo_loss,
   simpo_loss,
 )
+from w2s_jax.losses.prm import prm_loss
 from w2s_jax.losses.sft import sft_loss
 from w2s_jax.losses.w2s import W2S_LOSSES, logconf_coef, logconf_loss, product_loss, xent_loss
 
@@ -30,5 +31,5 @@ __all__ = [
   "hinge_loss", "ipo_loss", "kto_kl", "kto_loss", "logconf_coef", "logconf_loss", "orpo_loss",
   "product_loss", "reduce", "rpo_loss", "safe_ratio", "sft_loss", "simpo_loss", "xent_loss",
   "POLICY_LOSSES", "dynamic_sampling_mask", "kl_penalty", "overlong_penalty", "policy_loss",
-  "unlikeliness_rewards", "generalized_jsd_loss", "reverse_kl_token_rewards",
+  "unlikeliness_rewards", "generalized_jsd_loss", "reverse_kl_token_rewards", "prm_loss",
 ]

@@ -16,6 +16,7 @@ import jax
 from flax import nnx
 
 from w2s_jax.losses.aggregation import aggregate
+from w2s_jax.losses.prm import prm_loss
 from w2s_jax.losses.sft import sft_loss
 from w2s_jax.train.step import Batch, Objective
 
@@ -43,4 +44,23 @@ def sft_objective(
   return objective
 
 
-OBJECTIVES: dict[str, Callable[..., Objective]] = {"sft": sft_objective}
+def prm_objective(*, reduction: str = "token-mean") -> Objective:
+  """Process reward model training: `prm_loss` of a `ValueModel`'s per-token logits at step ends.
+
+  Batch: `tokens`, `segment_ids` [B, L]; `step_labels` (targets in [0, 1]) and `step_end_mask` (1 at the
+  last token of each labelled step) [B, L]. `reduction` averages over labelled steps by default.
+  """
+
+  def objective(model: nnx.Module, batch: Batch, rng: jax.Array):
+    del rng
+    logits_BL = model(batch["tokens"], segment_ids_BL=batch["segment_ids"])
+    mask_BL = batch["step_end_mask"]
+    loss_BL, aux = prm_loss(logits_BL, batch["step_labels"], mask_BL)
+    loss_sum, weight = aggregate(loss_BL, mask_BL, reduction)
+    acc_sum, _ = aggregate(aux["correct_BL"], mask_BL, reduction)
+    return loss_sum, weight, {"step_accuracy": acc_sum}
+
+  return objective
+
+
+OBJECTIVES: dict[str, Callable[..., Objective]] = {"sft": sft_objective, "prm": prm_objective}
