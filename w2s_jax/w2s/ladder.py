@@ -30,7 +30,17 @@ def cache_root() -> Path:
 
 @dataclasses.dataclass
 class Rung:
-  """A pretrained base model."""
+  """A pretrained base model.
+
+  Attributes:
+    preset: the rung's label in results and run folders (the preset, or a checkpoint's short name).
+    model_cfg: the backbone's config.
+    graphdef, params: the backbone (`Transformer`), as `nnx.split` returns it.
+    eval_loss: held-out next-token loss of its pretraining (NaN for checkpoints loaded from elsewhere).
+    workdir: its pretraining run folder, or the checkpoint's path.
+    tokenizer: the tokenizer its inputs need; None = the byte tokenizer of the from-scratch ladder.
+    source: the name it was asked for in `ladder.sizes` (e.g. `gguf:smollm2-135m`); "" = `preset`.
+  """
 
   preset: str
   model_cfg: ModelConfig
@@ -38,6 +48,8 @@ class Rung:
   params: Any
   eval_loss: float
   workdir: Path
+  tokenizer: Any = None
+  source: str = ""
 
 
 def pretrain_config(

@@ -8,14 +8,15 @@ model is trained on B with the weak labels; PGR = (transfer − weak) / (ceiling
 
 Each training is a run folder under `WORKDIR/runs/` with its own checkpoints and `result.json`, so an
 interrupted sweep resumes where it stopped. Modes: `finetune` (the whole model, from the pretrained
-backbone plus a zero-initialised head) and `probe` (a linear head on frozen backbone features).
+backbone plus a zero-initialised head), `probe` (a linear head on frozen backbone features) and `lora`
+(LoRA adapters + head on a frozen backbone, `lora_mode.py`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ from w2s_jax.w2s.metrics import pgr
 class TrainSpec:
   """How each classifier is trained."""
 
-  mode: str = "finetune"  # finetune | probe
+  mode: str = "finetune"  # finetune | probe | lora
   steps: int = 200
   batch_size: int = 16
   lr: float = 5e-4
@@ -43,6 +44,9 @@ class TrainSpec:
   probe_lr: float = 1e-2
   loss_kwargs: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
   mesh: dict[str, int] = dataclasses.field(default_factory=lambda: {"data": -1})
+  lora_targets: tuple[str, ...] = ("q", "v")
+  lora_rank: int = 8
+  lora_alpha: float = 16.0
 
 
 def split_halves(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -113,13 +117,27 @@ def _probe(train_feats: np.ndarray, train: classify.Encoded, eval_feats: Sequenc
 
 
 class Sweep:
-  """Runs (or resumes) every training of a weak-to-strong sweep and collects the results."""
+  """Runs (or resumes) every training of a weak-to-strong sweep and collects the results.
+
+  `train`/`test` are the records as every rung reads them, unless `per_rung` maps a rung's `preset` to
+  its own `(train, test)` encoding (a pretrained rung with its own tokenizer): the same records in the
+  same order, so the A/B split and the weak labels carry over between rungs.
+  """
 
   def __init__(self, rungs: Sequence[Rung], train: classify.Encoded, test: classify.Encoded,
-               spec: TrainSpec, workdir: Path):
+               spec: TrainSpec, workdir: Path,
+               per_rung: Mapping[str, tuple[classify.Encoded, classify.Encoded]] | None = None):
     self.rungs, self.train, self.test, self.spec = list(rungs), train, test, spec
     self.workdir = Path(workdir)
+    self.per_rung = dict(per_rung or {})
+    for name, (tr, te) in self.per_rung.items():
+      if not (np.array_equal(tr.hard_N, train.hard_N) and np.array_equal(te.hard_N, test.hard_N)):
+        raise ValueError(f"rung {name!r}: its encoded sets do not hold the same records as the sweep's")
     self._feature_cache: dict[tuple[str, int], np.ndarray] = {}
+
+  def sets(self, rung: Rung) -> tuple[classify.Encoded, classify.Encoded]:
+    """(train, test) as `rung` reads them."""
+    return self.per_rung.get(rung.preset, (self.train, self.test))
 
   def _features(self, rung: Rung, data: classify.Encoded, key: str) -> np.ndarray:
     if (rung.preset, key) not in self._feature_cache:
@@ -149,18 +167,27 @@ class Sweep:
     if done.exists() and (other is None or probs_file.exists()):
       return (np.load(probs_file) if other is not None else None), json.loads(done.read_text())
     run_dir.mkdir(parents=True, exist_ok=True)
-    evals = [self.test] + ([other] if other is not None else [])
+    test = self.sets(rung)[1]
+    evals = [test] + ([other] if other is not None else [])
     if self.spec.mode == "finetune":
       probs, extra = _finetune(rung, train, evals, loss, self.spec, seed, run_dir)
     elif self.spec.mode == "probe":
-      feats = [self._features(rung, self.test, "test")]
+      feats = [self._features(rung, test, "test")]
       if other is not None:
         feats.append(self._features(rung, other, keys[1]))
       probs, extra = _probe(self._features(rung, train, keys[0]), train, feats, loss, self.spec, seed)
+    elif self.spec.mode == "lora":
+      from w2s_jax.w2s.lora_mode import lora_finetune  # noqa: PLC0415
+
+      sp = self.spec
+      probs, extra = lora_finetune(
+        rung, train, evals, loss, steps=sp.steps, batch_size=sp.batch_size, lr=sp.lr, seed=seed,
+        targets=sp.lora_targets, rank=sp.lora_rank, alpha=sp.lora_alpha, loss_kwargs=sp.loss_kwargs.get(loss),
+      )
     else:
-      raise ValueError(f"unknown mode {self.spec.mode!r}; choose 'finetune' or 'probe'")
+      raise ValueError(f"unknown mode {self.spec.mode!r}; choose 'finetune', 'probe' or 'lora'")
     result = {"name": name, "model": rung.preset, "loss": loss, "seed": seed,
-              **_scores(probs[0], self.test.hard_N), **extra}
+              **_scores(probs[0], test.hard_N), **extra}
     if other is not None:
       np.save(probs_file, probs[1])
     done.write_text(json.dumps(result))
@@ -172,12 +199,14 @@ class Sweep:
     per_seed = []
     for seed in seeds:
       a_idx, b_idx = split_halves(len(self.train), seed)
-      half_a, half_b = self.train.take(a_idx), self.train.take(b_idx)
+      halves = {r.preset: (self.sets(r)[0].take(a_idx), self.sets(r)[0].take(b_idx)) for r in self.rungs}
+      hard_b = self.train.hard_N[b_idx]
       gt, weak_labels = {}, {}
       for rung in self.rungs:
         preds = []
         for j in range(ensemble):  # an ensemble of k weak models averages their soft labels
           name = f"seed{seed}/gt-{rung.preset}" + (f"-m{j}" if j else "")
+          half_a, half_b = halves[rung.preset]
           p_b, res = self.fit(name, rung, half_a, "xent", seed * 1000 + j, other=half_b,
                               keys=(f"A{seed}", f"B{seed}"))
           preds.append(p_b)
@@ -191,10 +220,10 @@ class Sweep:
         for strong in self.rungs[i + 1:]:
           for loss in losses:
             name = f"seed{seed}/w2s-{weak.preset}-to-{strong.preset}-{loss}"
-            _, res = self.fit(name, strong, half_b.with_targets(weak_labels[weak.preset]), loss, seed,
-                              keys=(f"B{seed}", ""))
+            strong_b = halves[strong.preset][1].with_targets(weak_labels[weak.preset])
+            _, res = self.fit(name, strong, strong_b, loss, seed, keys=(f"B{seed}", ""))
             res = dict(res, weak=weak.preset, strong=strong.preset,
-                       weak_label_acc=accuracy(weak_labels[weak.preset], half_b.hard_N),
+                       weak_label_acc=accuracy(weak_labels[weak.preset], hard_b),
                        pgr=pgr(gt[weak.preset]["accuracy"], gt[strong.preset]["accuracy"], res["accuracy"]))
             transfer.append(res)
             if on_result:
@@ -234,4 +263,5 @@ def sweep_spec(config: ml_collections.ConfigDict) -> TrainSpec:
   t = config.train
   return TrainSpec(mode=t.mode, steps=t.steps, batch_size=t.batch_size, lr=t.lr, probe_steps=t.probe_steps,
                    probe_lr=t.probe_lr, loss_kwargs=t.loss_kwargs.to_dict(),
-                   mesh=dict(config.mesh))
+                   mesh=dict(config.mesh), lora_targets=tuple(t.get("lora_targets", ("q", "v"))),
+                   lora_rank=t.get("lora_rank", 8), lora_alpha=t.get("lora_alpha", 16.0))

@@ -17,6 +17,7 @@ from w2s_jax.data import w2s_sets
 from w2s_jax.data.tokenizers import ByteTokenizer
 from w2s_jax.models.presets import count_params
 from w2s_jax.w2s import classify, ladder, plots, protocol
+from w2s_jax.w2s import rungs as rung_lib
 
 
 def _records(config: ml_collections.ConfigDict) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -32,22 +33,35 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[st
   workdir = Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   (workdir / "config.json").write_text(json.dumps(json.loads(config.to_json_best_effort()), indent=2))
-  tokenizer = ByteTokenizer()
-  train_records, test_records = _records(config)
-  train = classify.encode(train_records, tokenizer, config.data.max_len)
-  test = classify.encode(test_records, tokenizer, config.data.max_len)
-
   lc = config.ladder
-  rungs = []
-  for preset in lc.sizes:
+  names = list(lc.sizes)
+  rung_lib.check_names(names)  # before any pretraining or loading
+  train_records, test_records = _records(config)
+  max_len = config.data.max_len
+  encoded: dict[str, tuple[classify.Encoded, classify.Encoded]] = {}
+
+  def encode(key: str, tokenizer: Any) -> tuple[classify.Encoded, classify.Encoded]:
+    if key not in encoded:  # once per tokenizer
+      encoded[key] = (classify.encode(train_records, tokenizer, max_len),
+                      classify.encode(test_records, tokenizer, max_len))
+    return encoded[key]
+
+  train, test = encode("bytes", ByteTokenizer())
+  rungs, per_rung = [], {}
+  for name in names:  # weakest first, as the user lists them
+    if rung_lib.is_pretrained(name):
+      rung = rung_lib.load_pretrained(name, max_len=max_len)
+      per_rung[rung.preset] = encode(rung_lib.tokenizer_key(rung), rung.tokenizer)
+      rungs.append(rung)
+      continue
     pcfg = ladder.pretrain_config(
-      preset, corpus=lc.corpus, tokenizer="bytes", vocab_size=lc.vocab_size, seq_len=lc.seq_len,
+      name, corpus=lc.corpus, tokenizer="bytes", vocab_size=lc.vocab_size, seq_len=lc.seq_len,
       steps=lc.steps, batch_size=lc.batch_size, lr=lc.lr, seed=lc.seed, mesh=dict(config.mesh),
       corpus_options=lc.corpus_options.to_dict(),
     )
     cache = Path(lc.cache_dir) if lc.cache_dir else None
     rungs.append(ladder.pretrain(pcfg, cache))
-  ladder_report = {r.preset: {"params": count_params(r.model_cfg), "eval_loss": r.eval_loss} for r in rungs}
+  ladder_report = {r.preset: rung_lib.describe(r) for r in rungs}
 
   finished: list[dict[str, Any]] = []
 
@@ -56,17 +70,18 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[st
     lines = [json.dumps({"step": i + 1, "loss": r["test_loss"], **r}) for i, r in enumerate(finished)]
     (workdir / "metrics.jsonl").write_text("\n".join(lines) + "\n")
 
-  sweep = protocol.Sweep(rungs, train, test, protocol.sweep_spec(config), workdir)
+  sweep = protocol.Sweep(rungs, train, test, protocol.sweep_spec(config), workdir, per_rung=per_rung)
   raw = sweep.run(losses=list(config.losses), seeds=list(config.seeds), ensemble=config.ensemble,
                   label_noise=config.label_noise, on_result=log)
   summary = protocol.summarize(raw)
   results = {
     "task": config.data.task, "mode": config.train.mode, "ladder": ladder_report,
     "data": {"train": len(train), "test": len(test), "truncated": train.truncated + test.truncated,
+             "truncated_per_tokenizer": {k: tr.truncated + te.truncated for k, (tr, te) in encoded.items()},
              "test_positive_rate": float(test.hard_N.mean())},
     "summary": summary, **raw,
   }
   (workdir / "results.json").write_text(json.dumps(results, indent=2))
   params = {r.preset: count_params(r.model_cfg) for r in rungs}
-  plots.plot_sweep(summary, list(lc.sizes), params, workdir / "plots")
+  plots.plot_sweep(summary, [r.preset for r in rungs], params, workdir / "plots")
   return results
