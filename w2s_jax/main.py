@@ -57,8 +57,16 @@ def main(argv: list[str]) -> None:
     results = run_sweep(config, _WORKDIR.value)
     print(ladder_table(results) + "\n\n" + results_table(results))
     return
+  if config.task == "rl":
+    from w2s_jax.rl.loop import train_rl
+
+    summary = train_rl(config, _WORKDIR.value)
+    if jax.process_index() == 0:
+      print(json.dumps({k: summary.get(k) for k in ("final_step", "last", "eval_initial", "eval", "wall_s")},
+                       default=str))
+    return
   if config.task not in TASKS:
-    raise app.UsageError(f"unknown task {config.task!r}; choose one of {sorted(TASKS) + ['w2s_sweep']}")
+    raise app.UsageError(f"unknown task {config.task!r}; choose one of {sorted(TASKS) + ['rl', 'w2s_sweep']}")
   summary = train(config, _WORKDIR.value, TASKS[config.task](config))
   if jax.process_index() == 0:
     print(json.dumps({k: summary.get(k) for k in ("final_step", "last", "eval", "wall_s")}, default=str))

@@ -1,0 +1,126 @@
+"""Shared base of the RL configs (`grpo_tiny`, `rloo_tiny`, `ppo_tiny`, `dapo_tiny`, `topr_tiny`, `rft_tiny`).
+
+COMMAND (through a variant):
+  python -m w2s_jax.main --config=configs/grpo_tiny.py:smoke --workdir=/tmp/grpo_tiny
+The run first SFTs the tiny byte-level decoder on `chain_sum` worked solutions (`sft` section, in
+WORKDIR/sft, or a shared `sft.workdir`), then runs RL with verifiable rewards from the reasoning-gym
+scorer. `total_steps` counts RL iterations (rollout + `train.epochs` passes of minibatch updates).
+Arg `smoke`: a 60-step SFT and 3 RL iterations of 4 prompts × 4 samples, seconds on CPU.
+"""
+
+import ml_collections
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  smoke = arg == "smoke"
+  if arg not in (None, "", "smoke"):
+    raise ValueError(f"unknown config arg {arg!r}; use 'smoke' or nothing")
+  c = ml_collections.ConfigDict()
+  c.task = "rl"
+  c.seed = 0
+  c.total_steps = 3 if smoke else 200  # RL iterations
+  c.checkpoint_every_steps = 2 if smoke else 25
+  c.keep_checkpoints = 2
+  c.max_nonfinite_streak = 5
+  c.cpu_devices = 0
+  c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
+  c.sharding = "dp"
+
+  c.model = ml_collections.ConfigDict()
+  c.model.preset = "tiny"
+  c.model.vocab_size = 512
+  c.model.overrides = ml_collections.ConfigDict({"max_seq_len": 512})
+
+  c.data = ml_collections.ConfigDict()
+  c.data.task = "chain_sum"  # a key of w2s_jax.data.reasoning.TASKS
+  c.data.tokenizer = "bytes"
+  c.data.train_size = 2000 if smoke else 20000
+  c.data.eval_size = 8 if smoke else 128  # held-out problems
+  c.data.data_seed = 0
+  c.data.max_prompt_len = 128  # prompt slots P (BOS + "Question: …\nSolution:\n"); longer prompts are dropped
+
+  # Phase 1: SFT on worked solutions through the SFT loop (reloaded when already done).
+  c.sft = ml_collections.ConfigDict()
+  c.sft.total_steps = 60 if smoke else 1500
+  c.sft.batch_size = 8 if smoke else 16
+  c.sft.seq_len = 256
+  c.sft.lr = 3e-3
+  c.sft.warmup_steps = 10 if smoke else 100
+  c.sft.workdir = ""  # "" = WORKDIR/sft; a path shares one SFT model between runs (same settings!)
+
+  c.rollout = ml_collections.ConfigDict()
+  c.rollout.prompts_per_step = 4 if smoke else 16  # B
+  c.rollout.group_size = 4 if smoke else 8  # G
+  c.rollout.max_new_tokens = 64 if smoke else 112  # N (= DAPO's L_max)
+  c.rollout.temperature = 1.0
+  c.rollout.top_p = 0.0  # 0 = off
+  c.rollout.old_logprobs = "sampler"  # or "recompute" (a forward pass with the pre-update params)
+
+  c.reward = ml_collections.ConfigDict()
+  c.reward.correct_coef = 1.0
+  c.reward.format_coef = 0.0
+  c.reward.overlong_buffer = 0  # DAPO L_cache; 0 = off
+  c.reward.overlong_penalty = 1.0
+
+  c.dynamic_sampling = ml_collections.ConfigDict()
+  c.dynamic_sampling.enabled = False
+  c.dynamic_sampling.max_rounds = 3  # rollouts per iteration at most; a short batch is padded (masked)
+  c.dynamic_sampling.metric = "correct"  # or "reward": what must vary within a group
+
+  c.advantage = ml_collections.ConfigDict()
+  c.advantage.name = "grpo"  # see w2s_jax.rl.batch.ADVANTAGES
+  c.advantage.eps = 1e-6
+  c.advantage.gamma = 1.0
+  c.advantage.lam = 0.95
+  c.advantage.whiten = True  # gae
+  c.advantage.positive_weight = 0.1  # w_reinforce λ
+  c.advantage.negative_weight = 1.0
+  c.advantage.unlikeliness_rank_penalty = 0.0  # β_rank, "Rewarding the Unlikely" (paper: 0.25); 0 = off
+
+  c.loss = ml_collections.ConfigDict()
+  c.loss.kind = "ppo"  # ppo | dapo | gspo | cispo | topr | reinforce
+  c.loss.reduction = "seq-mean-token-mean"
+  c.loss.clip_eps = 0.0  # 0 = the kind's default
+  c.loss.clip_eps_high = 0.0
+  c.loss.dual_clip_c = 0.0  # 0 = off
+  c.loss.topr_level = "sequence"
+  c.loss.use_is_ratio = False
+  c.loss.positive_weight = 1.0
+  c.loss.negative_weight = 1.0
+  c.loss.value_coef = 0.5  # PPO critic (advantage 'gae' only)
+  c.loss.value_clip = 0.2
+
+  c.kl = ml_collections.ConfigDict()
+  c.kl.coef = 0.0
+  c.kl.kind = "k3"
+  c.kl.where = "loss"  # or "reward"
+
+  c.rft = ml_collections.ConfigDict()
+  c.rft.threshold = 1.0
+
+  c.train = ml_collections.ConfigDict()
+  c.train.epochs = 1
+  c.train.minibatch_size = 8 if smoke else 64  # rows per update
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.samples = 4 if smoke else 16  # n per held-out problem (0 = no evaluation)
+  c.eval.ks = [1, 2, 4] if smoke else [1, 2, 4, 8, 16]
+  c.eval.every_steps = 3 if smoke else 25  # 0 = only before RL and after the last iteration
+
+  c.optimizer = ml_collections.ConfigDict()
+  c.optimizer.name = "adamw"
+  c.optimizer.lr = 1e-4
+  c.optimizer.schedule = "constant"
+  c.optimizer.warmup_steps = 0
+  c.optimizer.end_lr_frac = 1.0
+  c.optimizer.weight_decay = 0.0
+  c.optimizer.b1 = 0.9
+  c.optimizer.b2 = 0.999
+  c.optimizer.eps = 1e-8
+  c.optimizer.clip_norm = 1.0
+
+  c.distributed = ml_collections.ConfigDict()
+  c.distributed.num_processes = 1
+  c.distributed.process_id = 0
+  c.distributed.coordinator_address = ""
+  return c

@@ -1,0 +1,183 @@
+"""The RL objective for the one train step, and the policy/critic forward passes it shares with rollouts.
+
+`rl_objective(...)` returns `objective(model, batch, rng) -> (loss_sum, weight, metric_sums)` for
+`w2s_jax.train.step.make_train_step`. The batch (built by `w2s_jax.rl.batch.build_batch`) holds, for R rows:
+
+| key               | shape  | meaning                                                            |
+|-------------------|--------|--------------------------------------------------------------------|
+| `tokens`          | [R, S] | left-padded prompt + completion (sampler slot layout)              |
+| `mask`            | [R, S] | 1 on real tokens                                                    |
+| `completion_mask` | [R, N] | 1 on the completion tokens that are trained (N = last N slots)     |
+| `old_logp`        | [R, N] | log π_old of the completion tokens (sampler or recomputed)         |
+| `advantages`      | [R, N] | per-token advantages                                               |
+| `ref_logp`        | [R, N] | log π_ref, only when the KL penalty is in the loss                 |
+| `returns`, `old_values` | [R, N] | value targets and the critic's rollout values (PPO with GAE) |
+
+Per token: ℓ = policy_loss(kind) + β·KL_k(π_θ ‖ π_ref) (when in the loss); with a critic,
++ c_v · ½·max((V − R)², (clip(V, V_old ± ε_v) − R)²) (PPO's clipped value loss, verl `compute_value_loss`).
+Both are reduced by the one named reduction, so they share its weight.
+
+Legend: R rows, S = P + N slots, N completion slots, V vocab.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from w2s_jax.losses.aggregation import aggregate, safe_ratio
+from w2s_jax.losses.policy import POLICY_LOSSES, kl_penalty, policy_loss
+from w2s_jax.models.heads import ValueModel
+from w2s_jax.models.presets import ModelConfig
+from w2s_jax.models.transformer import Transformer
+from w2s_jax.train.step import Batch, Objective
+
+
+class ActorCritic(nnx.Module):
+  """A policy and a separate critic (its own backbone + `ValueHead`), trained by one optimizer.
+
+  The critic's gradient never reaches the policy (separate parameters), so one joint step equals the
+  two updates of a PPO actor and critic (up to the joint global-norm clip).
+  """
+
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    self.policy = Transformer(cfg, rngs=rngs)
+    self.critic = ValueModel(cfg, rngs=rngs)
+
+
+def policy_of(model: nnx.Module) -> Transformer:
+  """The language model of a `Transformer` or an `ActorCritic`."""
+  return model.policy if isinstance(model, ActorCritic) else model
+
+
+def _positions(mask_RS: jax.Array) -> jax.Array:
+  return jnp.maximum(jnp.cumsum(mask_RS.astype(jnp.int32), axis=1) - 1, 0)
+
+
+def completion_logprobs(
+  policy: Transformer, tokens_RS: jax.Array, mask_RS: jax.Array, num_new: int, temperature: float = 1.0
+) -> tuple[jax.Array, jax.Array]:
+  """Log-probs and entropies of the last `num_new` slots' tokens under softmax(logits / temperature).
+
+  The logits of slot s predict the token of slot s + 1, so only slots [S − N − 1, S − 1) are projected
+  to the vocabulary. Equal to `w2s_jax.sampling.score` restricted to those slots.
+
+  Returns:
+    (logp_RN, entropy_RN), float32 (values at padding slots are finite and meaningless).
+  """
+  S = tokens_RS.shape[1]
+  hidden_RSD = policy.hidden(
+    tokens_RS, positions_BL=_positions(mask_RS), segment_ids_BL=mask_RS.astype(jnp.int32))
+  logits_RNV = policy.logits_from_hidden(hidden_RSD[:, S - num_new - 1 : S - 1])
+  logp_RNV = jax.nn.log_softmax(logits_RNV / temperature, axis=-1)
+  logp_RN = jnp.take_along_axis(logp_RNV, tokens_RS[:, S - num_new :, None], axis=-1)[..., 0]
+  entropy_RN = -jnp.sum(jnp.exp(logp_RNV) * logp_RNV, axis=-1)
+  return logp_RN, entropy_RN
+
+
+def critic_values(critic: ValueModel, tokens_RS: jax.Array, mask_RS: jax.Array, num_new: int) -> jax.Array:
+  """V(s_t) for each completion token t: the critic's value read at the slot before it [R, N]."""
+  S = tokens_RS.shape[1]
+  values_RS = critic(tokens_RS, positions_BL=_positions(mask_RS), segment_ids_BL=mask_RS.astype(jnp.int32))
+  return values_RS[:, S - num_new - 1 : S - 1]
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "num_new", "temperature"))
+def completion_logprobs_jit(
+  graphdef: nnx.GraphDef, params: Any, tokens_RS: jax.Array, mask_RS: jax.Array, *, num_new: int,
+  temperature: float,
+) -> jax.Array:
+  """Jitted `completion_logprobs` of a Transformer's (graphdef, params): log-probs [R, N]."""
+  return completion_logprobs(nnx.merge(graphdef, params), tokens_RS, mask_RS, num_new, temperature)[0]
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "num_new"))
+def critic_values_jit(
+  graphdef: nnx.GraphDef, params: Any, tokens_RS: jax.Array, mask_RS: jax.Array, *, num_new: int
+) -> jax.Array:
+  """Jitted `critic_values` of an `ActorCritic`'s (graphdef, params) [R, N]."""
+  return critic_values(nnx.merge(graphdef, params).critic, tokens_RS, mask_RS, num_new)
+
+
+def rl_objective(
+  *,
+  loss_kind: str = "ppo",
+  reduction: str = "token-mean",
+  clip_eps: float | None = None,
+  clip_eps_high: float | None = None,
+  dual_clip_c: float | None = None,
+  topr_level: str = "sequence",
+  use_is_ratio: bool = False,
+  positive_weight: float = 1.0,
+  negative_weight: float = 1.0,
+  kl_coef: float = 0.0,
+  kl_kind: str = "k3",
+  temperature: float = 1.0,
+  value_coef: float = 0.0,
+  value_clip: float | None = None,
+) -> Objective:
+  """The policy-gradient objective of a rollout batch (see the module docstring).
+
+  Args:
+    loss_kind: a `w2s_jax.losses.POLICY_LOSSES` kind (`ppo`, `dapo`, `gspo`, `cispo`, `topr`, `reinforce`).
+    reduction: `token-mean`, `seq-mean-token-mean`, `seq-mean-token-sum` or `seq-mean-token-sum-norm`.
+    clip_eps, clip_eps_high, dual_clip_c, topr_level, use_is_ratio, positive_weight, negative_weight:
+      passed to `policy_loss`.
+    kl_coef: β of the KL penalty in the loss (0 = none; batches then need no `ref_logp`).
+    kl_kind: `k1`, `k2` or `k3`.
+    temperature: the sampling temperature (log-probs are of softmax(logits / T), as the sampler's).
+    value_coef: c_v; > 0 needs an `ActorCritic` model and `returns`/`old_values` in the batch.
+    value_clip: ε_v of the clipped value loss, or None for the plain squared error.
+
+  Returns:
+    `objective(model, batch, rng) -> (loss_sum, weight, metric_sums)`.
+  """
+  if loss_kind not in POLICY_LOSSES:
+    raise ValueError(f"unknown loss kind {loss_kind!r}; choose one of {sorted(POLICY_LOSSES)}")
+  if temperature <= 0:
+    raise ValueError(f"temperature must be > 0 for a policy-gradient loss, got {temperature}")
+
+  def objective(model: nnx.Module, batch: Batch, rng: jax.Array):
+    del rng
+    mask_RN = batch["completion_mask"]
+    num_new = mask_RN.shape[1]
+    logp_RN, entropy_RN = completion_logprobs(
+      policy_of(model), batch["tokens"], batch["mask"], num_new, temperature
+    )
+    loss_RN, stats = policy_loss(
+      logp_RN, batch["old_logp"], batch["advantages"], mask_RN, kind=loss_kind, clip_eps=clip_eps,
+      clip_eps_high=clip_eps_high, dual_clip_c=dual_clip_c, topr_level=topr_level,
+      use_is_ratio=use_is_ratio, positive_weight=positive_weight, negative_weight=negative_weight,
+    )
+    pg_sum, weight = aggregate(loss_RN, mask_RN, reduction)
+    loss_sum = pg_sum
+    token_entropy = safe_ratio(*aggregate(jax.lax.stop_gradient(entropy_RN), mask_RN, "token-mean"))
+    sums = {"pg_loss": pg_sum, "entropy": token_entropy * weight}  # entropy: mean per token
+    if kl_coef > 0:
+      kl_RN, _ = kl_penalty(logp_RN, batch["ref_logp"], kl_kind, mask_BL=mask_RN)
+      kl_sum, _ = aggregate(kl_RN, mask_RN, reduction)  # linear: Σ of aggregates = aggregate of Σ
+      loss_sum = loss_sum + kl_coef * kl_sum
+      sums["kl_ref"] = kl_sum
+    if value_coef > 0:
+      if not isinstance(model, ActorCritic):
+        raise ValueError("value_coef > 0 needs an ActorCritic model (config loss.value_coef / advantage gae)")
+      values_RN = critic_values(model.critic, batch["tokens"], batch["mask"], num_new)
+      returns_RN = batch["returns"]
+      v_loss_RN = jnp.square(values_RN - returns_RN)
+      if value_clip is not None:
+        old_RN = batch["old_values"]
+        clipped_RN = old_RN + jnp.clip(values_RN - old_RN, -value_clip, value_clip)
+        v_loss_RN = jnp.maximum(v_loss_RN, jnp.square(clipped_RN - returns_RN))
+      v_sum, _ = aggregate(0.5 * v_loss_RN, mask_RN, reduction)
+      loss_sum = loss_sum + value_coef * v_sum
+      sums["value_loss"] = v_sum
+    # policy_loss's metrics are means over the micro-batch: weight them to sums like the loss.
+    for name in ("clipfrac", "approx_kl", "ratio_mean"):
+      sums[name] = stats[name] * weight
+    return loss_sum, weight, sums
+
+  return objective
