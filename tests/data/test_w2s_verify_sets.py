@@ -59,3 +59,17 @@ def test_generate_excludes_given_questions_and_is_deterministic():
   test = w2s_sets.generate("gcd", "test", 50, exclude={r["question"] for r in train})
   assert not {r["question"] for r in train} & {r["question"] for r in test}
   assert w2s_sets.generate("gcd", "train", 100) == train
+
+
+def test_sweep_splits_share_no_question():
+  # The sweep's own split builder: before generate_splits it compared "Q: <question>" with bare questions
+  # and excluded nothing (~5 % of chain_sum test questions were train questions).
+  import ml_collections
+
+  from w2s_jax.w2s.run import _records
+
+  data = {"task": "chain_sum", "n_train": 600, "n_test": 600, "seed": 0}
+  config = ml_collections.ConfigDict({"data": data})
+  train, test = _records(config)
+  assert len(test) == 600
+  assert not {r["question"] for r in train} & {r["question"] for r in test}

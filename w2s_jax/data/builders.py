@@ -100,8 +100,7 @@ class W2sVerify(_ArrayRecordBuilder):
   def _split_generators(self, dl_manager):
     del dl_manager
     c = self.builder_config
-    train = w2s_sets.generate(c.task, "train", c.train_size, seed=c.seed)
-    test = w2s_sets.generate(c.task, "test", c.test_size, seed=c.seed, exclude={r["question"] for r in train})
+    train, test = w2s_sets.generate_splits(c.task, c.train_size, c.test_size, seed=c.seed)
     return {"train": self._generate_examples(train), "test": self._generate_examples(test)}
 
   def _generate_examples(self, records):

@@ -125,3 +125,12 @@ def generate(
     raise ValueError(f"unknown W2S task {task!r}; choose one of {sorted(W2S_TASKS)}")
   problems = reasoning.generate(task, f"w2s_{split}", size, seed=seed, exclude=exclude)
   return make_records(problems, seed=seed)
+
+
+def generate_splits(
+  task: str, n_train: int, n_test: int, *, seed: int = 0
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+  """(train, test) W2S records of `task`, no test question also being a train question."""
+  train = generate(task, "train", n_train, seed=seed)
+  test = generate(task, "test", n_test, seed=seed, exclude={r["question"] for r in train})
+  return train, test

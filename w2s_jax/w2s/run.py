@@ -22,10 +22,7 @@ from w2s_jax.w2s import rungs as rung_lib
 
 def _records(config: ml_collections.ConfigDict) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
   d = config.data
-  train = w2s_sets.generate(d.task, "train", d.n_train, seed=d.seed)
-  test = w2s_sets.generate(d.task, "test", d.n_test, seed=d.seed,
-                           exclude={r["txt"].split(" A: ")[0] for r in train})
-  return train, test
+  return w2s_sets.generate_splits(d.task, d.n_train, d.n_test, seed=d.seed)
 
 
 def run_sweep(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
