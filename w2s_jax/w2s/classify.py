@@ -20,6 +20,7 @@ from flax import nnx
 
 from w2s_jax.data.tokenizers import Tokenizer
 from w2s_jax.losses.w2s import W2S_LOSSES
+from w2s_jax.models.heads import last_token_index
 from w2s_jax.train.step import Batch, Objective
 
 
@@ -120,10 +121,21 @@ class Batches:
     }
 
 
-def _map_batches(fn, params: Any, data: Encoded, batch_size: int) -> np.ndarray:
-  """Applies a jitted `fn(params, tokens, segment_ids)` to every example; the last batch is padded so
-  that one compiled shape serves all."""
-  fwd = jax.jit(fn)
+@functools.partial(jax.jit, static_argnums=0)
+def _probs(graphdef: nnx.GraphDef, p: Any, t: jax.Array, s: jax.Array) -> jax.Array:
+  return jax.nn.softmax(nnx.merge(graphdef, p)(t, segment_ids_BL=s), axis=-1)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _last_hidden(graphdef: nnx.GraphDef, p: Any, t: jax.Array, s: jax.Array) -> jax.Array:
+  h_BLD = nnx.merge(graphdef, p).hidden(t, segment_ids_BL=s)
+  last_B = last_token_index(s)
+  return jnp.take_along_axis(h_BLD, last_B[:, None, None], axis=1)[:, 0].astype(jnp.float32)
+
+
+def _map_batches(fn, graphdef: nnx.GraphDef, params: Any, data: Encoded, batch_size: int) -> np.ndarray:
+  """Applies a module-level jitted `fn(graphdef, params, tokens, segment_ids)` to every example; the
+  last batch is padded so that one compiled shape serves all (and every call after the first)."""
   out = []
   for start in range(0, len(data), batch_size):
     t = data.tokens_NL[start:start + batch_size]
@@ -132,17 +144,13 @@ def _map_batches(fn, params: Any, data: Encoded, batch_size: int) -> np.ndarray:
     if n < batch_size:
       t = np.concatenate([t, np.repeat(t[-1:], batch_size - n, 0)])
       s = np.concatenate([s, np.repeat(s[-1:], batch_size - n, 0)])
-    out.append(np.asarray(fwd(params, t, s))[:n])
+    out.append(np.asarray(fn(graphdef, params, t, s))[:n])
   return np.concatenate(out)
 
 
 def predict(graphdef: nnx.GraphDef, params: Any, data: Encoded, batch_size: int = 64) -> np.ndarray:
   """Class probabilities [N, C] of a classifier model on every example."""
-
-  def f(p, t, s):
-    return jax.nn.softmax(nnx.merge(graphdef, p)(t, segment_ids_BL=s), axis=-1)
-
-  return _map_batches(f, params, data, batch_size)
+  return _map_batches(_probs, graphdef, params, data, batch_size)
 
 
 def features(graphdef: nnx.GraphDef, params: Any, data: Encoded, batch_size: int = 64) -> np.ndarray:
@@ -150,13 +158,7 @@ def features(graphdef: nnx.GraphDef, params: Any, data: Encoded, batch_size: int
 
   `graphdef`/`params` are a `Transformer` backbone's.
   """
-
-  def f(p, t, s):
-    h_BLD = nnx.merge(graphdef, p).hidden(t, segment_ids_BL=s)
-    last_B = jnp.sum(s > 0, axis=-1) - 1
-    return jnp.take_along_axis(h_BLD, last_B[:, None, None], axis=1)[:, 0].astype(jnp.float32)
-
-  return _map_batches(f, params, data, batch_size)
+  return _map_batches(_last_hidden, graphdef, params, data, batch_size)
 
 
 def train_linear_probe(
