@@ -82,9 +82,9 @@ def test_hf_rung_runs_a_probe_sweep_with_its_own_tokenizer(tmp_path, monkeypatch
   seen = {}
   original = protocol.Sweep._features
 
-  def spy(self, rung, data, key):
+  def spy(self, rung, data):
     seen.setdefault(rung.preset, data.tokens_NL)
-    return original(self, rung, data, key)
+    return original(self, rung, data)
 
   monkeypatch.setattr(protocol.Sweep, "_features", spy)
   config = _config(["ladder-0", f"hf:{folder}"], tmp_path)

@@ -96,3 +96,31 @@ def test_smoke_sweep_runs_and_resumes(tmp_path, monkeypatch):
   # rerun: every training is read back, nothing retrains, the same numbers come out
   again = run_sweep(config, out)
   assert again["per_seed"] == results["per_seed"]
+
+
+def test_probe_sweep_computes_each_sets_features_once_per_rung(tmp_path, monkeypatch):
+  # Two seeds split the train set differently; the frozen features of the train and test sets are
+  # computed once per rung, and each half's features are the matching rows of the whole set's.
+
+  from flax import nnx
+
+  from w2s_jax.models.presets import get_preset
+  from w2s_jax.models.transformer import Transformer
+  from w2s_jax.w2s.ladder import Rung
+
+  tok = ByteTokenizer()
+  cfg = get_preset("ladder-0", vocab_size=tok.vocab_size)
+  graphdef, params = nnx.split(Transformer(cfg, rngs=nnx.Rngs(0)))
+  rung = Rung("r0", cfg, graphdef, params, float("nan"), tmp_path)
+  rng = np.random.default_rng(0)
+  recs = [{"txt": f"{rng.integers(1000)} {i}", "hard_label": i % 2} for i in range(40)]
+  train, test = classify.encode(recs[:30], tok, 16), classify.encode(recs[30:], tok, 16)
+  calls = []
+  real = classify.features
+  monkeypatch.setattr(classify, "features", lambda g, p, d, *a: calls.append(len(d)) or real(g, p, d, *a))
+  sweep = protocol.Sweep([rung], train, test, protocol.TrainSpec(mode="probe", probe_steps=5), tmp_path)
+  sweep.run(losses=["xent"], seeds=[0, 1])
+  assert sorted(calls) == [10, 30]
+  a_idx, _ = protocol.split_halves(30, seed=1)
+  direct = real(graphdef, params, train.take(a_idx))
+  np.testing.assert_allclose(sweep._features(rung, train.take(a_idx)), direct, atol=1e-5)

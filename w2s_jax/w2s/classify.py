@@ -34,6 +34,8 @@ class Encoded:
     hard_N: int32 ground-truth labels.
     soft_NC: float32 label distribution used as the training target (ground truth one-hot, or weak).
     truncated: how many texts were cut to fit.
+    rows_N: for a subset made by `take`, each example's index in the set it was first taken from
+      (None for an encoded set itself): per-example results of the whole set can be indexed, not redone.
   """
 
   tokens_NL: np.ndarray
@@ -41,12 +43,15 @@ class Encoded:
   hard_N: np.ndarray
   soft_NC: np.ndarray
   truncated: int = 0
+  rows_N: np.ndarray | None = None
 
   def __len__(self) -> int:
     return len(self.hard_N)
 
   def take(self, idx: np.ndarray) -> Encoded:
-    return Encoded(self.tokens_NL[idx], self.segment_ids_NL[idx], self.hard_N[idx], self.soft_NC[idx])
+    rows = np.asarray(idx) if self.rows_N is None else self.rows_N[idx]
+    return Encoded(self.tokens_NL[idx], self.segment_ids_NL[idx], self.hard_N[idx], self.soft_NC[idx],
+                   rows_N=rows)
 
   def with_targets(self, soft_NC: np.ndarray) -> Encoded:
     return dataclasses.replace(self, soft_NC=np.asarray(soft_NC, np.float32))

@@ -133,20 +133,30 @@ class Sweep:
     for name, (tr, te) in self.per_rung.items():
       if not (np.array_equal(tr.hard_N, train.hard_N) and np.array_equal(te.hard_N, test.hard_N)):
         raise ValueError(f"rung {name!r}: its encoded sets do not hold the same records as the sweep's")
-    self._feature_cache: dict[tuple[str, int], np.ndarray] = {}
+    self._feature_cache: dict[tuple[str, str], np.ndarray] = {}
 
   def sets(self, rung: Rung) -> tuple[classify.Encoded, classify.Encoded]:
     """(train, test) as `rung` reads them."""
     return self.per_rung.get(rung.preset, (self.train, self.test))
 
-  def _features(self, rung: Rung, data: classify.Encoded, key: str) -> np.ndarray:
+  def _features(self, rung: Rung, data: classify.Encoded) -> np.ndarray:
+    """Frozen features of `data` (the rung's test set, or a subset `take`n from its train set); each
+    set's features are computed once per rung and subsets index them."""
+    train, test = self.sets(rung)
+    if data is test:
+      key, full = "test", test
+    elif data.rows_N is not None and np.array_equal(train.tokens_NL[data.rows_N], data.tokens_NL):
+      key, full = "train", train
+    else:
+      return classify.features(rung.graphdef, rung.params, data)
     if (rung.preset, key) not in self._feature_cache:
-      self._feature_cache[(rung.preset, key)] = classify.features(rung.graphdef, rung.params, data)
-    return self._feature_cache[(rung.preset, key)]
+      self._feature_cache[(rung.preset, key)] = classify.features(rung.graphdef, rung.params, full)
+    feats = self._feature_cache[(rung.preset, key)]
+    return feats if key == "test" else feats[data.rows_N]
 
   def fit(
     self, name: str, rung: Rung, train: classify.Encoded, loss: str, seed: int,
-    other: classify.Encoded | None = None, keys: tuple[str, str] = ("", ""),
+    other: classify.Encoded | None = None,
   ) -> tuple[np.ndarray | None, dict[str, Any]]:
     """Trains one classifier, or reads its saved result.
 
@@ -157,7 +167,6 @@ class Sweep:
       loss: W2S loss name.
       seed: training seed.
       other: a set to predict on as well (the weak model's half B), or None.
-      keys: feature-cache keys of (train, other) for probe mode.
 
     Returns:
       (probabilities on `other` or None, result dict with test accuracy/AUROC).
@@ -172,10 +181,8 @@ class Sweep:
     if self.spec.mode == "finetune":
       probs, extra = _finetune(rung, train, evals, loss, self.spec, seed, run_dir)
     elif self.spec.mode == "probe":
-      feats = [self._features(rung, test, "test")]
-      if other is not None:
-        feats.append(self._features(rung, other, keys[1]))
-      probs, extra = _probe(self._features(rung, train, keys[0]), train, feats, loss, self.spec, seed)
+      feats = [self._features(rung, test)] + ([self._features(rung, other)] if other is not None else [])
+      probs, extra = _probe(self._features(rung, train), train, feats, loss, self.spec, seed)
     elif self.spec.mode == "lora":
       from w2s_jax.w2s.lora_mode import lora_finetune  # noqa: PLC0415
 
@@ -207,8 +214,7 @@ class Sweep:
         for j in range(ensemble):  # an ensemble of k weak models averages their soft labels
           name = f"seed{seed}/gt-{rung.preset}" + (f"-m{j}" if j else "")
           half_a, half_b = halves[rung.preset]
-          p_b, res = self.fit(name, rung, half_a, "xent", seed * 1000 + j, other=half_b,
-                              keys=(f"A{seed}", f"B{seed}"))
+          p_b, res = self.fit(name, rung, half_a, "xent", seed * 1000 + j, other=half_b)
           preds.append(p_b)
           if j == 0:
             gt[rung.preset] = res
@@ -221,7 +227,7 @@ class Sweep:
           for loss in losses:
             name = f"seed{seed}/w2s-{weak.preset}-to-{strong.preset}-{loss}"
             strong_b = halves[strong.preset][1].with_targets(weak_labels[weak.preset])
-            _, res = self.fit(name, strong, strong_b, loss, seed, keys=(f"B{seed}", ""))
+            _, res = self.fit(name, strong, strong_b, loss, seed)
             res = dict(res, weak=weak.preset, strong=strong.preset,
                        weak_label_acc=accuracy(weak_labels[weak.preset], hard_b),
                        pgr=pgr(gt[weak.preset]["accuracy"], gt[strong.preset]["accuracy"], res["accuracy"]))
