@@ -101,7 +101,6 @@ def test_smoke_sweep_runs_and_resumes(tmp_path, monkeypatch):
 def test_probe_sweep_computes_each_sets_features_once_per_rung(tmp_path, monkeypatch):
   # Two seeds split the train set differently; the frozen features of the train and test sets are
   # computed once per rung, and each half's features are the matching rows of the whole set's.
-
   from flax import nnx
 
   from w2s_jax.models.presets import get_preset
