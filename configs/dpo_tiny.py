@@ -6,16 +6,7 @@ COMMAND:
   cDPO: --config.objective.label_smoothing=0.1
   (other losses: configs/{ipo,simpo,orpo,kto,reward_model}_tiny.py)
 
-DATA (which pairs each arg uses):
-  smoke: NOT sampled. `chain_sum` worked solutions (chosen) vs the same steps ending in a wrong final
-    answer (rejected), both checked with reasoning-gym's scorer, from a randomly initialised tiny model
-    that is also the reference. Seconds on CPU.
-  full (no arg): SAMPLED. The tiny model is first fine-tuned on `chain_sum` worked solutions (cached),
-    then 8 solutions per prompt are sampled from it at temperature 1 and scored by the task's scorer;
-    pairs are correct (chosen) vs incorrect (rejected) completions of the same prompt, and the SFT
-    model is the policy's start and the reference.
-EXPECTED: `eval_reward_accuracy` in metrics.jsonl (share of held-out pairs with a positive implicit
-  reward margin) rises from its first eval; the smoke run ends well above it.
+Reference model: the start model. DATA and EXPECTED: see `w2s_jax/train/preference_config.py`.
 """
 
 import ml_collections

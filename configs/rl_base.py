@@ -10,6 +10,8 @@ Arg `smoke`: a 60-step SFT and 3 RL iterations of 4 prompts × 4 samples, second
 
 import ml_collections
 
+from w2s_jax.train.config_lib import distributed_defaults
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   smoke = arg == "smoke"
@@ -119,8 +121,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.optimizer.eps = 1e-8
   c.optimizer.clip_norm = 1.0
 
-  c.distributed = ml_collections.ConfigDict()
-  c.distributed.num_processes = 1
-  c.distributed.process_id = 0
-  c.distributed.coordinator_address = ""
+  c.distributed = distributed_defaults()
   return c

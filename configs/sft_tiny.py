@@ -9,6 +9,8 @@ EXPECTED: the smoke loss falls from ~6.8 to ~1.5 and the eval loss ends below 2 
 
 import ml_collections
 
+from w2s_jax.train.config_lib import distributed_defaults
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   smoke = arg == "smoke"
@@ -66,8 +68,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.optimizer.eps = 1e-8
   c.optimizer.clip_norm = 1.0
 
-  c.distributed = ml_collections.ConfigDict()
-  c.distributed.num_processes = 1
-  c.distributed.process_id = 0
-  c.distributed.coordinator_address = ""
+  c.distributed = distributed_defaults()
   return c

@@ -27,3 +27,8 @@ def train_defaults(
     weight_decay=0.01, b1=0.9, b2=0.99, eps=1e-8, clip_norm=1.0,
   ))
   return c
+
+
+def distributed_defaults() -> ml_collections.ConfigDict:
+  """The `distributed` section `w2s_jax.main` reads: one process unless set (or JAX_COORDINATOR_ADDRESS)."""
+  return ml_collections.ConfigDict({"num_processes": 1, "process_id": 0, "coordinator_address": ""})

@@ -2,11 +2,25 @@
 
 The configs `configs/{dpo,ipo,simpo,orpo,kto,reward_model}_tiny.py` differ only in their objective and
 learning rate; this builds the rest, so that every key is documented once.
+
+DATA (which pairs each arg uses):
+  smoke: NOT sampled. `chain_sum` worked solutions (chosen) vs the same solution with a wrong final
+    answer or cut off before its answer (rejected), both checked with reasoning-gym's scorer, from a
+    randomly initialised tiny model. Seconds on CPU.
+  full (no arg): SAMPLED. The tiny model is first fine-tuned on `chain_sum` worked solutions (cached),
+    then 8 solutions per prompt are sampled from it at temperature 1 and scored by the task's scorer;
+    pairs are correct (chosen) vs incorrect (rejected) completions of the same prompt (KTO: every
+    scored completion is one unpaired example). The SFT model is the start (and the reference, where
+    the loss has one).
+EXPECTED: `eval_reward_accuracy` in metrics.jsonl (share of held-out pairs with a positive implicit
+  reward margin) ends above `eval_reward_accuracy_start` (its value before training).
 """
 
 from __future__ import annotations
 
 import ml_collections
+
+from w2s_jax.train.config_lib import distributed_defaults, train_defaults
 
 
 def preference_config(arg: str | None, *, objective: dict, lr: float = 1e-3, full_lr: float = 3e-5,
@@ -25,23 +39,17 @@ def preference_config(arg: str | None, *, objective: dict, lr: float = 1e-3, ful
   smoke = arg == "smoke"
   if arg not in (None, "", "smoke"):
     raise ValueError(f"unknown config arg {arg!r}; use 'smoke' or nothing")
-  c = ml_collections.ConfigDict()
+  c = train_defaults(total_steps=40 if smoke else 1000, batch_size=8,  # pairs (2 x 8 rows); KTO: 16 rows
+                     lr=lr if smoke else full_lr)
   c.task = "preference"
-  c.seed = 0
-  c.total_steps = 40 if smoke else 1000
-  c.batch_size = 8  # pairs per step (2 x 8 rows); KTO: 16 unpaired examples
-  c.grad_accum_steps = 1
-  c.step_form = "jit"
   c.log_every_steps = 1 if smoke else 10
   c.eval_every_steps = 10 if smoke else 100
   c.eval_at_start = True  # evaluate the start model too: eval_loss_start, eval_reward_accuracy_start
   c.checkpoint_every_steps = 20 if smoke else 200
   c.keep_checkpoints = 2
-  c.max_nonfinite_streak = 5
   c.cpu_devices = 0
-
-  c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
-  c.sharding = "dp"
+  c.optimizer.update(warmup_steps=2 if smoke else 50, weight_decay=0.0)
+  c.distributed = distributed_defaults()
 
   c.model = ml_collections.ConfigDict()
   c.model.preset = "tiny"
@@ -71,13 +79,4 @@ def preference_config(arg: str | None, *, objective: dict, lr: float = 1e-3, ful
 
   c.objective = ml_collections.ConfigDict(objective)
 
-  c.optimizer = ml_collections.ConfigDict(dict(
-    name="adamw", lr=lr if smoke else full_lr, schedule="cosine", warmup_steps=2 if smoke else 50,
-    end_lr_frac=0.1, weight_decay=0.0, b1=0.9, b2=0.99, eps=1e-8, clip_norm=1.0,
-  ))
-
-  c.distributed = ml_collections.ConfigDict()
-  c.distributed.num_processes = 1
-  c.distributed.process_id = 0
-  c.distributed.coordinator_address = ""
   return c

@@ -35,6 +35,7 @@ the pairwise losses of `preference_objectives.PAIRWISE_INPUTS` (`dpo`, `ipo`, `s
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Callable, Sequence
@@ -99,9 +100,14 @@ def encode_rows(
   return rows, fits_N
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _reference_logps_jit(graphdef: nnx.GraphDef, params: Any, rows: Rows) -> jax.Array:
+  return po.reference_logps(nnx.merge(graphdef, params), rows)
+
+
 def reference_logps(graphdef: nnx.GraphDef, params: Any, rows: Rows, batch_rows: int) -> np.ndarray:
   """Summed completion log-probs [N] of every row under the frozen start model, `batch_rows` at a time."""
-  fn = jax.jit(lambda p, b: po.reference_logps(nnx.merge(graphdef, p), b))
+  fn = functools.partial(_reference_logps_jit, graphdef)
   n = len(rows["inputs"])
   out = np.zeros(n, np.float32)
   for start in range(0, n, batch_rows):
