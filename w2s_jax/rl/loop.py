@@ -42,7 +42,7 @@ from w2s_jax.rl.rollout import RewardConfig, collect_groups, encode_prompts, sam
 from w2s_jax.rl.sft_init import run_sft
 from w2s_jax.sampling.sampler import Sampler, SamplingConfig
 from w2s_jax.train import step as step_lib
-from w2s_jax.train.loop import Preempted, _SigTerm
+from w2s_jax.train.loop import Preempted, SigTermGuard
 from w2s_jax.train.metrics_log import MetricsWriter, truncate_after
 from w2s_jax.train.optim import make_optimizer, make_schedule
 from w2s_jax.train.state import create_train_state
@@ -219,7 +219,7 @@ def train_rl(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str
     def put(arrays: dict[str, np.ndarray]) -> dict[str, jax.Array]:
       return shd.put_batch(arrays, mesh)
 
-    with _SigTerm() as sigterm:
+    with SigTermGuard() as sigterm:
       for it in range(start, total):
         it_key, params_now = jax.random.fold_in(rollout_key, it), policy_params(state)
         # --- rollout, with DAPO dynamic sampling (drop groups whose samples all score the same; refill)

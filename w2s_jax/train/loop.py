@@ -59,7 +59,9 @@ class Setup:
   init_params: Callable[[], Any] | None = None
 
 
-class _SigTerm:
+class SigTermGuard:
+  """Context manager: while open, SIGTERM only sets `received` (the loop saves and exits at a step end)."""
+
   def __init__(self):
     self.received = False
     self._old = None
@@ -202,7 +204,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, setup: Setup) 
           summary["last"] = writer.write(s, m)
           bar.set_postfix(loss=f"{float(m['loss']):.4f}", tok_s=f"{m.get('tokens_per_s', 0):.0f}")
 
-    with _SigTerm() as sigterm:
+    with SigTermGuard() as sigterm:
       for i in range(start, total_steps):
         host_batch = setup.train_batches[i]
         tokens = int(np.sum(host_batch["segment_ids"] > 0)) if "segment_ids" in host_batch else 0
