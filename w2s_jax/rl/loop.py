@@ -43,7 +43,7 @@ from w2s_jax.rl.sft_init import run_sft
 from w2s_jax.sampling.sampler import Sampler, SamplingConfig
 from w2s_jax.train import step as step_lib
 from w2s_jax.train.loop import Preempted, SigTermGuard
-from w2s_jax.train.metrics_log import MetricsWriter, truncate_after
+from w2s_jax.train.metrics_log import MetricsWriter
 from w2s_jax.train.optim import make_optimizer, make_schedule
 from w2s_jax.train.state import create_train_state
 from w2s_jax.train.tasks import make_tokenizer
@@ -96,23 +96,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.train.minibatch_size <= 0 or rows % config.train.minibatch_size:
     raise ValueError(
       f"train.minibatch_size={config.train.minibatch_size} must divide the {rows} rollout rows")
-
-
-class _EvalLog:
-  """`eval.jsonl`: one record per evaluation (truncated to the resume step like metrics.jsonl)."""
-
-  def __init__(self, workdir: Path, start: int):
-    self.path = workdir / "eval.jsonl"
-    truncate_after(self.path, start)
-
-  def has(self, step: int) -> bool:
-    if not self.path.exists():
-      return False
-    return any(json.loads(x)["step"] == step for x in self.path.read_text().splitlines())
-
-  def write(self, step: int, metrics: dict[str, float]) -> None:
-    with self.path.open("a") as f:
-      f.write(json.dumps({"step": step, **metrics}) + "\n")
 
 
 def _mean_metrics(records: list[dict[str, Any]]) -> dict[str, float]:
@@ -203,14 +186,15 @@ def train_rl(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str
     ev_cfg = config.eval
     eval_key = jax.random.fold_in(jax.random.key(config.seed), 1_000_003)
     rollout_key = jax.random.key(config.seed)
-    eval_log = _EvalLog(workdir, start)
+    # eval.jsonl: one record per evaluation, truncated to the resume step like metrics.jsonl.
+    eval_log = MetricsWriter(workdir, start_step=start, filename="eval.jsonl", tensorboard=False)
 
     def run_eval(s) -> dict[str, float]:
       return evaluate(sampler, policy_params(s), eval_prompts, int(ev_cfg.samples), list(ev_cfg.ks), eval_key,
                       tokenizer, chunk_prompts=max(B * G // int(ev_cfg.samples), 1))
 
     summary: dict[str, Any] = {"sft": sft_summary, "start_step": start}
-    if ev_cfg.samples and start == 0 and not eval_log.has(0):
+    if ev_cfg.samples and start == 0 and not eval_log.kept:
       summary["eval_initial"] = run_eval(state)
       eval_log.write(0, summary["eval_initial"])
     writer = MetricsWriter(workdir, start_step=start, tensorboard=jax.process_index() == 0)
@@ -321,11 +305,13 @@ def train_rl(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str
         if sigterm.received:
           ckpt.wait()
           writer.close()
+          eval_log.close()
           bar.close()
           raise Preempted()
     ckpt.wait()
     ckpt.close()
     writer.close()
+    eval_log.close()
     bar.close()
   summary.update(final_step=total, wall_s=time.perf_counter() - t0, state=state)
   return summary

@@ -53,7 +53,7 @@ class MetricsWriter:
   def __init__(self, workdir: str | os.PathLike, *, start_step: int = 0, filename: str = "metrics.jsonl",
                tensorboard: bool = True):
     self.path = Path(workdir) / filename
-    truncate_after(self.path, start_step)
+    self.kept = truncate_after(self.path, start_step)  # records of steps <= start_step kept on resume
     self._file = self.path.open("a")
     self._tb = None
     if tensorboard:
