@@ -34,6 +34,7 @@ from w2s_jax.losses.policy import POLICY_LOSSES, kl_penalty, policy_loss
 from w2s_jax.models.heads import ValueModel
 from w2s_jax.models.presets import ModelConfig
 from w2s_jax.models.transformer import Transformer
+from w2s_jax.sampling.score import score_fn, token_positions
 from w2s_jax.train.step import Batch, Objective
 
 
@@ -54,35 +55,25 @@ def policy_of(model: nnx.Module) -> Transformer:
   return model.policy if isinstance(model, ActorCritic) else model
 
 
-def _positions(mask_RS: jax.Array) -> jax.Array:
-  return jnp.maximum(jnp.cumsum(mask_RS.astype(jnp.int32), axis=1) - 1, 0)
-
-
 def completion_logprobs(
   policy: Transformer, tokens_RS: jax.Array, mask_RS: jax.Array, num_new: int, temperature: float = 1.0
 ) -> tuple[jax.Array, jax.Array]:
   """Log-probs and entropies of the last `num_new` slots' tokens under softmax(logits / temperature).
 
-  The logits of slot s predict the token of slot s + 1, so only slots [S − N − 1, S − 1) are projected
-  to the vocabulary. Equal to `w2s_jax.sampling.score` restricted to those slots.
+  `sampling.score_fn` with `num_last=num_new`: only the slots predicting those tokens are projected to
+  the vocabulary.
 
   Returns:
-    (logp_RN, entropy_RN), float32 (values at padding slots are finite and meaningless).
+    (logp_RN, entropy_RN), float32 (0 at padding slots).
   """
-  S = tokens_RS.shape[1]
-  hidden_RSD = policy.hidden(
-    tokens_RS, positions_BL=_positions(mask_RS), segment_ids_BL=mask_RS.astype(jnp.int32))
-  logits_RNV = policy.logits_from_hidden(hidden_RSD[:, S - num_new - 1 : S - 1])
-  logp_RNV = jax.nn.log_softmax(logits_RNV / temperature, axis=-1)
-  logp_RN = jnp.take_along_axis(logp_RNV, tokens_RS[:, S - num_new :, None], axis=-1)[..., 0]
-  entropy_RN = -jnp.sum(jnp.exp(logp_RNV) * logp_RNV, axis=-1)
-  return logp_RN, entropy_RN
+  return score_fn(policy, tokens_RS, mask_RS, temperature=temperature, num_last=num_new)
 
 
 def critic_values(critic: ValueModel, tokens_RS: jax.Array, mask_RS: jax.Array, num_new: int) -> jax.Array:
   """V(s_t) for each completion token t: the critic's value read at the slot before it [R, N]."""
   S = tokens_RS.shape[1]
-  values_RS = critic(tokens_RS, positions_BL=_positions(mask_RS), segment_ids_BL=mask_RS.astype(jnp.int32))
+  seg_RS = mask_RS.astype(jnp.int32)
+  values_RS = critic(tokens_RS, positions_BL=token_positions(seg_RS), segment_ids_BL=seg_RS)
   return values_RS[:, S - num_new - 1 : S - 1]
 
 
