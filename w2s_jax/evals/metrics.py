@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable, Hashable, Sequence
 
 import numpy as np
+
+from w2s_jax.evals.selection import weighted_vote
 
 
 def accuracy(probs_NC: np.ndarray, labels_N: np.ndarray) -> float:
@@ -54,11 +55,9 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 def majority_vote(answers: Sequence[Hashable]) -> Hashable:
   """Most frequent answer; ties go to the answer seen first. None answers (unparsed) never win
   unless every answer is None."""
-  counts = Counter(a for a in answers if a is not None)
-  if not counts:
+  if all(a is None for a in answers):
     return None
-  best = max(counts.values())
-  return next(a for a in answers if a is not None and counts[a] == best)
+  return weighted_vote(answers)  # equal weights
 
 
 def maj_at_k(answers: Sequence[Hashable], gold: Hashable, k: int) -> float:
