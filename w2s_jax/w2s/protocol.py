@@ -88,12 +88,11 @@ def _finetune(rung: Rung, train: classify.Encoded, evals: Sequence[classify.Enco
     nnx.update(model.backbone, rung.params)
     return nnx.split(model)[1]
 
-  test_batches = classify.Batches(evals[0], min(spec.batch_size, len(evals[0])), 1, seed)
   setup = Setup(
     make_model=lambda rngs: SequenceClassifier(rung.model_cfg, 2, zero_init=True, rngs=rngs),
     objective=classify.classifier_objective(loss, **spec.loss_kwargs.get(loss, {})),
     train_batches=classify.Batches(train, spec.batch_size, spec.steps, seed),
-    eval_batches=[test_batches[0]],
+    eval_batches=[],  # no in-loop eval (eval_every_steps = 0): `evals` are predicted after training
     init_params=init_params,
   )
   summary = run_train(config, workdir, setup)
