@@ -29,7 +29,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.pairs = [["ladder-0", "ladder-1"]] if smoke else [
     ["ladder-0", "ladder-1"], ["ladder-0", "gguf:smollm2-135m"], ["ladder-1", "gguf:smollm2-135m"]]
   c.loss = "xent"  # the W2S loss of the alignment target
-  c.seeds = [0] if smoke else [0, 1]
+  c.seeds = (0,) if smoke else (0, 1)
   c.train.pretrained_mode = "probe"  # how gguf:/hf: rungs are trained; ladder rungs use train.mode
   c.deception = ml_collections.ConfigDict({
     "alpha": 0.5,  # weight of the conflicting objective (the paper's reward_alpha)

@@ -7,7 +7,8 @@ Pretrains the ladder once (cached under ~/.cache/w2s_jax), trains every size on 
 ceilings) and every weak -> strong pair with the xent and logconf losses, then prints the ladder and
 results tables (PGR medians with 95 % bootstrap CIs over seeds) and writes results.json and plots/.
 It is `configs/w2s_sweep.py` with the sizes below; every key can be overridden with --config.x=y.
-The task is `chain_sum_3x1` verification ("Question: 7 - 9 + 4 =\nAnswer: 3" -> wrong), and the ladder
+The task is `chain_sum_3x1` verification ("Question: 7 - 9 + 4 =\nAnswer: 3" -> wrong; 1,600 train
+questions with 4 candidate answers each, 500 test questions with one), and the ladder
 is pretrained on that task's worked problems (`ladder.corpus = "w2s:chain_sum_3x1"`: the 1,600 problems of
 a question pool disjoint from the W2S sets), so a bigger rung knows more arithmetic than a smaller one.
 """
@@ -27,15 +28,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.ladder.corpus = "w2s:chain_sum_3x1"
   c.ladder.corpus_options = ml_collections.ConfigDict({"problems": 300 if smoke else 1600})
   c.ladder.seq_len = 64
+  # four candidate answers per train question (each right or wrong by its own coin), the halves split by
+  # question: 4x the examples for the same questions. 1 candidate: PGR -0.35; 8: 0.00 (README)
+  c.data.candidates = 4
   if smoke:
     c.train.steps = 20
     c.ladder.steps = 20
-    c.data.n_train = 192
+    c.data.n_train = 64
     c.data.n_test = 96
   else:
-    c.seeds = [0, 1, 2]
-    c.losses = ["xent", "logconf"]
-    c.ladder.sizes = ["ladder-0", "ladder-1"]
+    c.seeds = (0, 1, 2)
+    c.losses = ("xent", "logconf")
+    c.ladder.sizes = ("ladder-0", "ladder-1")
     c.ladder.steps = 1200  # 600: ceilings 55.4 vs 61.2 % (gap 5.8); 1200: 58.4 vs 68.8 % (gap 10.4)
     c.ladder.batch_size = 16
     c.data.n_train = 1600

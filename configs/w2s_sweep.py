@@ -19,8 +19,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.task = "w2s_sweep"
   c.seed = 0
-  c.seeds = [0] if smoke else [0, 1, 2]
-  c.losses = ["xent", "logconf"] if smoke else ["xent", "logconf", "product"]
+  c.seeds = (0,) if smoke else (0, 1, 2)  # tuples: overridable, --config.seeds="(0, 1, 2, 3)"
+  c.losses = ("xent", "logconf") if smoke else ("xent", "logconf", "product")
   c.ensemble = 1  # k weak models per size, soft labels averaged
   c.label_noise = 0.0  # share of weak labels flipped (controlled noise studies)
   c.cpu_devices = 0
@@ -34,9 +34,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.n_test = 128 if smoke else 1000
   c.data.max_len = 64 if smoke else 160
   c.data.seed = 0
+  c.data.candidates = 1  # records per train question (each its own coin); A/B halves then split by question
 
   c.ladder = ml_collections.ConfigDict()
-  c.ladder.sizes = ["ladder-0", "ladder-1"] if smoke else ["ladder-0", "ladder-1", "ladder-2", "ladder-3"]
+  c.ladder.sizes = ("ladder-0", "ladder-1") if smoke else ("ladder-0", "ladder-1", "ladder-2", "ladder-3")
   c.ladder.corpus = "pretrain"  # worked reasoning problems + Q&A of 18 more tasks + Python reference text,
   # or "w2s:<variant>": worked problems of a w2s_sets.VARIANTS task (corpus_options: {"problems": N})
   c.ladder.corpus_options = ml_collections.ConfigDict(

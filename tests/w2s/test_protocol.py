@@ -19,6 +19,38 @@ def test_split_halves_is_a_seeded_partition():
   assert not np.array_equal(protocol.split_halves(11, seed=4)[0], a)
 
 
+def test_split_halves_by_group_keeps_each_question_in_one_half():
+  groups = ["q0"] * 3 + ["q1"] * 3 + ["q2"] * 3 + ["q3"] * 3 + ["q4"] * 3
+  a, b = protocol.split_halves(15, seed=0, groups=groups)
+  assert sorted(np.concatenate([a, b]).tolist()) == list(range(15))
+  in_a, in_b = {groups[i] for i in a}, {groups[i] for i in b}
+  assert not in_a & in_b and len(in_a) == 2 and len(in_b) == 3  # 5 questions: 2 to A, 3 to B, whole
+  splits = {tuple(protocol.split_halves(15, seed=s, groups=groups)[0]) for s in range(8)}
+  assert len(splits) > 1  # the seed chooses which questions
+  with pytest.raises(ValueError, match="groups"):
+    protocol.split_halves(14, seed=0, groups=groups)
+
+
+def test_records_with_several_candidates_per_question():
+  from w2s_jax.data import reasoning, w2s_sets
+
+  train, test = w2s_sets.generate_splits("chain_sum_3x1", 40, 20, seed=0, candidates=3)
+  assert len(train) == 120 and len(test) == 20 and len({r["id"] for r in train}) == 120
+  for i in range(0, 120, 3):  # a question's records sit together, each with its own coin
+    assert len({r["question"] for r in train[i:i + 3]}) == 1
+  assert len({r["question"] for r in train}) == 40
+  assert not {r["question"] for r in train} & {r["question"] for r in test}
+  problems = {p.prompt: p for p in w2s_sets.variant_problems("chain_sum_3x1", "w2s_train", 40, pool="w2s")}
+  for r in train:  # every label checked by reasoning-gym's scorer
+    right = reasoning.score(problems[r["question"]], f"Answer: {r['candidate']}") == 1.0
+    assert right == bool(r["hard_label"])
+  assert 40 <= sum(r["hard_label"] for r in train) <= 80
+  single = w2s_sets.generate("chain_sum_3x1", "train", 40, seed=0)
+  assert [r for r in train if not r["id"].endswith(("-c1", "-c2"))] == single  # candidate 0 as before
+  with pytest.raises(ValueError, match="W2S pool"):
+    w2s_sets.generate("chain_sum_3x1", "train", 2600)  # its pool holds ~2,400
+
+
 def test_label_noise_flips_the_requested_share():
   soft = np.tile([[0.9, 0.1]], (2000, 1)).astype(np.float32)
   noisy = protocol.add_label_noise(soft, 0.25, seed=0)
@@ -149,3 +181,18 @@ def test_variant_corpus_is_written_once_as_jsonl_with_a_disjoint_held_out_split(
   again = ladder._with_variant_files(cfg, tmp_path / "ladder-1-y")
   assert again.data.train_files == out.data.train_files
   assert Path(out.data.train_files).stat().st_mtime_ns == mtime
+
+
+def test_a_sweep_folder_refuses_to_resume_under_other_settings(tmp_path):
+  from w2s_jax.config_files import start_workdir
+
+  config = load_config("quickstart", "smoke")
+  start_workdir(config, tmp_path, may_change=("seeds", "losses"))
+  more = load_config("quickstart", "smoke")
+  more.seeds = (0, 1)  # more seeds: the finished trainings stay valid
+  start_workdir(more, tmp_path, may_change=("seeds", "losses"))
+  other = load_config("quickstart", "smoke")
+  other.train.loss_kwargs.logconf.warmup = "linear"  # same run names, other results: must not be reused
+  with pytest.raises(ValueError, match=r"train.loss_kwargs.logconf.warmup: 'reference' -> 'linear'"):
+    start_workdir(other, tmp_path, may_change=("seeds", "losses"))
+  start_workdir(other, tmp_path)  # pipelines that reuse nothing do not check

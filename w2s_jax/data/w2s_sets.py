@@ -147,9 +147,13 @@ def variant_problems(
 
 
 def make_records(
-  problems: Sequence[reasoning.Problem], *, seed: int, variant: str = ""
+  problems: Sequence[reasoning.Problem], *, seed: int, variant: str = "", candidates: int = 1
 ) -> list[dict[str, Any]]:
   """openai/weak-to-strong records (plus provenance fields) for `problems`.
+
+  With `candidates` > 1, each problem gives that many records, each with its own coin and wrong answer
+  (independent draws, so a candidate can repeat), next to each other; they share `question`, so a split
+  by question keeps them together (`protocol.split_halves(groups=...)`).
 
   Returns:
     dicts with `id`, `txt`, `hard_label` (int), `soft_label` ([2] floats), `task`, `question`,
@@ -159,9 +163,11 @@ def make_records(
   groups: dict[Any, list[reasoning.Problem]] = {}
   for p in problems:
     groups.setdefault(_group_key(p), []).append(p)
+  if candidates < 1:
+    raise ValueError(f"candidates must be >= 1, got {candidates}")
   out = []
-  for i, p in enumerate(problems):
-    rng = random.Random(f"{seed}-{p.id}")
+  for i, k, p in ((i, k, p) for i, p in enumerate(problems) for k in range(candidates)):
+    rng = random.Random(f"{seed}-{p.id}" + (f"-c{k}" if k else ""))
     hard_label = int(rng.random() < 0.5)
     candidate, kind = p.answer, ""
     if not hard_label:
@@ -175,7 +181,8 @@ def make_records(
           break
     question = f"Question: {variant_question(p)}\nAnswer:" if variant else f"Q: {p.prompt} A:"
     out.append({
-      "id": f"{p.id}-w2s{i}", "txt": f"{question} {candidate}", "hard_label": hard_label,
+      "id": f"{p.id}-w2s{i}" + (f"-c{k}" if k else ""), "txt": f"{question} {candidate}",
+      "hard_label": hard_label,
       "soft_label": [1.0 - hard_label, float(hard_label)], "task": p.task, "question": p.prompt,
       "candidate": candidate, "distractor": kind,
     })
@@ -183,22 +190,29 @@ def make_records(
 
 
 def generate(
-  task: str, split: str, size: int, *, seed: int = 0, exclude: set[str] | None = None
+  task: str, split: str, size: int, *, seed: int = 0, exclude: set[str] | None = None, candidates: int = 1
 ) -> list[dict[str, Any]]:
-  """`size` W2S records of `task` for `split`, on problems whose questions are not in `exclude`."""
+  """W2S records of `task` for `split`: `size` problems whose questions are not in `exclude`, with
+  `candidates` records each (see `make_records`)."""
   if task not in W2S_TASKS:
     raise ValueError(f"unknown W2S task {task!r}; choose one of {sorted(W2S_TASKS)}")
   if task in VARIANTS:
     problems = variant_problems(task, f"w2s_{split}", size, pool="w2s", seed=seed, exclude=exclude)
-    return make_records(problems, seed=seed, variant=task)
+    if len(problems) < size:
+      raise ValueError(f"{task}: its W2S pool has {len(problems)} questions left for {split!r}, "
+                       f"asked for {size} (data.n_train / data.n_test count questions)")
+    return make_records(problems, seed=seed, variant=task, candidates=candidates)
   problems = reasoning.generate(task, f"w2s_{split}", size, seed=seed, exclude=exclude)
-  return make_records(problems, seed=seed)
+  return make_records(problems, seed=seed, candidates=candidates)
 
 
 def generate_splits(
-  task: str, n_train: int, n_test: int, *, seed: int = 0
+  task: str, n_train: int, n_test: int, *, seed: int = 0, candidates: int = 1
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-  """(train, test) W2S records of `task`, no test question also being a train question."""
-  train = generate(task, "train", n_train, seed=seed)
+  """(train, test) W2S records of `task`, no test question also being a train question.
+
+  `n_train` and `n_test` count questions; a train question gives `candidates` records, a test question one.
+  """
+  train = generate(task, "train", n_train, seed=seed, candidates=candidates)
   test = generate(task, "test", n_test, seed=seed, exclude={r["question"] for r in train})
   return train, test

@@ -52,10 +52,21 @@ class TrainSpec:
   lora_alpha: float = 16.0
 
 
-def split_halves(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-  """A random 50/50 split of range(n) into (A, B) index arrays."""
-  perm = np.random.default_rng(seed).permutation(n)
-  return np.sort(perm[: n // 2]), np.sort(perm[n // 2:])
+def split_halves(n: int, seed: int, groups: Sequence[Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
+  """A random 50/50 split of range(n) into (A, B) index arrays.
+
+  With `groups` (one key per example, e.g. its question), whole groups go to one half: half the groups
+  (in a seeded order) to A, the rest to B, so no question is in both halves.
+  """
+  if groups is None:
+    perm = np.random.default_rng(seed).permutation(n)
+    return np.sort(perm[: n // 2]), np.sort(perm[n // 2:])
+  if len(groups) != n:
+    raise ValueError(f"groups has {len(groups)} keys for {n} examples")
+  keys = list(dict.fromkeys(groups))  # first-seen order: the split does not depend on hashing
+  in_a = {keys[i] for i in np.random.default_rng(seed).permutation(len(keys))[: len(keys) // 2]}
+  mask = np.array([g in in_a for g in groups], bool)
+  return np.flatnonzero(mask), np.flatnonzero(~mask)
 
 
 def add_label_noise(soft_NC: np.ndarray, frac: float, seed: int) -> np.ndarray:
@@ -142,8 +153,10 @@ class Sweep:
 
   def __init__(self, rungs: Sequence[Rung], train: classify.Encoded, test: classify.Encoded,
                spec: TrainSpec, workdir: Path,
-               per_rung: Mapping[str, tuple[classify.Encoded, classify.Encoded]] | None = None):
+               per_rung: Mapping[str, tuple[classify.Encoded, classify.Encoded]] | None = None,
+               groups: Sequence[Any] | None = None):
     self.rungs, self.train, self.test, self.spec = list(rungs), train, test, spec
+    self.groups = None if groups is None else list(groups)  # train examples' questions: halves split by them
     self.workdir = Path(workdir)
     self.per_rung = dict(per_rung or {})
     for name, (tr, te) in self.per_rung.items():
@@ -228,13 +241,14 @@ class Sweep:
     """Every ground-truth and transfer training of the sweep; returns the raw results per seed."""
     per_seed = []
     for seed in seeds:
-      a_idx, b_idx = split_halves(len(self.train), seed)
+      a_idx, b_idx = split_halves(len(self.train), seed, self.groups)
       halves = {r.preset: (self.sets(r)[0].take(a_idx), self.sets(r)[0].take(b_idx)) for r in self.rungs}
       hard_b = self.train.hard_N[b_idx]
       gt, weak_labels = {}, {}
       for rung in self.rungs:
         preds = []
-        for j in range(ensemble):  # an ensemble of k weak models averages their soft labels
+        members = ensemble if rung is not self.rungs[-1] else 1  # the top rung supervises no one
+        for j in range(members):  # an ensemble of k weak models averages their soft labels
           name = f"seed{seed}/gt-{rung.preset}" + (f"-m{j}" if j else "")
           half_a, half_b = halves[rung.preset]
           p_b, res = self.fit(name, rung, half_a, "xent", seed * 1000 + j, other=half_b)

@@ -23,12 +23,12 @@ from w2s_jax.w2s import rungs as rung_lib
 
 def _records(config: ml_collections.ConfigDict) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
   d = config.data
-  return w2s_sets.generate_splits(d.task, d.n_train, d.n_test, seed=d.seed)
+  return w2s_sets.generate_splits(d.task, d.n_train, d.n_test, seed=d.seed, candidates=d.get("candidates", 1))
 
 
 def run_sweep(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
   """Runs (or resumes) the sweep described by `config` in `workdir`; returns the summary."""
-  workdir = start_workdir(config, workdir)
+  workdir = start_workdir(config, workdir, may_change=("seeds", "losses", "cpu_devices", "mesh"))
   lc = config.ladder
   names = list(lc.sizes)
   rung_lib.check_names(names)  # before any pretraining or loading
@@ -66,7 +66,9 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[st
     lines = [json.dumps({"step": i + 1, "loss": r["test_loss"], **r}) for i, r in enumerate(finished)]
     (workdir / "metrics.jsonl").write_text("\n".join(lines) + "\n")
 
-  sweep = protocol.Sweep(rungs, train, test, protocol.sweep_spec(config), workdir, per_rung=per_rung)
+  groups = [r["question"] for r in train_records] if config.data.get("candidates", 1) > 1 else None
+  sweep = protocol.Sweep(rungs, train, test, protocol.sweep_spec(config), workdir, per_rung=per_rung,
+                         groups=groups)
   raw = sweep.run(losses=list(config.losses), seeds=list(config.seeds), ensemble=config.ensemble,
                   label_noise=config.label_noise, on_result=log)
   summary = protocol.summarize(raw)
