@@ -1,4 +1,5 @@
-"""Easy-to-hard: difficulty split and re-ranking metrics vs hand-built inputs; the smoke run end to end."""
+"""Easy-to-hard: difficulty split and re-ranking metrics vs hand-built inputs; the verifier reward vs the
+verifier called directly; the gcd configs; the smoke runs (chain_sum; gcd with the RL stage) end to end."""
 
 import json
 import os
@@ -8,10 +9,23 @@ from decimal import Decimal, InvalidOperation
 
 import numpy as np
 import pytest
+from flax import nnx
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, load_config
 from w2s_jax.data import reasoning
-from w2s_jax.w2s.easy_to_hard import difficulty, rerank_metrics, split_by_difficulty
+from w2s_jax.data.sft_sources import reasoning_prompt
+from w2s_jax.data.tokenizers import ByteTokenizer
+from w2s_jax.models.heads import SequenceClassifier
+from w2s_jax.models.presets import get_preset
+from w2s_jax.rl.sft_init import sft_config
+from w2s_jax.w2s.easy_to_hard import (
+  _validate,
+  difficulty,
+  rerank_metrics,
+  rl_config,
+  split_by_difficulty,
+  verifier_reward,
+)
 
 
 def _same_number(answer, gold: str) -> bool:
@@ -66,16 +80,102 @@ def test_rerank_metrics_hand_computed():
     rerank_metrics(correct, answers, scores[:, :2])
 
 
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-  workdir = tmp_path_factory.mktemp("easy_to_hard")
+def _euclid_divisions(a: int, b: int) -> int:
+  n = 0
+  while b:
+    a, b, n = b, a % b, n + 1
+  return n
+
+
+def test_gcd_difficulty_keys():
+  """`max:numbers` / `min:numbers` = the numbers in the question's text; `solution_steps` of a real gcd
+  problem = Euclid's divisions (counted here) + the closing gcd line."""
+  for p in reasoning.generate("gcd", "steps-test", 20, seed=1):
+    a, b = (int(x) for x in p.prompt.split("numbers: ")[1].split(".")[0].split(", "))  # from the text
+    assert difficulty(p, "solution_steps") == _euclid_divisions(max(a, b), min(a, b)) + 1, p.prompt
+    assert difficulty(p, "max:numbers") == max(a, b) and difficulty(p, "min:numbers") == min(a, b)
+  with pytest.raises(ValueError, match="avg:numbers"):
+    difficulty(p, "avg:numbers")
+  three = reasoning.Problem(id="x", task="gcd", prompt="q", answer="1", steps=("a", "b", "c"), metadata="{}")
+  assert difficulty(three, "solution_steps") == 3.0
+
+
+def test_gcd_configs():
+  with pytest.raises(ValueError, match="unknown config arg"):
+    load_config("easy_to_hard", "gcd_full")
+  c = load_config("easy_to_hard", "gcd")
+  assert c.data.task == "gcd" and c.rl.enabled and c.data.difficulty_key == "max:numbers"
+  assert c.data.easy_max < c.data.hard_min and not c.data.options.to_dict()
+  _validate(c)  # passes: empty options, same completion budget as grpo_gain
+  v, g = rl_config(c, "verifier", "/x/sft"), rl_config(c, "gold", "/x/sft")
+  assert (v.reward.correct_coef, v.reward.learned_coef) == (0.0, 1.0)  # gold answers never reach training
+  assert (g.reward.correct_coef, g.reward.learned_coef) == (1.0, 0.0)
+  for r in (v, g):
+    assert r.data.task == "gcd" and r.sft.workdir == "/x/sft" and r.total_steps == 8
+    assert (r.rollout.prompts_per_step, r.rollout.group_size, r.train.minibatch_size) == (8, 8, 32)
+    assert r.rollout.max_new_tokens == c.data.max_new_tokens == 200
+  # The policy is grpo_gain's SFT phase exactly, so runs/grpo_gain/sft can be copied in and reused.
+  assert sft_config(v).to_dict() == sft_config(load_config("grpo_gain")).to_dict()
+  with pytest.raises(ValueError, match="arm"):
+    rl_config(c, "mixed", "")
+  bad = load_config("easy_to_hard", "gcd")
+  bad.data.options = {"max_value": 100}
+  with pytest.raises(ValueError, match="data.options"):
+    _validate(bad)
+  bad = load_config("easy_to_hard", "gcd")
+  bad.data.max_new_tokens = 100
+  with pytest.raises(ValueError, match="max_new_tokens"):
+    _validate(bad)
+
+
+def test_verifier_reward_matches_verifier_called_directly(tmp_path):
+  """The reward handed to train_rl = P(correct) of the classifier on prompt + completion, computed here
+  row by row on unpadded token ids (no batching, padding or `classify` code)."""
+  tok = ByteTokenizer()
+  cfg = get_preset("tiny", vocab_size=512, max_seq_len=256)
+  model = SequenceClassifier(cfg, 2, zero_init=False, rngs=nnx.Rngs(3))  # random head: scores differ
+  graphdef, params = nnx.split(model)
+  problems = reasoning.generate("gcd", "reward-test", 3, seed=2)
+  texts = [problems[0].solution, "Answer: 7", problems[2].solution[:40]]
+  assert len(tok.encode(reasoning_prompt(problems[0]) + texts[0])) > 255  # exercises the left truncation
+  log = tmp_path / "rewards.jsonl"
+  fn = verifier_reward(graphdef, params, tok, 256, log_path=log, batch_size=2)
+  got = fn(problems, texts)
+  want = []
+  for p, t in zip(problems, texts):
+    body = tok.encode(reasoning_prompt(p) + t)
+    ids = np.asarray([[tok.bos_id, *body[-255:]]], np.int32)  # longer texts keep their end (the answer)
+    logits = np.asarray(model(ids, segment_ids_BL=np.ones_like(ids)), np.float64)[0]
+    want.append(np.exp(logits[1]) / np.exp(logits).sum())
+  assert got.shape == (3,)
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+  assert np.ptp(got) > 1e-4  # the texts get different scores (a constant would pass trivially otherwise)
+  logged = [json.loads(line) for line in log.read_text().splitlines()]
+  assert len(logged) == 1 and logged[0]["texts"] == texts and logged[0]["ids"] == [p.id for p in problems]
+  np.testing.assert_allclose(logged[0]["scores"], got)
+  with pytest.raises(ValueError, match="texts"):
+    fn(problems[:2], texts)
+
+
+def _run(tmp_path_factory, arg: str):
+  workdir = tmp_path_factory.mktemp(f"easy_to_hard_{arg}")
   env = dict(os.environ, JAX_PLATFORMS="cpu", W2S_JAX_CACHE=str(workdir / "cache"))
   env.pop("XLA_FLAGS", None)
   out = subprocess.run(
-    [sys.executable, "-m", "w2s_jax.main", "--config=configs/easy_to_hard.py:smoke", f"--workdir={workdir}"],
+    [sys.executable, "-m", "w2s_jax.main", f"--config=configs/easy_to_hard.py:{arg}", f"--workdir={workdir}"],
     cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
   assert out.returncode == 0, out.stderr[-3000:]
   return workdir
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+  return _run(tmp_path_factory, "smoke")
+
+
+@pytest.fixture(scope="module")
+def gcd_smoke_run(tmp_path_factory):
+  return _run(tmp_path_factory, "gcd_smoke")
 
 
 def test_smoke_results(smoke_run):
@@ -99,3 +199,39 @@ def test_smoke_results(smoke_run):
   scores = json.loads((smoke_run / "stages" / "verifier_scores.json").read_text())
   assert len(scores["hard"]) == 8 * 4 and all(0.0 <= s <= 1.0 for s in scores["easy"] + scores["hard"])
   assert (smoke_run / "verifier" / "checkpoints").is_dir() and (smoke_run / "policy" / "checkpoints").is_dir()
+
+
+def _metrics(path):
+  return [r for r in map(json.loads, path.read_text().splitlines()) if "reward_mean" in r]
+
+
+def test_gcd_smoke_rl_stage(gcd_smoke_run):
+  """The RL loop trained on exactly the verifier's scores (its logged reward means equal the means of the
+  scores the verifier reward returned, gold weight 0); the gold arm's reward is the scorer's accuracy; the
+  pass@1 table is re-derived from the saved samples."""
+  results = json.loads((gcd_smoke_run / "results.json").read_text())
+  rl = results["rl"]
+  assert rl["iterations"] == 2
+  calls = [json.loads(line) for line in (gcd_smoke_run / "stages" / "rl_verifier_rewards.jsonl").open()]
+  steps = _metrics(gcd_smoke_run / "rl_verifier" / "metrics.jsonl")
+  assert len(calls) == len(steps) == 2  # one verifier call per iteration (B·G = 8 rows)
+  for call, rec in zip(calls, steps):
+    assert len(call["scores"]) == len(call["texts"]) == 8 and all(0.0 <= x <= 1.0 for x in call["scores"])
+    assert all(i.startswith("gcd-train-") for i in call["ids"])  # RL prompts: the train split
+    assert rec["reward_mean"] == pytest.approx(float(np.mean(call["scores"])), abs=1e-5)
+  assert rl["verifier_arm_train"]["reward_mean"] == [r["reward_mean"] for r in steps]
+  gold = _metrics(gcd_smoke_run / "rl_gold" / "metrics.jsonl")
+  assert len(gold) == 2 and all(r["reward_mean"] == pytest.approx(r["train_accuracy"]) for r in gold)
+  stages = gcd_smoke_run / "stages"
+  for level in ("easy", "hard"):
+    before = json.loads((stages / f"test_{level}_samples.json").read_text())
+    assert rl["pass@1_before"][level] == pytest.approx(np.mean(before["correct"]))
+    for arm in ("verifier", "gold"):
+      s = json.loads((stages / f"rl_{arm}_test_{level}_samples.json").read_text())
+      assert s["ids"] == before["ids"] and len(s["texts"][0]) == 4
+      redone = [[float(_same_number(reasoning.extract_answer(t), g)) for t in ts]
+                for ts, g in zip(s["texts"], s["gold"])]
+      assert rl[f"pass@1_after_{arm}_reward"][level] == pytest.approx(np.mean(redone))
+    for pid in before["ids"]:  # held-out problems of the right level, none from the SFT/RL train split
+      assert not pid.startswith("gcd-train-")
+  assert results["verifier_train"]["problems"] == 8 and results["verifier_train"]["samples"] == 32

@@ -2,43 +2,61 @@
 
 Setting (`run_easy_to_hard`, task `easy_to_hard`): one reasoning-gym task generated over a range of a
 difficulty knob (`data.options`, e.g. `chain_sum` with 2–3 terms) and split by the knob's value in each
-problem's metadata (`split_by_difficulty`: `num_terms` <= `easy_max` is easy, >= `hard_min` is hard).
+problem (`difficulty`: a metadata field, the max/min of a list field such as `gcd`'s `max:numbers`, or
+the worked solution's length; `split_by_difficulty`: <= `easy_max` is easy, >= `hard_min` is hard).
 
 1. **Policy**: a preset SFT'd on worked solutions of `policy.sft_levels` ("easy", or "easy,hard" when an
    easy-only policy cannot solve any hard problem at this scale — the config says which it used).
 2. **Verifier** (outcome reward model): the policy's backbone with a zero-initialised 2-class head
-   (`SequenceClassifier`, the W2S protocol's fine-tuning path `protocol.finetune`), trained with
+   (`SequenceClassifier`, as in the W2S protocol's `protocol.finetune`; `train_verifier`), trained with
    cross-entropy on (problem, sampled solution) texts of EASY problems only, labelled by the task's scorer.
    Human-style supervision therefore never touches a hard problem.
 3. **Re-ranking** on held-out easy and hard problems, N policy samples each (`rerank_metrics`): random
    pick (expected accuracy = pass@1), majority vote, verifier best-of-N, verifier-weighted vote (the
    paper's re-ranking), and the oracle best-of-N (pass@N); plus the verifier's AUROC on each level.
+4. **RL stage** (`rl.enabled`, on in arg `gcd`): GRPO through `rl.loop.train_rl` from the policy's SFT
+   start, on the task's default problem distribution (all levels, whose held-out easy/hard problems are
+   the test sets above), with reward = the easy-trained verifier's probability of "correct"
+   (`verifier_reward`, passed as `train_rl(reward_fn=...)` with `reward.correct_coef = 0`, so the gold
+   answer never enters training); as a control, the same budget with the gold reward (`rl.gold_control`).
+   Reported: pass@1 on the held-out easy and hard problems before and after each arm (same samples, seed
+   and temperature as the re-ranking table). In this mode the policy is the RL config's SFT phase
+   (`rl.base`'s `sft` section, e.g. configs/grpo_gain.py's 600-step `gcd` SFT) in `policy_sft/` (or
+   `rl.sft_workdir`), so it is both the re-ranked policy and RL's start; `data.options` must then be
+   empty (RL draws the task's default distribution) and `policy.sft_levels` does not apply.
 
-As an RL reward: the RL loop (`w2s_jax.rl.loop.train_rl`) scores rollouts only with the task's scorer
-(`rl.rollout.score_rows`); it has no hook for a learned reward, so this pipeline does not run RL with
-the verifier (see the project notes for the change that would add one).
-
-Workdir: `policy/` and `verifier/` run folders, `stages/*.json` (cached samples and scores),
-`config.json`, `results.json`. Legend: P problems, K samples per problem.
+Workdir: `policy/` (or `policy_sft/`) and `verifier/` run folders, `rl_verifier/` and `rl_gold/` (the RL
+arms), `stages/*.json` (cached samples and scores; `rl_verifier_rewards.jsonl`: every text the RL loop
+asked the verifier to score, with its score), `config.json`, `results.json`.
+Legend: P problems, K samples per problem, R rollout rows.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import ml_collections
 import numpy as np
+from flax import nnx
 
-from w2s_jax.config_files import start_workdir
+from w2s_jax.config_files import load_config, start_workdir
 from w2s_jax.data import reasoning
-from w2s_jax.data.sft_sources import reasoning_prompt
+from w2s_jax.data.sft_sources import reasoning_problems, reasoning_prompt
 from w2s_jax.evals.metrics import auroc, majority_vote
 from w2s_jax.evals.selection import best_of_n, weighted_vote
+from w2s_jax.models.heads import SequenceClassifier
+from w2s_jax.models.presets import get_preset
+from w2s_jax.models.transformer import Transformer
+from w2s_jax.rl.loop import train_rl
+from w2s_jax.rl.sft_init import run_sft
+from w2s_jax.train.config_lib import train_defaults
 from w2s_jax.w2s import classify
+from w2s_jax.w2s.ladder import Rung
+from w2s_jax.w2s.protocol import TrainSpec
 from w2s_jax.w2s.w2s_reasoning import memo, rollout_matrices, sample_solutions, sft_on_pairs, solution_pairs
 
 LEVELS = ("easy", "hard")
@@ -49,11 +67,22 @@ LEVELS = ("easy", "hard")
 
 
 def difficulty(problem: reasoning.Problem, key: str) -> float:
-  """The value of difficulty knob `key` (e.g. `num_terms`) in a problem's reasoning-gym metadata."""
+  """The value of difficulty knob `key` of a problem.
+
+  `key` is a field of its reasoning-gym metadata (e.g. `num_terms`), `max:FIELD` / `min:FIELD` for the
+  largest / smallest entry of a list field (e.g. `max:numbers`, `gcd`'s biggest number), or
+  `solution_steps`, the number of lines of its worked solution (for `gcd`: Euclid's divisions + 1).
+  """
+  if key == "solution_steps":
+    return float(len(problem.steps))
   meta = json.loads(problem.metadata)
-  if key not in meta:
-    raise ValueError(f"data.difficulty_key {key!r} is not in {problem.task} metadata (keys: {sorted(meta)})")
-  return float(meta[key])
+  agg, _, field = key.rpartition(":")
+  if agg not in ("", "max", "min") or field not in meta:
+    raise ValueError(f"data.difficulty_key {key!r} is not a field, max:FIELD or min:FIELD of {problem.task} "
+                     f"metadata (keys: {sorted(meta)})")
+  if agg:
+    return float({"max": max, "min": min}[agg](meta[field]))
+  return float(meta[field])
 
 
 def split_by_difficulty(problems: Sequence[reasoning.Problem], key: str, *, easy_max: float, hard_min: float
@@ -110,22 +139,26 @@ def rerank_metrics(correct_PK: np.ndarray, answers_PK: Sequence[Sequence[str | N
 # ------------------------------------------------------------------------------------------------
 
 
-def _problems(config: ml_collections.ConfigDict) -> dict[str, list[reasoning.Problem]]:
+def _problems(config: ml_collections.ConfigDict, exclude: set[str]) -> dict[str, list[reasoning.Problem]]:
   """Disjoint policy-SFT, verifier-train and test problems, split into levels by the difficulty knob."""
   d = config.data
   options = d.options.to_dict()
   wanted = {"sft": int(d.sft_size), "verifier": int(d.verifier_size), "test": int(d.test_size)}
   out: dict[str, list[reasoning.Problem]] = {}
-  seen: set[str] = set()
+  seen = set(exclude)
   for split, size in wanted.items():
-    drawn = reasoning.generate(d.task, f"e2h-{split}", 3 * size, seed=int(d.data_seed), exclude=seen,
-                               options=options)
+    if size == 0:  # e.g. no policy SFT split when the policy comes from the RL config's SFT
+      out[f"{split}_easy"], out[f"{split}_hard"] = [], []
+      continue
+    drawn = reasoning.generate(d.task, f"e2h-{split}", int(d.draw_factor) * size, seed=int(d.data_seed),
+                               exclude=seen, options=options)
     seen |= {p.prompt for p in drawn}
     easy, hard = split_by_difficulty(drawn, d.difficulty_key, easy_max=float(d.easy_max),
                                      hard_min=float(d.hard_min))
     if len(easy) < size or len(hard) < size:
-      raise ValueError(f"split {split!r}: {len(easy)} easy / {len(hard)} hard of {3 * size} drawn problems, "
-                       f"{size} of each wanted; widen data.options or move data.easy_max/hard_min")
+      raise ValueError(f"split {split!r}: {len(easy)} easy / {len(hard)} hard of {len(drawn)} drawn "
+                       f"problems, {size} of each wanted; raise data.draw_factor, widen data.options or move "
+                       "data.easy_max/hard_min")
     out[f"{split}_easy"], out[f"{split}_hard"] = easy[:size], hard[:size]
   return out
 
@@ -146,30 +179,138 @@ def _records(s: dict[str, Any]) -> list[dict[str, Any]]:
           for prompt, texts, cs in zip(s["prompts"], s["texts"], s["correct"]) for text, c in zip(texts, cs)]
 
 
+def train_verifier(policy: Rung, train: classify.Encoded, spec: TrainSpec, seed: int, workdir: Path
+                   ) -> tuple[nnx.GraphDef, Any]:
+  """The verifier: `policy`'s backbone + a zero-initialised 2-class head, trained with cross-entropy on
+  `train` through the train loop (resumable in `workdir`); the same model as `protocol.finetune`'s, kept
+  as (graphdef, params) because the RL stage scores new texts with it."""
+  from w2s_jax.train.loop import Setup
+  from w2s_jax.train.loop import train as run_train
+
+  cfg = train_defaults(total_steps=spec.steps, batch_size=spec.batch_size, lr=spec.lr, seed=seed)
+  cfg.log_every_steps = max(spec.steps // 20, 1)
+  make = lambda rngs: SequenceClassifier(policy.model_cfg, 2, zero_init=True, rngs=rngs)
+
+  def init_params():
+    model = make(nnx.Rngs(seed))
+    nnx.update(model.backbone, policy.params)
+    return nnx.split(model)[1]
+
+  setup = Setup(make_model=make, objective=classify.classifier_objective("xent"),
+                train_batches=classify.Batches(train, spec.batch_size, spec.steps, seed), eval_batches=[],
+                init_params=init_params)
+  summary = run_train(cfg, workdir, setup)
+  return nnx.split(nnx.eval_shape(lambda: make(nnx.Rngs(0))))[0], summary["state"].params
+
+
+def verifier_reward(graphdef: nnx.GraphDef, params: Any, tokenizer: Any, max_len: int, *,
+                    log_path: Path | None = None, batch_size: int = 64
+                    ) -> Callable[[Sequence[reasoning.Problem], Sequence[str]], np.ndarray]:
+  """The RL loop's learned reward: `fn(problems_R, texts_R) -> scores_R`, the verifier's P(correct) of
+  each (problem prompt + completion) text, encoded exactly like the verifier's training records.
+
+  With `log_path`, every call appends one JSON line {"ids", "texts", "scores"} (an audit of what RL saw).
+  """
+  def score(problems_R: Sequence[reasoning.Problem], texts_R: Sequence[str]) -> np.ndarray:
+    if len(problems_R) != len(texts_R):
+      raise ValueError(f"{len(problems_R)} problems for {len(texts_R)} texts")
+    records = [{"txt": reasoning_prompt(p) + t, "hard_label": 0} for p, t in zip(problems_R, texts_R)]
+    scores_R = classify.predict(graphdef, params, classify.encode(records, tokenizer, max_len),
+                                batch_size)[:, 1].astype(np.float64)
+    if log_path is not None:
+      with open(log_path, "a") as f:
+        f.write(json.dumps({"ids": [p.id for p in problems_R], "texts": list(texts_R),
+                            "scores": scores_R.tolist()}) + "\n")
+    return scores_R
+
+  return score
+
+
+def rl_config(config: ml_collections.ConfigDict, arm: str, sft_workdir: str) -> ml_collections.ConfigDict:
+  """The RL config of one arm ("verifier": reward = the verifier's score only; "gold": the task's scorer),
+  from `rl.base` (a config name, with `rl.base_arg`) and the e2h config's `rl` budget."""
+  if arm not in ("verifier", "gold"):
+    raise ValueError(f"RL arm must be 'verifier' or 'gold', got {arm!r}")
+  r = config.rl
+  c = load_config(str(r.base), str(r.base_arg) or None)
+  if c.data.task != config.data.task:
+    raise ValueError(f"rl.base {r.base!r} trains on {c.data.task!r}, data.task is {config.data.task!r}")
+  c.task, c.seed = "rl", int(config.seed)
+  c.sft.workdir = sft_workdir
+  c.total_steps = int(r.iterations)
+  c.checkpoint_every_steps = int(r.iterations)
+  c.rollout.prompts_per_step, c.rollout.group_size = int(r.prompts_per_step), int(r.group_size)
+  c.train.minibatch_size = int(r.minibatch_size)
+  c.optimizer.lr = float(r.lr)
+  c.eval.samples, c.eval.every_steps = 0, 0  # evaluated by the pipeline on its easy/hard test sets
+  c.reward.correct_coef = 0.0 if arm == "verifier" else 1.0
+  c.reward.learned_coef = 1.0 if arm == "verifier" else 0.0
+  return c
+
+
+def _policy_rung(cfg: ml_collections.ConfigDict, params: Any, name: str, folder: Path) -> Rung:
+  """A Transformer of the RL config's `model` with `params`, as a `Rung` (what the sampler reads)."""
+  m = cfg.model
+  model_cfg = get_preset(m.preset, vocab_size=int(m.vocab_size), **dict(m.get("overrides", {})))
+  graphdef = nnx.split(nnx.eval_shape(lambda: Transformer(model_cfg, rngs=nnx.Rngs(0))))[0]
+  return Rung(name, model_cfg, graphdef, params, float("nan"), folder)
+
+
+def _policy_from_sft(config: ml_collections.ConfigDict, workdir: Path) -> tuple[Rung, str]:
+  """The RL stage's start as the re-ranked policy: `rl.base`'s SFT phase (run or reloaded)."""
+  sft_dir = str(config.rl.sft_workdir) or str(workdir / "policy_sft")
+  cfg = rl_config(config, "gold", sft_dir)
+  params, _ = run_sft(cfg, workdir)
+  return _policy_rung(cfg, params, "policy", Path(sft_dir)), sft_dir
+
+
+def _validate(config: ml_collections.ConfigDict) -> None:
+  if config.rl.enabled and config.data.options.to_dict():
+    raise ValueError("rl.enabled needs empty data.options: train_rl draws the task's default distribution, "
+                     "which the easy/hard test sets must come from")
+  if config.rl.enabled and config.data.max_new_tokens != load_config(
+      str(config.rl.base), str(config.rl.base_arg) or None).rollout.max_new_tokens:
+    raise ValueError("data.max_new_tokens must equal rl.base's rollout.max_new_tokens (same sampling)")
+
+
+def _pass1(s: dict[str, Any]) -> float:
+  return float(np.mean(s["correct"]))
+
+
 def run_easy_to_hard(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
   """Runs (or resumes) the easy-to-hard pipeline; see the module docstring.
 
   Returns:
     the summary written to `WORKDIR/results.json`: per level the re-ranking accuracies and the verifier's
-    AUROC, the verifier's training-set statistics and `wall_s`.
+    AUROC, the verifier's training-set statistics, the RL stage's pass@1 table (`rl`) and `wall_s`.
   """
   from w2s_jax.train.tasks import make_tokenizer
-  from w2s_jax.w2s.protocol import TrainSpec, finetune
 
   t0 = time.perf_counter()
+  _validate(config)
   workdir = start_workdir(config, workdir)
   tok = make_tokenizer(config.data.tokenizer)
-  probs = _problems(config)
+  rl_on = bool(config.rl.enabled)
+  exclude: set[str] = set()
+  if rl_on:  # the policy's SFT and RL problems (the task's train split) stay out of every e2h split
+    rc = rl_config(config, "gold", "")
+    exclude = {p.prompt for p in reasoning_problems(rc.data.task, "train", size=int(rc.data.train_size),
+                                                    seed=int(rc.data.data_seed))}
+  probs = _problems(config, exclude)
   levels = [lv.strip() for lv in str(config.policy.sft_levels).split(",")]
   if not levels or any(lv not in LEVELS for lv in levels):
     raise ValueError(f"policy.sft_levels must list levels of {LEVELS}, got {config.policy.sft_levels!r}")
-  sft_problems = [p for lv in levels for p in probs[f"sft_{lv}"]]
-  sft_problems = [sft_problems[i] for i in np.random.default_rng(0).permutation(len(sft_problems))]
-  pol = config.policy
-  policy = sft_on_pairs(
-    "policy", pol.model, solution_pairs(sft_problems), solution_pairs(probs["test_easy"][:32]),
-    workdir / "policy", steps=int(pol.steps), batch_size=int(pol.batch_size), lr=float(pol.lr),
-    seq_len=int(config.data.seq_len), seed=int(config.seed), tokenizer=config.data.tokenizer)
+  if rl_on:
+    policy, sft_dir = _policy_from_sft(config, workdir)
+    levels = ["default distribution (rl.base's SFT)"]
+  else:
+    sft_problems = [p for lv in levels for p in probs[f"sft_{lv}"]]
+    sft_problems = [sft_problems[i] for i in np.random.default_rng(0).permutation(len(sft_problems))]
+    pol = config.policy
+    policy = sft_on_pairs(
+      "policy", pol.model, solution_pairs(sft_problems), solution_pairs(probs["test_easy"][:32]),
+      workdir / "policy", steps=int(pol.steps), batch_size=int(pol.batch_size), lr=float(pol.lr),
+      seq_len=int(config.data.seq_len), seed=int(config.seed), tokenizer=config.data.tokenizer)
   stages = workdir / "stages"
   K = int(config.sampling.samples)
   per_problem = int(config.verifier.samples_per_problem)
@@ -182,13 +323,10 @@ def run_easy_to_hard(config: ml_collections.ConfigDict, workdir: str | Path) -> 
   max_len = int(config.data.seq_len)
   train_enc = classify.encode(_records(train_s), tok, max_len)
   test_enc = [classify.encode(_records(tests[lv]), tok, max_len) for lv in LEVELS]
-
-  def verify() -> dict[str, Any]:
-    spec = TrainSpec(mode="finetune", steps=int(v.steps), batch_size=int(v.batch_size), lr=float(v.lr))
-    out, _ = finetune(policy, train_enc, test_enc, "xent", spec, int(config.seed), workdir / "verifier")
-    return {lv: p[:, 1].tolist() for lv, p in zip(LEVELS, out)}
-
-  scores = memo(stages / "verifier_scores.json", verify)
+  spec = TrainSpec(mode="finetune", steps=int(v.steps), batch_size=int(v.batch_size), lr=float(v.lr))
+  v_graphdef, v_params = train_verifier(policy, train_enc, spec, int(config.seed), workdir / "verifier")
+  scores = memo(stages / "verifier_scores.json", lambda: {
+    lv: classify.predict(v_graphdef, v_params, enc)[:, 1].tolist() for lv, enc in zip(LEVELS, test_enc)})
   summary: dict[str, Any] = {
     "verifier_train": {"problems": len(train_s["ids"]), "samples": len(train_enc),
                        "positive_frac": float(train_enc.hard_N.mean())},
@@ -202,8 +340,31 @@ def run_easy_to_hard(config: ml_collections.ConfigDict, workdir: str | Path) -> 
     row["verifier_auroc"] = auroc(np.asarray(scores[lv]), labels) if 0 < labels.mean() < 1 else None
     row["problems"], row["samples_per_problem"] = len(s["ids"]), K
     summary[lv] = row
-  summary["rl_with_verifier_reward"] = ("not run: rl.loop.train_rl has no hook for a learned reward "
-                                        "(rewards come only from rl.rollout.score_rows)")
+  if rl_on:
+    summary["rl"] = _rl_stage(config, workdir, sft_dir, probs, tests, tok,
+                              verifier_reward(v_graphdef, v_params, tok, max_len,
+                                              log_path=stages / "rl_verifier_rewards.jsonl"))
   summary["wall_s"] = time.perf_counter() - t0
   (workdir / "results.json").write_text(json.dumps(summary, indent=2))
   return summary
+
+
+def _rl_stage(config, workdir: Path, sft_dir: str, probs, tests, tok, reward_fn) -> dict[str, Any]:
+  """GRPO with the verifier's reward (and the gold-reward control); pass@1 on the test sets before/after."""
+  K = int(config.sampling.samples)
+  out: dict[str, Any] = {"iterations": int(config.rl.iterations),
+                         "pass@1_before": {lv: _pass1(tests[lv]) for lv in LEVELS}}
+  arms = ["verifier"] + (["gold"] if config.rl.gold_control else [])
+  for arm in arms:
+    cfg = rl_config(config, arm, sft_dir)
+    res = train_rl(cfg, workdir / f"rl_{arm}", reward_fn=reward_fn if arm == "verifier" else None)
+    after = _policy_rung(cfg, res["state"].params, f"rl_{arm}", workdir / f"rl_{arm}")
+    samples = {lv: memo(workdir / "stages" / f"rl_{arm}_test_{lv}_samples.json",
+                        lambda lv=lv, m=after: _samples(m, probs[f"test_{lv}"], K, config,
+                                                        int(config.seed) + 2, tok)) for lv in LEVELS}
+    lines = (workdir / f"rl_{arm}" / "metrics.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    records = [r for r in records if "reward_mean" in r]
+    out[f"pass@1_after_{arm}_reward"] = {lv: _pass1(samples[lv]) for lv in LEVELS}
+    out[f"{arm}_arm_train"] = {k: [r[k] for r in records] for k in ("reward_mean", "train_accuracy")}
+  return out
