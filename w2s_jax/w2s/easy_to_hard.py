@@ -48,13 +48,11 @@ from w2s_jax.data import reasoning
 from w2s_jax.data.sft_sources import reasoning_problems, reasoning_prompt
 from w2s_jax.evals.metrics import auroc, majority_vote
 from w2s_jax.evals.selection import best_of_n, weighted_vote
-from w2s_jax.models.heads import SequenceClassifier
 from w2s_jax.models.presets import get_preset
 from w2s_jax.models.transformer import Transformer
 from w2s_jax.rl.loop import train_rl
 from w2s_jax.rl.sft_init import run_sft
-from w2s_jax.train.config_lib import train_defaults
-from w2s_jax.w2s import classify
+from w2s_jax.w2s import classify, protocol
 from w2s_jax.w2s.ladder import Rung
 from w2s_jax.w2s.protocol import TrainSpec
 from w2s_jax.w2s.w2s_reasoning import memo, rollout_matrices, sample_solutions, sft_on_pairs, solution_pairs
@@ -181,26 +179,11 @@ def _records(s: dict[str, Any]) -> list[dict[str, Any]]:
 
 def train_verifier(policy: Rung, train: classify.Encoded, spec: TrainSpec, seed: int, workdir: Path
                    ) -> tuple[nnx.GraphDef, Any]:
-  """The verifier: `policy`'s backbone + a zero-initialised 2-class head, trained with cross-entropy on
-  `train` through the train loop (resumable in `workdir`); the same model as `protocol.finetune`'s, kept
-  as (graphdef, params) because the RL stage scores new texts with it."""
-  from w2s_jax.train.loop import Setup
-  from w2s_jax.train.loop import train as run_train
-
-  cfg = train_defaults(total_steps=spec.steps, batch_size=spec.batch_size, lr=spec.lr, seed=seed)
-  cfg.log_every_steps = max(spec.steps // 20, 1)
-  make = lambda rngs: SequenceClassifier(policy.model_cfg, 2, zero_init=True, rngs=rngs)
-
-  def init_params():
-    model = make(nnx.Rngs(seed))
-    nnx.update(model.backbone, policy.params)
-    return nnx.split(model)[1]
-
-  setup = Setup(make_model=make, objective=classify.classifier_objective("xent"),
-                train_batches=classify.Batches(train, spec.batch_size, spec.steps, seed), eval_batches=[],
-                init_params=init_params)
-  summary = run_train(cfg, workdir, setup)
-  return nnx.split(nnx.eval_shape(lambda: make(nnx.Rngs(0))))[0], summary["state"].params
+  """The verifier: `policy`'s backbone + a 2-class head trained with cross-entropy on `train`
+  (`protocol.train_classifier`, resumable in `workdir`), as (graphdef, params): the RL stage scores new
+  texts with it."""
+  graphdef, params, _ = protocol.train_classifier(policy, train, "xent", spec, seed, workdir)
+  return graphdef, params
 
 
 def verifier_reward(graphdef: nnx.GraphDef, params: Any, tokenizer: Any, max_len: int, *,

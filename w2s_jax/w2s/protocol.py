@@ -87,22 +87,23 @@ def _scores(probs_NC: np.ndarray, hard_N: np.ndarray) -> dict[str, float]:
   return scores
 
 
-def finetune(rung: Rung, train: classify.Encoded, evals: Sequence[classify.Encoded], loss: str,
-             spec: TrainSpec, seed: int, workdir: Path, *, objective: Objective | None = None,
-             ) -> tuple[list[np.ndarray], dict[str, Any]]:
-  """Fine-tunes backbone + a fresh head on `train` through the train loop (resumable in `workdir`).
+def train_classifier(
+  rung: Rung, train: classify.Encoded, loss: str, spec: TrainSpec, seed: int, workdir: Path, *,
+  objective: Objective | None = None,
+) -> tuple[nnx.GraphDef, Any, float | None]:
+  """Fine-tunes backbone + a fresh zero-initialised 2-class head on `train` through the train loop
+  (resumable in `workdir`).
 
   Args:
     rung: the backbone (its config and params).
     train: the encoded training set (soft labels are the targets).
-    evals: sets to predict after training (evals[0] = test by convention).
     loss: a W2S loss name (`classify.classifier_objective`), with `spec.loss_kwargs[loss]`.
     spec, seed, workdir: training settings, seed and the run's folder.
     objective: a different objective for the same classifier batches (e.g. with an extra term);
       None = `classify.classifier_objective(loss)`.
 
   Returns:
-    (class probabilities [N, 2] on each of `evals`, {"final_train_loss"}).
+    (graphdef, params) of the trained `SequenceClassifier`, and the last logged training loss.
   """
   from w2s_jax.train.loop import Setup
   from w2s_jax.train.loop import train as run_train
@@ -120,14 +121,21 @@ def finetune(rung: Rung, train: classify.Encoded, evals: Sequence[classify.Encod
     make_model=lambda rngs: SequenceClassifier(rung.model_cfg, 2, zero_init=True, rngs=rngs),
     objective=objective or classify.classifier_objective(loss, **spec.loss_kwargs.get(loss, {})),
     train_batches=classify.Batches(train, spec.batch_size, spec.steps, seed),
-    eval_batches=[],  # no in-loop eval (eval_every_steps = 0): `evals` are predicted after training
+    eval_batches=[],  # no in-loop eval (eval_every_steps = 0): callers predict after training
     init_params=init_params,
   )
   summary = run_train(config, workdir, setup)
   graphdef = nnx.split(nnx.eval_shape(lambda: setup.make_model(nnx.Rngs(0))))[0]
-  params = summary["state"].params
-  probs = [classify.predict(graphdef, params, d) for d in evals]
-  return probs, {"final_train_loss": (summary.get("last") or {}).get("loss")}
+  return graphdef, summary["state"].params, (summary.get("last") or {}).get("loss")
+
+
+def finetune(rung: Rung, train: classify.Encoded, evals: Sequence[classify.Encoded], loss: str,
+             spec: TrainSpec, seed: int, workdir: Path, *, objective: Objective | None = None,
+             ) -> tuple[list[np.ndarray], dict[str, Any]]:
+  """`train_classifier`, then its class probabilities [N, 2] on each of `evals` (evals[0] = test by
+  convention) and {"final_train_loss"}."""
+  graphdef, params, last_loss = train_classifier(rung, train, loss, spec, seed, workdir, objective=objective)
+  return [classify.predict(graphdef, params, d) for d in evals], {"final_train_loss": last_loss}
 
 
 def _softmax(z_NC: np.ndarray) -> np.ndarray:
