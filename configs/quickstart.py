@@ -37,7 +37,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.n_train = 64
     c.data.n_test = 96
   else:
-    c.seeds = (0, 1, 2)
+    c.seeds = (0, 1, 2, 3, 4, 5)  # seeds 0-2 alone gave PGR xent 0.22 [0.14, 0.24]; six: 0.10 [-0.05, 0.23]
     c.losses = ("xent", "logconf")
     c.ladder.sizes = ("ladder-0", "ladder-1")
     c.ladder.steps = 1200  # 600: ceilings 55.4 vs 61.2 % (gap 5.8); 1200: 58.4 vs 68.8 % (gap 10.4)
