@@ -24,19 +24,23 @@ runs/opd_gcd/student/sft), student = `ladder-1` with configs/w2sr.py:gcd's 200-s
 
 import ml_collections
 
-from w2s_jax.train.config_lib import distributed_defaults
+from w2s_jax.config_files import load_config
 
 ARGS = ("", "smoke", "w2s", "w2s_smoke", "gcd", "gcd_w2s")
+# rl_base's keys this pipeline does not read: the RL-only ones, and `model` / `sft`, which become the
+# `teacher` and `student` sections (dropped so no flag is silently ignored).
+UNUSED = ("sample_budget", "rl_seed", "reward", "dynamic_sampling", "advantage", "loss", "kl", "rft", "model",
+          "sft")
 
 
-def _model(preset: str, steps: int, smoke: bool) -> ml_collections.ConfigDict:
+def _model(base: ml_collections.ConfigDict, preset: str, steps: int) -> ml_collections.ConfigDict:
+  """A `teacher` / `student` section: rl_base's `model` with `preset` and its `sft` phase with `steps`."""
   m = ml_collections.ConfigDict()
-  m.model = ml_collections.ConfigDict({"preset": preset, "vocab_size": 512,
-                                       "overrides": ml_collections.ConfigDict({"max_seq_len": 512})})
-  # The keys of configs/rl_base.py's `sft` section (rl.sft_init.run_sft).
-  m.sft = ml_collections.ConfigDict(dict(
-    total_steps=steps, batch_size=8 if smoke else 16, seq_len=256, lr=3e-3,
-    warmup_steps=min(10 if smoke else 100, steps), workdir=""))
+  m.model = ml_collections.ConfigDict(base.model.to_dict())
+  m.model.preset = preset
+  m.sft = ml_collections.ConfigDict(base.sft.to_dict())  # rl.sft_init.run_sft's keys
+  m.sft.total_steps = steps
+  m.sft.warmup_steps = min(int(base.sft.warmup_steps), steps)
   return m
 
 
@@ -45,79 +49,60 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if arg not in ARGS:
     raise ValueError(f"unknown config arg {arg!r}; use one of {ARGS[1:]} or nothing")
   smoke, w2s = "smoke" in arg, "w2s" in arg
-  c = ml_collections.ConfigDict()
+  c = load_config("rl_base", "smoke" if smoke else None)  # mesh, data, seeds, optimizer keys from there
+  base = c.copy_and_resolve_references()  # its `model` and `sft` template the teacher and the student
+  for key in UNUSED:
+    del c[key]
   c.task = "onpolicy_distill"
-  c.seed = 0
   c.total_steps = 3 if smoke else 100  # distillation iterations
-  c.checkpoint_every_steps = 2 if smoke else 25
-  c.keep_checkpoints = 2
-  c.max_nonfinite_streak = 5
-  c.cpu_devices = 0
-  c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
-  c.sharding = "dp"
 
   if w2s:  # weak teacher, strong student with a short start
-    c.teacher = _model("ladder-0", 40 if smoke else 300, smoke)
-    c.student = _model("tiny", 20 if smoke else 150, smoke)
+    c.teacher = _model(base, "ladder-0", 40 if smoke else 300)
+    c.student = _model(base, "tiny", 20 if smoke else 150)
   else:  # strong teacher (rl_base's SFT phase), weak student
-    c.teacher = _model("tiny", 40 if smoke else 1500, smoke)
-    c.student = _model("ladder-0", 20 if smoke else 300, smoke)
+    c.teacher = _model(base, "tiny", 40 if smoke else 1500)
+    c.student = _model(base, "ladder-0", 20 if smoke else 300)
 
-  c.data = ml_collections.ConfigDict()
-  c.data.task = "chain_sum"  # a key of w2s_jax.data.reasoning.TASKS
-  c.data.tokenizer = "bytes"
-  c.data.train_size = 2000 if smoke else 20000
-  c.data.eval_size = 8 if smoke else 128  # held-out problems
-  c.data.data_seed = 0
-  c.data.max_prompt_len = 128
-
-  c.rollout = ml_collections.ConfigDict()
+  # rl_base's B, G, N and temperature (sampling and loss temperature); its tree and top-p keys are RL-only.
+  c.rollout = ml_collections.ConfigDict(
+    {k: c.rollout[k] for k in ("prompts_per_step", "group_size", "max_new_tokens", "temperature")})
   c.rollout.prompts_per_step = 4 if smoke else 8  # B
-  c.rollout.group_size = 4 if smoke else 8  # G
-  c.rollout.max_new_tokens = 64 if smoke else 112  # N
-  c.rollout.temperature = 1.0  # sampling and loss temperature
 
   c.distill = ml_collections.ConfigDict()
   c.distill.estimator = "full"  # full | sampled
   c.distill.beta = 1.0  # generalized JSD β: 1 = reverse KL(S‖T), 0 = forward KL(T‖S)
   c.distill.on_policy_frac = 1.0  # GKD λ: share of iterations on student samples (else gold solutions)
 
-  c.train = ml_collections.ConfigDict()
-  c.train.epochs = 1
   c.train.minibatch_size = 8 if smoke else 16
   c.train.reduction = "token-mean"
 
-  c.eval = ml_collections.ConfigDict()
   c.eval.samples = 4 if smoke else 8  # n per held-out problem (0 = no evaluation)
   c.eval.ks = [1, 2, 4] if smoke else [1, 2, 4, 8]
   c.eval.every_steps = 0 if smoke else 50  # 0 = before and after only
 
-  c.optimizer = ml_collections.ConfigDict(dict(
-    name="adamw", lr=1e-3 if smoke else 3e-4, schedule="constant", warmup_steps=0, end_lr_frac=1.0,
-    weight_decay=0.0, b1=0.9, b2=0.999, eps=1e-8, clip_norm=1.0))
+  c.optimizer.lr = 1e-3 if smoke else 3e-4
 
-  c.distributed = distributed_defaults()
   if arg.startswith("gcd"):
-    _gcd(c, w2s)
+    _gcd(c, w2s, base)
   return c
 
 
-def _gcd(c: ml_collections.ConfigDict, w2s: bool) -> None:
+def _gcd(c: ml_collections.ConfigDict, w2s: bool, base: ml_collections.ConfigDict) -> None:
   """Moves the config to reasoning-gym `gcd` with configs/grpo_gain.py's lengths (strong → weak, or w2s)."""
   c.data.task = "gcd"
   c.data.max_prompt_len = 136  # gcd prompts are 128–129 tokens with BOS
   c.rollout.max_new_tokens = 200  # 99 % of worked solutions fit in 196 tokens
   # Exactly grpo_gain's SFT phase, so its folder is reused (run_sft refuses a folder of other settings).
-  c.teacher = _model("tiny", 600, False)
+  c.teacher = _model(base, "tiny", 600)
   c.teacher.sft.seq_len = 320
   c.teacher.sft.workdir = "runs/grpo_gain/sft"
-  c.student = _model("tiny", 150, False)  # the same decoder, a quarter of the teacher's SFT
+  c.student = _model(base, "tiny", 150)  # the same decoder, a quarter of the teacher's SFT
   c.student.sft.seq_len = 320
   c.student.sft.warmup_steps = 15
   if w2s:  # the weak 150-step tiny teaches configs/w2sr.py:gcd's ladder-1 start (SFT settings equal)
     c.teacher = c.student
     c.teacher.sft.workdir = "runs/opd_gcd/student/sft"
-    c.student = _model("ladder-1", 200, False)
+    c.student = _model(base, "ladder-1", 200)
     c.student.sft.update(dict(seq_len=320, warmup_steps=20, workdir="runs/w2sr_gcd/strong_start"))
   c.total_steps = 40
   c.checkpoint_every_steps = 10

@@ -16,50 +16,33 @@ Arg `smoke`: `chain_sum`, a 60-step SFT, 6 problems × 4 solutions × 4 completi
 
 import ml_collections
 
-from w2s_jax.train.config_lib import distributed_defaults
+from w2s_jax.config_files import load_config
+
+# rl_base's RL-only keys, which this pipeline does not read (dropped so no flag is silently ignored).
+RL_ONLY = ("sample_budget", "rl_seed", "reward", "dynamic_sampling", "advantage", "loss", "kl", "rft",
+           "train", "optimizer")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   smoke = arg == "smoke"
-  if arg not in (None, "", "smoke"):
-    raise ValueError(f"unknown config arg {arg!r}; use 'smoke' or nothing")
-  c = ml_collections.ConfigDict()
+  c = load_config("rl_base", arg)  # raises on an unknown arg; mesh, model, data, sft and seeds from there
+  for key in RL_ONLY:
+    del c[key]
   c.task = "prm_pipeline"
-  c.seed = 0
   c.total_steps = 20 if smoke else 400  # PRM updates
   c.checkpoint_every_steps = 20 if smoke else 200
   c.keep_checkpoints = 1
-  c.max_nonfinite_streak = 5
-  c.cpu_devices = 0
-  c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
-  c.sharding = "dp"
 
-  c.model = ml_collections.ConfigDict()
-  c.model.preset = "tiny"
-  c.model.vocab_size = 512
-  c.model.overrides = ml_collections.ConfigDict({"max_seq_len": 512})
-
-  c.data = ml_collections.ConfigDict()
   c.data.task = "chain_sum" if smoke else "gcd"  # a key of w2s_jax.data.reasoning.TASKS
-  c.data.tokenizer = "bytes"
-  c.data.train_size = 2000 if smoke else 20000  # the SFT's problems (labels use the first label.problems)
-  c.data.eval_size = 8 if smoke else 128  # held-out problems for reranking
-  c.data.data_seed = 0
   c.data.max_prompt_len = 128 if smoke else 136  # prompt slots P (gcd prompts are 128–129 tokens)
 
-  # Phase 1: SFT of the policy (w2s_jax.rl.sft_init).
-  c.sft = ml_collections.ConfigDict()
+  # Phase 1: SFT of the policy (w2s_jax.rl.sft_init): rl_base's, longer sequences and 600 steps for gcd.
   c.sft.total_steps = 60 if smoke else 600
-  c.sft.batch_size = 8 if smoke else 16
   c.sft.seq_len = 256 if smoke else 320
-  c.sft.lr = 3e-3
-  c.sft.warmup_steps = 10 if smoke else 100
-  c.sft.workdir = ""  # "" = WORKDIR/sft; a path shares one SFT model between runs (same settings!)
 
-  c.rollout = ml_collections.ConfigDict()  # how the policy samples solutions and MC completions
+  # How the policy samples solutions and MC completions (rl_base's group and tree keys are RL-only).
+  c.rollout = ml_collections.ConfigDict({k: c.rollout[k] for k in ("temperature", "top_p")})
   c.rollout.max_new_tokens = 64 if smoke else 200  # N (99 % of gcd worked solutions fit in 196 tokens)
-  c.rollout.temperature = 1.0
-  c.rollout.top_p = 0.0  # 0 = off
 
   # Phase 2: Monte Carlo step labels (w2s_jax.prm.labels).
   c.label = ml_collections.ConfigDict()
@@ -82,6 +65,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.eval = ml_collections.ConfigDict()
   c.eval.samples = 4 if smoke else 8  # N candidates per problem
   c.eval.chunk_rows = c.label.chunk_rows  # the same sampler shape as labelling: one compilation
-
-  c.distributed = distributed_defaults()
   return c

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from w2s_jax.advantages.process import first_error_labels, math_shepherd_labels
+from w2s_jax.rl.batch import step_index
 
 METHODS = ("mc_hard", "mc_soft", "omega")
 
@@ -40,8 +41,9 @@ McFn = Callable[[Sequence[tuple[int, int]]], np.ndarray]
 def step_end_indices(completion_ids: Sequence[int], boundary_ids: Sequence[int]) -> np.ndarray:
   """Index of the last token of every step of a completion.
 
-  A step ends at each boundary token (kept as the step's last token); the completion's last token ends
-  the final step when it is not a boundary itself.
+  The last token of each step of `w2s_jax.rl.batch.step_index` (the one segmentation rule): a step ends at
+  each boundary token (kept as the step's last token); the completion's last token ends the final step
+  when it is not a boundary itself.
 
   Args:
     completion_ids: the generated token ids (stop token included, no padding).
@@ -50,13 +52,10 @@ def step_end_indices(completion_ids: Sequence[int], boundary_ids: Sequence[int])
   Returns:
     int32 [S] increasing indices into `completion_ids` (empty for an empty completion).
   """
-  ids = np.asarray(completion_ids, np.int64)
-  if ids.size == 0:
-    return np.zeros((0,), np.int32)
-  ends = np.flatnonzero(np.isin(ids, np.asarray(list(boundary_ids), np.int64)))
-  if ends.size == 0 or ends[-1] != ids.size - 1:
-    ends = np.append(ends, ids.size - 1)
-  return ends.astype(np.int32)
+  step_N = step_index(np.asarray(completion_ids, np.int64)[None], np.ones((1, len(completion_ids)), bool),
+                      tuple(boundary_ids))[0]
+  # The last token of a step: the next token is of a later step, or there is none.
+  return np.flatnonzero(np.diff(step_N, append=step_N[-1:] + 1) != 0).astype(np.int32)
 
 
 def first_error_search(num_steps: int) -> Generator[int, float, int]:

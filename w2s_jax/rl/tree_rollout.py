@@ -27,6 +27,7 @@ import jax
 import numpy as np
 
 from w2s_jax.data.tokenizers import Tokenizer
+from w2s_jax.rl.batch import step_index
 from w2s_jax.rl.rollout import PromptSet, RewardConfig, Rollout, decode_completions, score_rows
 from w2s_jax.sampling.sampler import STOPPED, TRUNCATED, DecodeState, Sampler, to_output_jit
 from w2s_jax.sampling.tree import fork_rows, sample_tree_entropy
@@ -154,17 +155,12 @@ def step_starts(tokens_RN: np.ndarray, mask_RN: np.ndarray, boundary_ids: tuple[
                 max_steps: int) -> np.ndarray:
   """Completion offset where each of the first `max_steps` steps starts, −1 past the last step [R, C].
 
-  Step 0 starts at 0; step c ≥ 1 right after the c-th boundary token, if a token follows it.
+  The first token of each step of `batch.step_index` (the one segmentation rule): step 0 starts at 0, step
+  c ≥ 1 right after the c-th boundary token, if a token follows it.
   """
-  mask_RN = np.asarray(mask_RN, bool)
-  is_b_RN = np.isin(tokens_RN, np.asarray(boundary_ids)) & mask_RN
-  length_R = mask_RN.sum(axis=1)
-  # c-th start = 1 + position of the c-th boundary: the first index where the boundary count reaches c.
-  count_RN = np.cumsum(is_b_RN, axis=1)
-  c_C = np.arange(max_steps)
-  start_RC = np.where(c_C[None] == 0, 0, 1 + np.argmax(count_RN[:, None, :] >= c_C[None, :, None], axis=-1))
-  exists_RC = (c_C[None] <= count_RN[:, -1:]) & (start_RC < length_R[:, None])
-  return np.where(exists_RC, start_RC, -1).astype(np.int32)
+  step_RN = step_index(tokens_RN, mask_RN, tuple(boundary_ids))
+  at_RCN = step_RN[:, None, :] == np.arange(max_steps)[None, :, None]
+  return np.where(at_RCN.any(axis=-1), np.argmax(at_RCN, axis=-1), -1).astype(np.int32)
 
 
 def mc_step_returns(
