@@ -218,3 +218,19 @@ def test_errors_name_the_directory_and_the_leaf(tmp_path):
       ckpt.restore({"extra": jax.ShapeDtypeStruct((1,), jnp.float32)})
     with pytest.raises(TypeError):
       ckpt.save(2, state, data_state={"bad": object()})
+
+
+def test_one_writer_per_folder(tmp_path):
+  # A rerun started while a preempted run still finishes its save used to delete that save's temporary
+  # folder (Orbax cleans up `*.orbax-checkpoint-tmp` at start): a second writer is refused instead.
+  # (After SIGKILL the lock is gone: test_save_killed_midway_is_never_reported reopens the folder.)
+  first = Checkpointer(tmp_path)
+  first.save(1, {"w": jnp.ones((2,))}, data_state=DATA)
+  with pytest.raises(RuntimeError, match=rf"{tmp_path}.*another process \(pid {os.getpid()}\)"):
+    Checkpointer(tmp_path)
+  with Checkpointer(tmp_path, read_only=True) as reader:  # readers of a live run are welcome
+    first.wait()
+    assert reader.all_steps() == [1]
+  first.close()
+  with Checkpointer(tmp_path) as again:
+    assert again.latest_step() == 1

@@ -39,6 +39,7 @@ records emitted from Orbax's own modules; warnings and errors pass, and nothing 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -64,6 +65,31 @@ def quiet_orbax_logs() -> None:
   absl_logger = logging.getLogger("absl")
   if not any(isinstance(f, _DropOrbaxInfo) for f in absl_logger.filters):
     absl_logger.addFilter(_DropOrbaxInfo())
+
+
+def _writer_lock(directory: pathlib.Path) -> Any:
+  """An exclusive lock on `.<directory name>.writer.lock` beside `directory` (inside it, step listings
+  would see it), held while a writer is open: a second writer of the
+  same folder (e.g. a rerun started while a preempted run still finishes its save) would otherwise delete
+  the first one's in-flight `*.orbax-checkpoint-tmp` folder when Orbax cleans up at start. The kernel drops
+  the lock when its process dies, even on SIGKILL, so it is never left behind."""
+  directory.mkdir(parents=True, exist_ok=True)
+  f = open(directory.parent / f".{directory.name}.writer.lock", "a+")  # noqa: SIM115 (held until close())
+  try:
+    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except BlockingIOError:
+    f.seek(0)
+    holder = f.read().strip() or "unknown"
+    f.close()
+    raise RuntimeError(
+      f"{directory} is being written by another process (pid {holder}); wait for it to exit (a preempted "
+      "run finishes its checkpoint first) or stop it, then rerun"
+    ) from None
+  f.seek(0)
+  f.truncate()
+  f.write(str(os.getpid()))
+  f.flush()
+  return f
 
 
 class Checkpointer:
@@ -99,6 +125,7 @@ class Checkpointer:
       quiet_orbax_logs()
     self._directory = pathlib.Path(directory).absolute()
     self._read_only = read_only
+    self._lock = None if read_only or jax.process_index() != 0 else _writer_lock(self._directory)
     options = ocp.CheckpointManagerOptions(
       max_to_keep=None if read_only else keep,
       save_interval_steps=0 if read_only else 1,
@@ -112,7 +139,12 @@ class Checkpointer:
       _DATA: ocp.JsonCheckpointHandler(),
       _CONFIG: ocp.JsonCheckpointHandler(),
     }
-    self._manager = ocp.CheckpointManager(self._directory, item_handlers=handlers, options=options)
+    try:
+      self._manager = ocp.CheckpointManager(self._directory, item_handlers=handlers, options=options)
+    except BaseException:
+      if self._lock is not None:
+        self._lock.close()  # closing the file releases the lock
+      raise
     self._closed = False
 
   @property
@@ -212,7 +244,12 @@ class Checkpointer:
     """Waits for pending saves and releases Orbax's resources; idempotent."""
     if not self._closed:
       self._closed = True
-      self._manager.close()
+      try:
+        self._manager.close()
+      finally:
+        if self._lock is not None:
+          fcntl.flock(self._lock, fcntl.LOCK_UN)
+          self._lock.close()
 
   def __enter__(self) -> Checkpointer:
     return self

@@ -158,77 +158,79 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, setup: Setup) 
     eval_fn = jax.jit(lambda p, b: setup.objective(nnx.merge(graphdef, p), b, eval_key))
 
     ckpt = Checkpointer(workdir / "checkpoints", keep=config.keep_checkpoints)
-    latest = ckpt.latest_step()
-    if latest is None and setup.init_params is not None:
-      params = jax.device_put(setup.init_params(), shardings.params)
-      state = jax.jit(lambda p: create_train_state(p, tx, config.seed), out_shardings=shardings)(params)
-      start = 0
-    elif latest is None:
-      state = jax.jit(init, out_shardings=shardings)()
-      start = 0
-    else:
-      state, data_state, _ = ckpt.restore(abstract_state, step=latest)
-      start = int(data_state["next_batch"])
-      logging.info("resumed from %s at step %d", ckpt.directory, start)
+    try:
+      latest = ckpt.latest_step()
+      if latest is None and setup.init_params is not None:
+        params = jax.device_put(setup.init_params(), shardings.params)
+        state = jax.jit(lambda p: create_train_state(p, tx, config.seed), out_shardings=shardings)(params)
+        start = 0
+      elif latest is None:
+        state = jax.jit(init, out_shardings=shardings)()
+        start = 0
+      else:
+        state, data_state, _ = ckpt.restore(abstract_state, step=latest)
+        start = int(data_state["next_batch"])
+        logging.info("resumed from %s at step %d", ckpt.directory, start)
 
-    writer = MetricsWriter(
-      workdir, start_step=start, tensorboard=lead,
-      filename="metrics.jsonl" if lead else f"metrics.process{jax.process_index()}.jsonl",
-    )
-    summary: dict[str, Any] = {"start_step": start, "info": setup.info}
-    bar = tqdm(total=total_steps, initial=start, disable=not lead, desc="train", unit="step")
-    t0 = time.perf_counter()
-    recent: collections.deque[tuple[float, int]] = collections.deque(maxlen=11)  # (drain time, tokens)
-    # (step, tokens, device metrics, eval metrics); eval metrics join their step's record.
-    pending: list[tuple[int, int, dict[str, jax.Array], dict[str, float]]] = []
+      writer = MetricsWriter(
+        workdir, start_step=start, tensorboard=lead,
+        filename="metrics.jsonl" if lead else f"metrics.process{jax.process_index()}.jsonl",
+      )
+      summary: dict[str, Any] = {"start_step": start, "info": setup.info}
+      bar = tqdm(total=total_steps, initial=start, disable=not lead, desc="train", unit="step")
+      t0 = time.perf_counter()
+      recent: collections.deque[tuple[float, int]] = collections.deque(maxlen=11)  # (drain time, tokens)
+      # (step, tokens, device metrics, eval metrics); eval metrics join their step's record.
+      pending: list[tuple[int, int, dict[str, jax.Array], dict[str, float]]] = []
 
-    def drain(last: bool = False) -> None:
-      # Metrics are read one step late so the host never stalls the device pipeline.
-      while pending and (last or len(pending) > 1):
-        s, tokens, m, ev = pending.pop(0)
-        m = jax.device_get(m)
-        recent.append((time.perf_counter(), tokens))
-        if int(m["nonfinite_streak"]) >= config.max_nonfinite_streak:
-          raise NonFiniteError(
-            f"{int(m['nonfinite_streak'])} updates in a row had a non-finite loss or gradient "
-            f"(last at step {s}); lower optimizer.lr, raise clipping, or inspect the data near batch {s}"
-          )
-        if s % config.log_every_steps == 0 or s == total_steps or ev:
-          m.update(ev)
-          m.update(setup.info.get("metrics", {}))  # run-constant counts, e.g. skipped bad records
-          if ev:
-            summary["eval"] = ev
-          if len(recent) > 2:  # throughput over the last <= 10 steps (the first has compile time)
-            dt = recent[-1][0] - recent[0][0]
-            m["tokens_per_s"] = sum(t for _, t in list(recent)[1:]) / max(dt, 1e-9)
-          summary["last"] = writer.write(s, m)
-          bar.set_postfix(loss=f"{float(m['loss']):.4f}", tok_s=f"{m.get('tokens_per_s', 0):.0f}")
+      def drain(last: bool = False) -> None:
+        # Metrics are read one step late so the host never stalls the device pipeline.
+        while pending and (last or len(pending) > 1):
+          s, tokens, m, ev = pending.pop(0)
+          m = jax.device_get(m)
+          recent.append((time.perf_counter(), tokens))
+          if int(m["nonfinite_streak"]) >= config.max_nonfinite_streak:
+            raise NonFiniteError(
+              f"{int(m['nonfinite_streak'])} updates in a row had a non-finite loss or gradient "
+              f"(last at step {s}); lower optimizer.lr, raise clipping, or inspect the data near batch {s}"
+            )
+          if s % config.log_every_steps == 0 or s == total_steps or ev:
+            m.update(ev)
+            m.update(setup.info.get("metrics", {}))  # run-constant counts, e.g. skipped bad records
+            if ev:
+              summary["eval"] = ev
+            if len(recent) > 2:  # throughput over the last <= 10 steps (the first has compile time)
+              dt = recent[-1][0] - recent[0][0]
+              m["tokens_per_s"] = sum(t for _, t in list(recent)[1:]) / max(dt, 1e-9)
+            summary["last"] = writer.write(s, m)
+            bar.set_postfix(loss=f"{float(m['loss']):.4f}", tok_s=f"{m.get('tokens_per_s', 0):.0f}")
 
-    with SigTermGuard() as sigterm:
-      for i in range(start, total_steps):
-        host_batch = setup.train_batches[i]
-        tokens = int(np.sum(host_batch["segment_ids"] > 0)) if "segment_ids" in host_batch else 0
-        state, metrics = train_step(state, shd.put_batch(host_batch, mesh))
-        s = i + 1
-        ev = {}
-        if config.eval_every_steps and (s % config.eval_every_steps == 0 or s == total_steps):
-          ev = _eval(eval_fn, state.params, setup.eval_batches, mesh)
-        pending.append((s, tokens, metrics, ev))
-        drain()
-        bar.update(1)
-        if s % config.checkpoint_every_steps == 0 or s == total_steps or sigterm.received:
-          drain(last=True)
-          ckpt.save(s, state, data_state={"next_batch": s}, config=_config_dict(config),
-                    force=sigterm.received or s == total_steps)
-        if sigterm.received:
-          ckpt.wait()
-          writer.close()
-          bar.close()
-          logging.warning("SIGTERM: saved step %d; rerun the same command to resume", s)
-          raise Preempted()
-      drain(last=True)
-    ckpt.wait()
-    ckpt.close()
+      with SigTermGuard() as sigterm:
+        for i in range(start, total_steps):
+          host_batch = setup.train_batches[i]
+          tokens = int(np.sum(host_batch["segment_ids"] > 0)) if "segment_ids" in host_batch else 0
+          state, metrics = train_step(state, shd.put_batch(host_batch, mesh))
+          s = i + 1
+          ev = {}
+          if config.eval_every_steps and (s % config.eval_every_steps == 0 or s == total_steps):
+            ev = _eval(eval_fn, state.params, setup.eval_batches, mesh)
+          pending.append((s, tokens, metrics, ev))
+          drain()
+          bar.update(1)
+          if s % config.checkpoint_every_steps == 0 or s == total_steps or sigterm.received:
+            drain(last=True)
+            ckpt.save(s, state, data_state={"next_batch": s}, config=_config_dict(config),
+                      force=sigterm.received or s == total_steps)
+          if sigterm.received:
+            ckpt.wait()
+            writer.close()
+            bar.close()
+            logging.warning("SIGTERM: saved step %d; rerun the same command to resume", s)
+            raise Preempted()
+        drain(last=True)
+      ckpt.wait()
+    finally:
+      ckpt.close()  # also on an error or SIGTERM: waits for the save, releases the folder's writer lock
     writer.close()
     bar.close()
   summary.update(final_step=int(jax.device_get(state.step)), wall_s=time.perf_counter() - t0,
