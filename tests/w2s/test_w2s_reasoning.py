@@ -7,9 +7,18 @@ import sys
 
 import pytest
 
-from tests.helpers import ROOT
-from w2s_jax.data.reasoning import extract_answer
-from w2s_jax.w2s.w2s_reasoning import agreement_filter, self_consistency_pairs, vote_share
+from tests.helpers import ROOT, load_config
+from w2s_jax.data.reasoning import extract_answer, generate
+from w2s_jax.data.sft_sources import reasoning_problems
+from w2s_jax.rl.sft_init import sft_config
+from w2s_jax.w2s.onpolicy_distill import role_config
+from w2s_jax.w2s.w2s_reasoning import (
+  agreement_filter,
+  self_consistency_pairs,
+  task_splits,
+  validate,
+  vote_share,
+)
 
 
 def test_agreement_filter_keeps_equal_stated_answers():
@@ -52,6 +61,70 @@ def test_self_consistency_pairs_thresholds_and_sides():
   assert unanimous == [] and info["confident"]  # nothing to reject
   with pytest.raises(ValueError, match="min_share"):
     self_consistency_pairs("p0", "Q", texts, answers, min_share=1.5, max_pairs=1)
+
+
+def test_gcd_config_shares_the_gcd_sft_starts_and_validates():
+  c = load_config("w2s_reasoning", "gcd")
+  validate(c)
+  assert c.data.task == "gcd" and "options" not in c.data
+  # run_sft reuses a folder only for an identical SFT config: the weak model must be exactly grpo_gain's
+  # SFT phase and the strong start exactly w2sr:gcd's (both built here from those configs, not from ours).
+  assert sft_config(role_config(c, "weak")).to_dict() == sft_config(load_config("grpo_gain")).to_dict()
+  assert sft_config(role_config(c, "strong")).to_dict() == sft_config(load_config("w2sr", "gcd")).to_dict()
+  assert c.weak.sft.workdir == "runs/grpo_gain/sft"
+  assert c.strong.sft.workdir == "runs/w2sr_gcd/strong_start"
+  assert c.data.test_size == load_config("grpo_gain").data.eval_size == 128  # the same held-out problems
+  assert c.baselines.naive_w2s and c.baselines.ceiling
+  with pytest.raises(ValueError, match="unknown config arg 'gsm'"):
+    load_config("w2s_reasoning", "gsm")
+
+
+@pytest.mark.parametrize("key, value, match", [
+  ("stage1.sources", "teacher", "stage1.sources"),
+  ("stage2.min_share", 1.5, "stage2.min_share"),
+  ("stage2.samples", 1, "stage2.samples"),
+  ("data.train_size", 0, "data.train_size"),
+  ("data.pool_size", 0, "data.pool_size"),
+  ("data.max_new_tokens", 400, "strong.model max_seq_len 512 < 536"),  # 136 + 400 tokens > 512
+  ("strong.model.vocab_size", 256, "vocab_size"),
+])
+def test_validate_names_the_bad_field(key, value, match):
+  c = load_config("w2s_reasoning", "gcd")
+  if key == "data.max_new_tokens":
+    c.weak.model.overrides.max_seq_len = 1024  # so the strong model is the first too short
+  *path, leaf = key.split(".")
+  section = c
+  for name in path:
+    section = section[name]
+  section[leaf] = value
+  with pytest.raises(ValueError, match=match):
+    validate(c)
+
+
+def test_validate_needs_gold_without_an_sft_phase():
+  c = load_config("w2s_reasoning", None)
+  validate(c)
+  c.data.gold_size = 0
+  with pytest.raises(ValueError, match="data.gold_size"):
+    validate(c)
+  c = load_config("w2s_reasoning", None)
+  c.strong.start_examples = c.data.gold_size + 1
+  with pytest.raises(ValueError, match="strong.start_examples"):
+    validate(c)
+
+
+def test_task_splits_follow_the_sft_phase_train_split():
+  c = load_config("w2s_reasoning", "gcd").data
+  c.train_size, c.gold_size, c.pool_size, c.test_size = 300, 5, 40, 12
+  splits = task_splits(c)
+  train = [p.prompt for p in generate("gcd", "train", 300, seed=0)]
+  # The test set is exactly the held-out split the SFT phase's runs evaluate on.
+  heldout = reasoning_problems("gcd", "eval", size=12, train_size=300, seed=0)
+  assert [p.prompt for p in splits["test"]] == [p.prompt for p in heldout]
+  assert [p.prompt for p in splits["gold"]] == train[:5]
+  pool = [p.prompt for p in splits["pool"]]
+  assert len(pool) == len(set(pool)) == 40
+  assert not set(pool) & (set(train) | {p.prompt for p in heldout})
 
 
 @pytest.fixture(scope="module")

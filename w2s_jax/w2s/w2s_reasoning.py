@@ -16,6 +16,12 @@ Setting (`run_w2s_reasoning`, task `w2s_reasoning`): a reasoning-gym task split 
 * **ceiling**: the strong start SFT'd on the pool's gold solutions for as many steps as Stage I;
   **naive W2S** (optional): the strong start SFT'd on every weak solution, unfiltered.
 
+Starts from the RL runs' SFT phase (`weak.sft` / `strong.sft`, the keys of configs/rl_base.py's `sft`
+section): the model is SFT'd (or reloaded) by `rl.sft_init.run_sft` on the task's `data.train_size` train
+problems, in its shared `sft.workdir`, instead of on the gold set; the test set is then that corpus's
+held-out split (the problems configs/grpo_gain.py and configs/w2sr.py evaluate on) and the pool excludes
+every train and test question (`task_splits`).
+
 No stage sees a gold answer of the pool or test set; the scorer is used only to report how precise each
 selection was and the held-out pass@1 (mean of c/n over n samples at `eval.temperature`), greedy accuracy
 and maj@n of every model. Every SFT/DPO run is a resumable run folder under WORKDIR; selections are cached
@@ -216,6 +222,28 @@ def heldout_metrics(policy: Rung, problems: Sequence[reasoning.Problem], ev: ml_
   return out
 
 
+def task_splits(d: ml_collections.ConfigDict) -> dict[str, list[reasoning.Problem]]:
+  """The pipeline's `gold`, `pool` and `test` problems of the config's `data` section.
+
+  Without `data.train_size`: disjoint fresh splits (`split_problems`). With it (the starts were SFT'd on
+  the task's first `train_size` train problems): `test` is that corpus's held-out split, exactly
+  `sft_sources.reasoning_problems(task, "eval", ...)`; `pool` is a fresh split sharing no question with
+  the train or test problems; `gold` is the first `gold_size` train problems.
+  """
+  seed = int(d.data_seed)
+  options = d.options.to_dict() if d.get("options") else None
+  sizes = {"gold": int(d.gold_size), "pool": int(d.pool_size), "test": int(d.test_size)}
+  train_size = int(d.get("train_size", 0))
+  if not train_size:
+    return split_problems(d.task, sizes, seed=seed, options=options)
+  train = reasoning.generate(d.task, "train", train_size, seed=seed)
+  seen = {p.prompt for p in train}
+  test = reasoning.generate(d.task, "test", sizes["test"], seed=seed, exclude=seen)
+  seen |= {p.prompt for p in test}
+  pool = reasoning.generate(d.task, "pool", sizes["pool"], seed=seed, exclude=seen)
+  return {"gold": train[:sizes["gold"]], "pool": pool, "test": test}
+
+
 def split_problems(task: str, sizes: dict[str, int], *, seed: int, options: dict[str, Any] | None,
                    ) -> dict[str, list[reasoning.Problem]]:
   """Disjoint splits of `task` (no question in two splits), generated in the order of `sizes`."""
@@ -236,6 +264,57 @@ def solution_pairs(problems: Sequence[reasoning.Problem]) -> Pairs:
 # ------------------------------------------------------------------------------------------------
 
 
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Fails before any training on a config the pipeline cannot run, naming the key."""
+  from w2s_jax.models.presets import get_preset
+
+  d = config.data
+  for key in ("pool_size", "test_size", "seq_len", "max_prompt_len", "max_new_tokens"):
+    if int(d[key]) <= 0:
+      raise ValueError(f"data.{key} must be > 0, got {d[key]}")
+  if config.stage1.sources not in ("weak", "strong", "both"):
+    raise ValueError(f"stage1.sources must be 'weak', 'strong' or 'both', got {config.stage1.sources!r}")
+  if not 0.0 <= float(config.stage2.min_share) <= 1.0:
+    raise ValueError(f"stage2.min_share must be in [0, 1], got {config.stage2.min_share}")
+  if int(config.stage2.samples) < 2:
+    raise ValueError(f"stage2.samples must be >= 2 (a vote needs samples), got {config.stage2.samples}")
+  if int(config.eval.samples) < 1:
+    raise ValueError(f"eval.samples must be >= 1, got {config.eval.samples}")
+  if config.weak.model.vocab_size != config.strong.model.vocab_size:
+    raise ValueError("weak.model.vocab_size and strong.model.vocab_size must be equal (one tokenizer)")
+  from_phase = [role for role in ("weak", "strong") if "sft" in config[role]]
+  if from_phase and int(d.get("train_size", 0)) <= 0:
+    raise ValueError(f"{from_phase[0]}.sft trains on the task's train split: set data.train_size > 0")
+  if from_phase and d.get("options"):
+    raise ValueError(f"{from_phase[0]}.sft trains on the task's default difficulty: remove data.options")
+  needs_gold = {"weak": "weak" not in from_phase, "strong": "strong" not in from_phase}
+  if needs_gold["weak"] and int(d.gold_size) <= 0:
+    raise ValueError("data.gold_size must be > 0: the weak model is SFT'd on the gold set (or give weak.sft)")
+  if needs_gold["strong"] and not 0 < int(config.strong.start_examples) <= int(d.gold_size):
+    raise ValueError(f"strong.start_examples must be in [1, data.gold_size={d.gold_size}], got "
+                     f"{config.strong.start_examples} (or give strong.sft)")
+  for role in ("weak", "strong"):
+    m = config[role].model
+    max_len = get_preset(m.preset, vocab_size=int(m.vocab_size), **dict(m.get("overrides", {}))).max_seq_len
+    need = max(int(d.seq_len), int(d.max_prompt_len) + int(d.max_new_tokens))
+    if role in from_phase:
+      need = max(need, int(config[role].sft.seq_len))
+    if max_len < need:
+      raise ValueError(f"{role}.model max_seq_len {max_len} < {need} (data.seq_len, or max_prompt_len + "
+                       "max_new_tokens): raise its overrides.max_seq_len")
+
+
+def sft_phase_start(config: ml_collections.ConfigDict, role: str, workdir: Path) -> Rung:
+  """`config[role]` SFT'd (or reloaded) by the RL runs' SFT phase in `workdir/role/sft` or `sft.workdir`."""
+  from w2s_jax.rl.sft_init import sft_workdir
+  from w2s_jax.w2s.onpolicy_distill import abstract_graphdef, prepare_role, role_config
+
+  model_cfg, params, summary = prepare_role(config, role, workdir)
+  eval_loss = float((summary.get("eval") or {}).get("eval_loss", float("nan")))
+  folder = sft_workdir(role_config(config, role), workdir / role)
+  return Rung(role, model_cfg, abstract_graphdef(model_cfg), params, eval_loss, folder)
+
+
 def _stage1_data(weak: Rung, start: Rung, pool: list[reasoning.Problem], cfg: ml_collections.ConfigDict,
                  tokenizer: Any) -> dict[str, Any]:
   """Weak and strong-start greedy solutions on the pool, the agreement filter and the Stage-I pairs."""
@@ -245,9 +324,7 @@ def _stage1_data(weak: Rung, start: Rung, pool: list[reasoning.Problem], cfg: ml
   if [p.id for p in w.problems] != [p.id for p in s.problems]:
     raise ValueError("weak and strong rollouts cover different problems")
   keep = agreement_filter(w.answers, s.answers)
-  sources = cfg.stage1.sources
-  if sources not in ("weak", "strong", "both"):
-    raise ValueError(f"stage1.sources must be 'weak', 'strong' or 'both', got {sources!r}")
+  sources = cfg.stage1.sources  # weak | strong | both (checked by `validate`)
   pairs = []
   for i in keep:
     prompt = reasoning_prompt(w.problems[i])
@@ -329,12 +406,11 @@ def run_w2s_reasoning(config: ml_collections.ConfigDict, workdir: str | Path) ->
   from w2s_jax.train.tasks import make_tokenizer
 
   t0 = time.perf_counter()
+  validate(config)
   workdir = start_workdir(config, workdir)
   tok = make_tokenizer(config.data.tokenizer)
   d = config.data
-  options = d.options.to_dict() if d.get("options") else None
-  splits = split_problems(d.task, {"gold": int(d.gold_size), "pool": int(d.pool_size),
-                                   "test": int(d.test_size)}, seed=int(d.data_seed), options=options)
+  splits = task_splits(d)
   gold, pool, test = splits["gold"], splits["pool"], splits["test"]
   eval_pairs = solution_pairs(test[:64])
   seq = dict(seq_len=int(d.seq_len), seed=int(config.seed), tokenizer=d.tokenizer)
@@ -343,9 +419,15 @@ def run_w2s_reasoning(config: ml_collections.ConfigDict, workdir: str | Path) ->
     return sft_on_pairs(name, model, pairs, eval_pairs, workdir / name, steps=int(run.steps),
                         batch_size=int(run.batch_size), lr=float(run.lr), init=init, **seq)
 
-  weak = sft("weak", config.weak.model, solution_pairs(gold), config.weak)
-  start = sft("strong_start", config.strong.model, solution_pairs(gold[:int(config.strong.start_examples)]),
-              config.strong.start)
+  if "sft" in config.weak:
+    weak = sft_phase_start(config, "weak", workdir)
+  else:
+    weak = sft("weak", config.weak.model, solution_pairs(gold), config.weak)
+  if "sft" in config.strong:
+    start = sft_phase_start(config, "strong", workdir)
+  else:
+    start = sft("strong_start", config.strong.model,
+                solution_pairs(gold[:int(config.strong.start_examples)]), config.strong.start)
   stages = workdir / "stages"
   s1 = memo(stages / "stage1.json", lambda: _stage1_data(weak, start, pool, config, tok))
   models = {"weak": weak, "strong_start": start}
