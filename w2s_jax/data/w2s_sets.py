@@ -160,32 +160,33 @@ def make_records(
     `candidate` and `distractor` (the wrong-answer kind, "" for correct candidates). With `variant`
     (problems of `variant_problems`), `txt` is `"Question: <expression> =\nAnswer: <candidate>"`.
   """
+  if candidates < 1:
+    raise ValueError(f"candidates must be >= 1, got {candidates}")
   groups: dict[Any, list[reasoning.Problem]] = {}
   for p in problems:
     groups.setdefault(_group_key(p), []).append(p)
-  if candidates < 1:
-    raise ValueError(f"candidates must be >= 1, got {candidates}")
   out = []
-  for i, k, p in ((i, k, p) for i, p in enumerate(problems) for k in range(candidates)):
-    rng = random.Random(f"{seed}-{p.id}" + (f"-c{k}" if k else ""))
-    hard_label = int(rng.random() < 0.5)
-    candidate, kind = p.answer, ""
-    if not hard_label:
-      same = [o for o in groups[_group_key(p)] if o is not p]
-      others = same if len(same) >= 2 else [o for o in problems if o is not p]
-      kinds = list(DISTRACTOR_KINDS)
-      rng.shuffle(kinds)
-      for kind in kinds:
-        candidate = distractor(p, others, kind, rng)
-        if candidate is not None:
-          break
+  for i, p in enumerate(problems):
+    same = [o for o in groups[_group_key(p)] if o is not p]
+    others = same if len(same) >= 2 else [o for o in problems if o is not p]
     question = f"Question: {variant_question(p)}\nAnswer:" if variant else f"Q: {p.prompt} A:"
-    out.append({
-      "id": f"{p.id}-w2s{i}" + (f"-c{k}" if k else ""), "txt": f"{question} {candidate}",
-      "hard_label": hard_label,
-      "soft_label": [1.0 - hard_label, float(hard_label)], "task": p.task, "question": p.prompt,
-      "candidate": candidate, "distractor": kind,
-    })
+    for k in range(candidates):
+      suffix = f"-c{k}" if k else ""
+      rng = random.Random(f"{seed}-{p.id}{suffix}")
+      hard_label = int(rng.random() < 0.5)
+      candidate, kind = p.answer, ""
+      if not hard_label:
+        kinds = list(DISTRACTOR_KINDS)
+        rng.shuffle(kinds)
+        for kind in kinds:
+          candidate = distractor(p, others, kind, rng)
+          if candidate is not None:
+            break
+      out.append({
+        "id": f"{p.id}-w2s{i}{suffix}", "txt": f"{question} {candidate}", "hard_label": hard_label,
+        "soft_label": [1.0 - hard_label, float(hard_label)], "task": p.task, "question": p.prompt,
+        "candidate": candidate, "distractor": kind,
+      })
   return out
 
 

@@ -10,7 +10,7 @@ from w2s_jax.models.heads import (
   last_token_index,
 )
 from w2s_jax.models.lora import LoRAParam, LoRAProjection, apply_lora, merge_lora, split_lora
-from w2s_jax.models.presets import PRESETS, ModelConfig, RopeScaling, count_params, get_preset
+from w2s_jax.models.presets import PRESETS, ModelConfig, RopeScaling, count_params, from_section, get_preset
 from w2s_jax.models.transformer import Transformer, attention_mask, dot_product_attention
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
   "attention_mask",
   "count_params",
   "dot_product_attention",
+  "from_section",
   "get_preset",
   "last_token_index",
   "load_gguf",

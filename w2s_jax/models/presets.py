@@ -7,6 +7,7 @@ SmolLM2; the differences between families are fields of `ModelConfig`, never sub
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 
 @dataclasses.dataclass(frozen=True)
@@ -247,6 +248,11 @@ def get_preset(name: str, **overrides) -> ModelConfig:
   if unknown:
     raise ValueError(f"Unknown ModelConfig field(s) {unknown}; valid fields: {sorted(fields)}.")
   return dataclasses.replace(PRESETS[name], **overrides)
+
+
+def from_section(model: Any) -> ModelConfig:
+  """The `ModelConfig` of a config file's model section: `{preset, vocab_size, overrides: {...}}`."""
+  return get_preset(model.preset, vocab_size=int(model.vocab_size), **dict(model.get("overrides", {})))
 
 
 def count_params(cfg: ModelConfig) -> int:

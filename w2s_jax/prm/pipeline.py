@@ -34,7 +34,7 @@ from w2s_jax.config_files import start_workdir
 from w2s_jax.data.sft_sources import reasoning_problems
 from w2s_jax.evals.metrics import auroc, bootstrap_ci
 from w2s_jax.models.heads import ValueModel
-from w2s_jax.models.presets import get_preset
+from w2s_jax.models.presets import from_section
 from w2s_jax.models.transformer import Transformer
 from w2s_jax.prm.data import CyclingBatches, fixed_batches, prm_rows, step_scores
 from w2s_jax.prm.labels import METHODS, label_solutions, step_end_indices
@@ -234,8 +234,7 @@ def run_prm(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str,
   train_problems = reasoning_problems(d.task, "train", size=int(config.label.problems), seed=d.data_seed)
   eval_problems = reasoning_problems(d.task, "eval", size=d.eval_size, train_size=d.train_size,
                                      seed=d.data_seed)
-  model_cfg = get_preset(config.model.preset, vocab_size=config.model.vocab_size,
-                         **dict(config.model.get("overrides", {})))
+  model_cfg = from_section(config.model)
   mesh, rules = shd.make_mesh(dict(config.mesh)), shd.get_rules(config.sharding)
   with jax.set_mesh(mesh), nnx.logical_axis_rules(rules):
     graphdef = nnx.split(nnx.eval_shape(lambda: Transformer(model_cfg, rngs=nnx.Rngs(config.seed))))[0]

@@ -224,7 +224,8 @@ def treerl_token_advantages(
     weighting=weighting, leaf_baseline=leaf_baseline))
 
 
-def step_index(tokens_RN, mask_RN, boundary_ids: tuple[int, ...], xp: Any = np):
+def step_index(tokens_RN: np.ndarray | jax.Array, mask_RN: np.ndarray | jax.Array,
+               boundary_ids: tuple[int, ...], xp: Any = np) -> np.ndarray | jax.Array:
   """The one step-segmentation rule: step index of every completion token, −1 off the mask [R, N].
 
   A step ends with a boundary token (kept as its last token); the text after the last boundary is the last

@@ -41,7 +41,7 @@ from w2s_jax.checkpoint import Checkpointer
 from w2s_jax.config_files import start_workdir
 from w2s_jax.data.sft_sources import reasoning_problems
 from w2s_jax.losses.policy import unlikeliness_rewards
-from w2s_jax.models.presets import get_preset
+from w2s_jax.models.presets import from_section
 from w2s_jax.models.transformer import Transformer
 from w2s_jax.rl import batch as batch_lib
 from w2s_jax.rl import tree_rollout
@@ -184,8 +184,7 @@ def train_rl(
                            warmup_steps=config.optimizer.get("warmup_steps", 0),
                            end_lr_frac=config.optimizer.get("end_lr_frac", 0.0))
   tx = make_optimizer(config.optimizer, total * updates_per_iter)
-  model_cfg = get_preset(config.model.preset, vocab_size=config.model.vocab_size,
-                         **dict(config.model.get("overrides", {})))
+  model_cfg = from_section(config.model)
   make_model = (lambda rngs: ActorCritic(model_cfg, rngs=rngs)) if use_critic else (
     lambda rngs: Transformer(model_cfg, rngs=rngs))
 

@@ -11,7 +11,7 @@ import ml_collections
 
 from w2s_jax.data import pipeline, sft_sources
 from w2s_jax.data.tokenizers import ByteTokenizer, Tokenizer, load_tokenizer
-from w2s_jax.models.presets import get_preset
+from w2s_jax.models.presets import from_section
 from w2s_jax.models.transformer import Transformer
 from w2s_jax.train.loop import Setup
 from w2s_jax.train.objectives import OBJECTIVES
@@ -44,8 +44,7 @@ def sft_setup(config: ml_collections.ConfigDict) -> Setup:
     seed=config.seed,
     overlong=data_cfg.get("overlong", "truncate"),
   )
-  overrides = dict(config.model.get("overrides", {}))
-  model_cfg = get_preset(config.model.preset, vocab_size=config.model.vocab_size, **overrides)
+  model_cfg = from_section(config.model)
   if model_cfg.vocab_size < tokenizer.vocab_size:
     raise ValueError(f"model vocab {model_cfg.vocab_size} < tokenizer vocab {tokenizer.vocab_size}")
   obj_cfg = dict(config.objective)

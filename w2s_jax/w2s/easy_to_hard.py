@@ -48,12 +48,12 @@ from w2s_jax.data import reasoning
 from w2s_jax.data.sft_sources import reasoning_problems, reasoning_prompt
 from w2s_jax.evals.metrics import auroc, majority_vote
 from w2s_jax.evals.selection import best_of_n, weighted_vote
-from w2s_jax.models.presets import get_preset
-from w2s_jax.models.transformer import Transformer
+from w2s_jax.models.presets import from_section
 from w2s_jax.rl.loop import train_rl
 from w2s_jax.rl.sft_init import run_sft
 from w2s_jax.w2s import classify, protocol
 from w2s_jax.w2s.ladder import Rung
+from w2s_jax.w2s.onpolicy_distill import abstract_graphdef
 from w2s_jax.w2s.protocol import TrainSpec
 from w2s_jax.w2s.w2s_reasoning import memo, rollout_matrices, sample_solutions, sft_on_pairs, solution_pairs
 
@@ -233,10 +233,8 @@ def rl_config(config: ml_collections.ConfigDict, arm: str, sft_workdir: str) -> 
 
 def _policy_rung(cfg: ml_collections.ConfigDict, params: Any, name: str, folder: Path) -> Rung:
   """A Transformer of the RL config's `model` with `params`, as a `Rung` (what the sampler reads)."""
-  m = cfg.model
-  model_cfg = get_preset(m.preset, vocab_size=int(m.vocab_size), **dict(m.get("overrides", {})))
-  graphdef = nnx.split(nnx.eval_shape(lambda: Transformer(model_cfg, rngs=nnx.Rngs(0))))[0]
-  return Rung(name, model_cfg, graphdef, params, float("nan"), folder)
+  model_cfg = from_section(cfg.model)
+  return Rung(name, model_cfg, abstract_graphdef(model_cfg), params, float("nan"), folder)
 
 
 def _policy_from_sft(config: ml_collections.ConfigDict, workdir: Path) -> tuple[Rung, str]:

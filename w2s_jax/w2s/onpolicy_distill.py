@@ -53,7 +53,7 @@ from w2s_jax.data.tokenizers import Tokenizer
 from w2s_jax.losses.aggregation import aggregate, safe_ratio
 from w2s_jax.losses.distill import generalized_jsd_loss, reverse_kl_token_rewards
 from w2s_jax.losses.policy import policy_loss
-from w2s_jax.models.presets import ModelConfig, get_preset
+from w2s_jax.models.presets import ModelConfig, from_section
 from w2s_jax.models.transformer import Transformer
 from w2s_jax.rl.batch import minibatches
 from w2s_jax.rl.evaluate import pass_maj_metrics, sample_eval
@@ -193,8 +193,7 @@ def role_config(config: ml_collections.ConfigDict, role: str) -> ml_collections.
 
 
 def role_model_config(config: ml_collections.ConfigDict, role: str) -> ModelConfig:
-  m = config[role].model
-  return get_preset(m.preset, vocab_size=int(m.vocab_size), **dict(m.get("overrides", {})))
+  return from_section(config[role].model)
 
 
 def abstract_graphdef(model_cfg: ModelConfig) -> nnx.GraphDef:

@@ -23,7 +23,11 @@ from w2s_jax.w2s import rungs as rung_lib
 
 def _records(config: ml_collections.ConfigDict) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
   d = config.data
-  return w2s_sets.generate_splits(d.task, d.n_train, d.n_test, seed=d.seed, candidates=d.get("candidates", 1))
+  return w2s_sets.generate_splits(d.task, d.n_train, d.n_test, seed=d.seed, candidates=_candidates(config))
+
+
+def _candidates(config: ml_collections.ConfigDict) -> int:
+  return int(config.data.get("candidates", 1))
 
 
 def run_sweep(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
@@ -66,7 +70,8 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[st
     lines = [json.dumps({"step": i + 1, "loss": r["test_loss"], **r}) for i, r in enumerate(finished)]
     (workdir / "metrics.jsonl").write_text("\n".join(lines) + "\n")
 
-  groups = [r["question"] for r in train_records] if config.data.get("candidates", 1) > 1 else None
+  # several candidates per question: the halves are split by question (one candidate keeps the old split)
+  groups = [r["question"] for r in train_records] if _candidates(config) > 1 else None
   sweep = protocol.Sweep(rungs, train, test, protocol.sweep_spec(config), workdir, per_rung=per_rung,
                          groups=groups)
   raw = sweep.run(losses=list(config.losses), seeds=list(config.seeds), ensemble=config.ensemble,

@@ -266,7 +266,7 @@ def solution_pairs(problems: Sequence[reasoning.Problem]) -> Pairs:
 
 def validate(config: ml_collections.ConfigDict) -> None:
   """Fails before any training on a config the pipeline cannot run, naming the key."""
-  from w2s_jax.models.presets import get_preset
+  from w2s_jax.models.presets import from_section
 
   d = config.data
   for key in ("pool_size", "test_size", "seq_len", "max_prompt_len", "max_new_tokens"):
@@ -294,8 +294,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f"strong.start_examples must be in [1, data.gold_size={d.gold_size}], got "
                      f"{config.strong.start_examples} (or give strong.sft)")
   for role in ("weak", "strong"):
-    m = config[role].model
-    max_len = get_preset(m.preset, vocab_size=int(m.vocab_size), **dict(m.get("overrides", {}))).max_seq_len
+    max_len = from_section(config[role].model).max_seq_len
     need = max(int(d.seq_len), int(d.max_prompt_len) + int(d.max_new_tokens))
     if role in from_phase:
       need = max(need, int(config[role].sft.seq_len))

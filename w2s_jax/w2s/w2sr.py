@@ -39,7 +39,7 @@ from w2s_jax.config_files import start_workdir
 from w2s_jax.data.reasoning import Problem
 from w2s_jax.data.sft_sources import reasoning_problems, reasoning_prompt
 from w2s_jax.data.tokenizers import Tokenizer
-from w2s_jax.models.presets import get_preset
+from w2s_jax.models.presets import from_section
 from w2s_jax.rl.evaluate import evaluate, sample_eval
 from w2s_jax.rl.loop import prompt_indices, train_rl
 from w2s_jax.rl.rollout import PromptSet, encode_prompts
@@ -189,9 +189,7 @@ def run_w2sr(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str
   mesh, rules = shd.make_mesh(dict(config.mesh)), shd.get_rules(config.sharding)
   with jax.set_mesh(mesh), nnx.logical_axis_rules(rules):
     weak_graphdef = abstract_graphdef(weak_cfg)
-    m = config.model
-    strong_graphdef = abstract_graphdef(get_preset(m.preset, vocab_size=int(m.vocab_size),
-                                                   **dict(m.get("overrides", {}))))
+    strong_graphdef = abstract_graphdef(from_section(config.model))
     stats = weak_solutions(config, weak_params, weak_graphdef, train_prompts.take(idx), tokenizer, mesh,
                            rules, workdir / "weak_solutions.jsonl")
   eval_file = workdir / "heldout_gold.jsonl"
