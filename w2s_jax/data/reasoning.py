@@ -153,10 +153,27 @@ TASKS: dict[str, ReasoningTask] = {
 }
 
 
+def _no_steps(entry: dict[str, Any]) -> list[str]:
+  return []
+
+
+def gym_names() -> list[str]:
+  """Every dataset name reasoning-gym registers (read at call time, so late registrations count)."""
+  from reasoning_gym.factory import DATASETS
+
+  return sorted(DATASETS)
+
+
 def _get_task(task: str) -> ReasoningTask:
-  if task not in TASKS:
-    raise ValueError(f"unknown reasoning task {task!r}; choose one of {sorted(TASKS)}")
-  return TASKS[task]
+  """`TASKS[task]`, or any reasoning-gym dataset by name (no worked-solution steps: the answer alone)."""
+  if task in TASKS:
+    return TASKS[task]
+  if task in gym_names():
+    return ReasoningTask(task, _no_steps)
+  raise ValueError(
+    f"unknown reasoning task {task!r}: neither a task with worked solutions ({', '.join(sorted(TASKS))}) "
+    f"nor a reasoning-gym dataset (e.g. {', '.join(gym_names()[:8])}, ...; reasoning_gym.factory.DATASETS)"
+  )
 
 
 def _split_seed(seed: int, split: str) -> int:
@@ -189,7 +206,7 @@ def generate(
   generating the test split) and repeats are skipped, so splits never share a question.
 
   Args:
-    task: a key of `TASKS`.
+    task: a key of `TASKS` (worked solutions), or any reasoning-gym dataset name (steps empty).
     split: split name; part of the seed and of every id.
     size: number of problems wanted.
     seed: base seed.
