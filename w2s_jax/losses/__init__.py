@@ -24,7 +24,19 @@ from w2s_jax.losses.preference import (
 )
 from w2s_jax.losses.prm import prm_loss
 from w2s_jax.losses.sft import sft_loss
-from w2s_jax.losses.w2s import W2S_LOSSES, logconf_coef, logconf_loss, product_loss, xent_loss
+from w2s_jax.losses.w2s import (
+  STEP_FRAC_LOSSES,
+  W2S_LOSSES,
+  confidence_penalty_loss,
+  entropy_loss,
+  kl_loss,
+  logconf_coef,
+  logconf_loss,
+  midweak_radius,
+  product_loss,
+  window_loss,
+  xent_loss,
+)
 
 __all__ = [
   "PREFERENCE_LOSSES", "REDUCTIONS", "W2S_LOSSES", "aggregate", "bradley_terry_loss", "dpo_loss",
@@ -32,4 +44,5 @@ __all__ = [
   "product_loss", "reduce", "rpo_loss", "safe_ratio", "sft_loss", "simpo_loss", "xent_loss",
   "POLICY_LOSSES", "dynamic_sampling_mask", "kl_penalty", "overlong_penalty", "policy_loss",
   "unlikeliness_rewards", "generalized_jsd_loss", "reverse_kl_token_rewards", "prm_loss",
+  "STEP_FRAC_LOSSES", "confidence_penalty_loss", "entropy_loss", "kl_loss", "midweak_radius", "window_loss",
 ]

@@ -19,7 +19,7 @@ import optax
 from flax import nnx
 
 from w2s_jax.data.tokenizers import Tokenizer
-from w2s_jax.losses.w2s import W2S_LOSSES
+from w2s_jax.losses.w2s import STEP_FRAC_LOSSES, W2S_LOSSES
 from w2s_jax.models.heads import last_token_index
 from w2s_jax.train.step import Batch, Objective
 
@@ -86,8 +86,10 @@ def classifier_objective(loss: str = "xent", *, extra_loss: ExtraLoss | None = N
                          ) -> Objective:
   """Trains `model(tokens, segment_ids) -> logits_BC` on `batch["targets_BC"]` with a W2S loss by name.
 
-  The batch also carries `hard_B` (for accuracy against ground truth) and, for `logconf`, `step_frac_B`
-  (training progress, the same value in every row). `extra_loss(logits_BC, hard_B) -> (loss_B, aux)` adds
+  Losses: `W2S_LOSSES` (`xent`, `logconf`, `product`, `entropy`, `window`, `kl`, `confidence_penalty`),
+  `loss_kwargs` passed through. The batch also carries `hard_B` (for accuracy against ground truth) and,
+  for the losses in `STEP_FRAC_LOSSES` (`logconf`, `entropy`), `step_frac_B` (training progress, the same
+  value in every row). `extra_loss(logits_BC, hard_B) -> (loss_B, aux)` adds
   a per-row term (e.g. the deception study's conflicting objective); each `aux` entry `<name>_B` is
   summed into the metric `<name>`.
   """
@@ -99,7 +101,7 @@ def classifier_objective(loss: str = "xent", *, extra_loss: ExtraLoss | None = N
     del rng
     logits_BC = model(batch["tokens"], segment_ids_BL=batch["segment_ids"])
     kwargs = dict(loss_kwargs)
-    if loss == "logconf":
+    if loss in STEP_FRAC_LOSSES:
       kwargs["step_frac"] = batch["step_frac_B"][0]
     loss_B, _ = fn(logits_BC, batch["targets_BC"], **kwargs)
     metrics = {}
@@ -202,7 +204,7 @@ def train_linear_probe(
     p, opt = carry
     idx = jax.random.choice(jax.random.fold_in(jax.random.key(seed), i), n, (bs,), replace=False)
     kwargs = dict(loss_kwargs)
-    if loss == "logconf":
+    if loss in STEP_FRAC_LOSSES:
       kwargs["step_frac"] = i / steps
 
     def lossf(p):
