@@ -23,6 +23,7 @@ from w2s_jax.losses.w2s import (
   window_loss,
   xent_loss,
 )
+from w2s_jax.w2s.classify import classifier_objective
 
 LOGITS = np.array([[2.0, 0.0], [0.0, 1.0], [1.0, 1.0], [-1.0, 2.0]], np.float32)
 LABELS = np.array([[0.8, 0.2], [0.3, 0.7], [0.6, 0.4], [0.1, 0.9]], np.float32)
@@ -165,3 +166,22 @@ def test_registry_names_and_step_frac_losses():
   for name in set(W2S_LOSSES) - set(STEP_FRAC_LOSSES):
     loss, _ = jax.jit(lambda a, b, f=W2S_LOSSES[name]: f(a, b))(LOGITS, LABELS)
     assert loss.shape == (4,) and np.all(np.isfinite(loss))
+
+
+@pytest.mark.parametrize("name,kwargs", [("entropy", {"aux_coef": 0.5, "warmup_frac": 0.5}),
+                                         ("window", {"radius": 0.15}), ("kl", {}),
+                                         ("confidence_penalty", {"beta": 0.75})])
+def test_classifier_objective_resolves_the_new_losses(name, kwargs):
+  """The sweep's objective finds each loss by name and passes step_frac to the step-dependent ones."""
+
+  def model(tokens, segment_ids_BL):
+    del segment_ids_BL
+    return jnp.asarray(LOGITS)[tokens[:, 0]]
+
+  batch = {"tokens": np.arange(4)[:, None], "segment_ids": np.ones((4, 1), np.int32), "targets_BC": LABELS,
+           "hard_B": np.array([0, 1, 1, 1]), "step_frac_B": np.full(4, 0.25, np.float32)}
+  total, weight, metrics = classifier_objective(name, **kwargs)(model, batch, None)
+  step = {"step_frac": 0.25} if name in STEP_FRAC_LOSSES else {}
+  expected, _ = W2S_LOSSES[name](LOGITS, LABELS, **kwargs, **step)
+  assert float(total) == pytest.approx(float(jnp.sum(expected)), rel=1e-6) and float(weight) == 4.0
+  assert float(metrics["accuracy"]) == 3.0   # argmax 0, 1, 0 (tie), 1 against 0, 1, 1, 1
