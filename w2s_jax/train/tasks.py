@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import ml_collections
 
-from w2s_jax.data import pipeline, sft_sources
+from w2s_jax.data import limits, pipeline, sft_sources
 from w2s_jax.data.tokenizers import ByteTokenizer, Tokenizer, load_tokenizer
 from w2s_jax.models.presets import from_section
 from w2s_jax.models.transformer import Transformer
@@ -17,7 +17,7 @@ from w2s_jax.train.loop import Setup
 from w2s_jax.train.objectives import OBJECTIVES
 from w2s_jax.train.preference_tasks import preference_setup
 
-CORPORA = sft_sources.SFT_CORPORA  # name -> fn(split, data_cfg) -> (pairs, info)
+CORPORA = sft_sources.SFT_CORPORA  # name -> fn(split, data_cfg) -> (pairs, info); a live view of the tasks
 TOKENIZERS = {"bytes": ByteTokenizer}
 
 
@@ -30,10 +30,16 @@ def sft_setup(config: ml_collections.ConfigDict) -> Setup:
   """SFT of a decoder on prompt/response pairs, packed with segment ids."""
   data_cfg = config.data
   if data_cfg.corpus not in CORPORA:
-    raise ValueError(f"unknown corpus {data_cfg.corpus!r}; choose one of {sorted(CORPORA)}")
+    raise ValueError(f"unknown corpus {data_cfg.corpus!r}; choose one of {sorted(CORPORA)}, any "
+                     "reasoning-gym dataset name, a .jsonl/.parquet file of prompt/answer records or "
+                     "'module:function'")
   tokenizer = make_tokenizer(data_cfg.tokenizer)
   corpus = CORPORA[data_cfg.corpus]
   (train_pairs, train_info), (eval_pairs, eval_info) = corpus("train", data_cfg), corpus("eval", data_cfg)
+  overlong = data_cfg.get("overlong", "truncate")
+  for split, pairs in (("train", train_pairs), ("eval", eval_pairs)):
+    limits.check_examples(pairs, tokenizer, data_cfg.seq_len, overlong=overlong, batch_size=config.batch_size,
+                          split=split)
   data = pipeline.token_data(
     train_pairs,
     eval_pairs,
@@ -42,7 +48,7 @@ def sft_setup(config: ml_collections.ConfigDict) -> Setup:
     batch_size=config.batch_size,
     eval_batches=data_cfg.eval_batches,
     seed=config.seed,
-    overlong=data_cfg.get("overlong", "truncate"),
+    overlong="drop" if overlong == "error" else overlong,  # "error": checked above, nothing is over
   )
   model_cfg = from_section(config.model)
   if model_cfg.vocab_size < tokenizer.vocab_size:
