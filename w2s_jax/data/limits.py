@@ -39,6 +39,14 @@ class LengthLimitError(ValueError):
                             self.hint.replace(self.key, key))
 
 
+def check_model_length(needed: int, max_seq_len: int, what: str,
+                       key: str = "model.overrides.max_seq_len") -> None:
+  """A ValueError naming `key` when sequences of `needed` tokens (`what`) exceed the model's `max_seq_len`."""
+  if needed > max_seq_len:
+    raise ValueError(f"{what} need {needed} positions but the model's max_seq_len is {max_seq_len}: raise "
+                     f"{key} to at least {needed}")
+
+
 def packed_rows(lengths: Sequence[int], seq_len: int) -> int:
   """Rows that greedy packing (`packing.pack`) makes of examples of these lengths (all ≤ seq_len)."""
   rows, used = 0, seq_len

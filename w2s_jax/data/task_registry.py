@@ -18,6 +18,7 @@ Problems of an eval split never repeat a prompt of the train split (`problems`).
 
 from __future__ import annotations
 
+import functools
 import json
 import zlib
 from collections.abc import Callable, Iterable
@@ -146,11 +147,20 @@ def _draw(spec: str, split: str, size: int, seed: int, options: dict[str, Any],
           for i, obj in enumerate(out)]
 
 
+@functools.lru_cache(maxsize=8)
+def _gym_generate(spec: str, split: str, size: int, seed: int, options_json: str,
+                  answer_format: str) -> tuple[reasoning.Problem, ...]:
+  return tuple(reasoning.generate(spec, "train" if split == "train" else "test", size, seed=seed,
+                                  options=json.loads(options_json), answer_format=answer_format))
+
+
 def generate(spec: str, split: str, size: int, *, seed: int = 0, options: Any = None,
              answer_format: str = "", exclude: set[str] | None = None) -> list[reasoning.Problem]:
   """`size` distinct problems of task `spec` for `split` ("train" or "eval"), no prompt from `exclude`."""
   options = options_dict(options)
   if kind(spec) in ("worked", "gym"):
+    if not exclude:  # the train split is drawn again for every eval split and SFT phase: cache it
+      return list(_gym_generate(spec, split, size, seed, json.dumps(options, sort_keys=True), answer_format))
     return reasoning.generate(spec, "train" if split == "train" else "test", size, seed=seed,
                               exclude=exclude, options=options, answer_format=answer_format)
   seen, out = set(exclude or ()), []

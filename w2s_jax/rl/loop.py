@@ -39,6 +39,7 @@ from tqdm import tqdm
 from w2s_jax import sharding as shd
 from w2s_jax.checkpoint import Checkpointer
 from w2s_jax.config_files import start_workdir
+from w2s_jax.data.limits import check_model_length
 from w2s_jax.data.sft_sources import problems_from_config
 from w2s_jax.losses.policy import unlikeliness_rewards
 from w2s_jax.models.presets import from_section
@@ -170,6 +171,10 @@ def train_rl(
                      "in code: train_rl(config, workdir, reward_fn=...))")
   if reward_cfg.custom:
     resolve_reference(reward_cfg.custom, "reward.custom")  # fails here, not after the SFT phase
+  max_seq_len = from_section(config.model).max_seq_len
+  check_model_length(int(d.max_prompt_len) + int(ro.max_new_tokens), max_seq_len,
+                     "prompts + completions (data.max_prompt_len + rollout.max_new_tokens)")
+  check_model_length(int(config.sft.seq_len), max_seq_len, "SFT rows (sft.seq_len)")
   sft_params, sft_summary = run_sft(config, workdir)
   B, G, N = int(ro.prompts_per_step), int(ro.group_size), int(ro.max_new_tokens)
   temperature = float(ro.temperature)
