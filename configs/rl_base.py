@@ -42,7 +42,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.task = "chain_sum"
   c.data.task_options = ""  # the task's options: a dict in a config file, or a JSON object string on the CLI
   c.data.answer_format = ""  # answer_line (default) | answer_tag | boxed | last_number | any | mod:fn
-  c.data.tokenizer = "bytes"
+  c.data.tokenizer = "bytes"  # or gguf:smollm2-135m, a .model / tokenizer.json path
+  c.data.chat_template = ""  # "tokenizer" (its own, e.g. SmolLM2's), a CHAT_TEMPLATES key or Jinja; "" = off
   c.data.train_size = 2000 if smoke else 20000
   c.data.eval_size = 8 if smoke else 128  # held-out problems
   c.data.data_seed = 0

@@ -65,6 +65,8 @@ def problems_from_config(d: Any, split: str, *, task_key: str = "task") -> list[
 def _reasoning_corpus(task: str) -> Callable[[str, Any], tuple[Pairs, dict[str, Any]]]:
   def pairs(split: str, d: Any) -> tuple[Pairs, dict[str, Any]]:
     problems = problems_from_config({**_plain(d), "corpus": task}, split, task_key="corpus")
+    if d.get("chat_template"):  # the question alone: the chat template makes it the user turn (`chat`)
+      return [(p.prompt, p.solution) for p in problems], {"problems": len(problems)}
     return [(reasoning_prompt(p), p.solution) for p in problems], {"problems": len(problems)}
 
   return pairs

@@ -39,6 +39,7 @@ from tqdm import tqdm
 from w2s_jax import sharding as shd
 from w2s_jax.checkpoint import Checkpointer
 from w2s_jax.config_files import start_workdir
+from w2s_jax.data.chat import resolve_template
 from w2s_jax.data.limits import check_model_length
 from w2s_jax.data.sft_sources import problems_from_config
 from w2s_jax.losses.policy import unlikeliness_rewards
@@ -162,9 +163,10 @@ def train_rl(
   tokenizer = make_tokenizer(config.data.tokenizer)
   d, ro, adv_cfg = config.data, config.rollout, config.advantage
   # Prompts first: a too-long prompt stops the run before the SFT phase (data.long_prompts: error | skip).
-  on_long = d.get("long_prompts", "error")
+  on_long, template = d.get("long_prompts", "error"), resolve_template(d.get("chat_template", ""), tokenizer)
   train_prompts, eval_prompts = (encode_prompts(problems_from_config(d, split), tokenizer, d.max_prompt_len,
-                                                on_long=on_long) for split in ("train", "eval"))
+                                                on_long=on_long, chat_template=template)
+                                 for split in ("train", "eval"))
   reward_cfg = RewardConfig(**config.reward.to_dict(), learned=reward_fn)
   if reward_cfg.learned_coef and reward_fn is None:
     raise ValueError("reward.learned_coef > 0 but train_rl got no reward_fn (a learned reward is passed "

@@ -22,7 +22,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from w2s_jax.data import reasoning
+from w2s_jax.data import chat, reasoning
 from w2s_jax.data.limits import LengthLimitError
 from w2s_jax.data.sft_sources import reasoning_prompt
 from w2s_jax.data.tokenizers import Tokenizer
@@ -57,9 +57,12 @@ class PromptSet:
 
 def encode_prompts(
   problems: Sequence[reasoning.Problem], tokenizer: Tokenizer, prompt_len: int, *, on_long: str = "skip",
-  key: str = "data.max_prompt_len",
+  key: str = "data.max_prompt_len", chat_template: str | None = None,
 ) -> PromptSet:
   """Tokenizes `[BOS] + reasoning_prompt(problem)` (the SFT prompt) and left-pads to `prompt_len`.
+
+  With `chat_template` (a Jinja string, `data.chat_template` resolved by `chat.resolve_template`) the
+  prompt is the question as the user turn up to the assistant header (`chat.render_prompt`), as in SFT.
 
   A prompt needing more than `prompt_len` tokens is an error naming `key`, the longest prompt and how
   many are too long (`on_long="error"`), or is left out and counted in `dropped` (`on_long="skip"`); if
@@ -69,7 +72,8 @@ def encode_prompts(
     raise ValueError(f"on_long must be 'error' or 'skip', got {on_long!r}")
   kept, seqs, longest = [], [], 0
   for p in problems:
-    ids = [tokenizer.bos_id, *tokenizer.encode(reasoning_prompt(p))]
+    text = chat.render_prompt(chat_template, tokenizer, p.prompt) if chat_template else reasoning_prompt(p)
+    ids = [tokenizer.bos_id, *tokenizer.encode(text)]
     longest = max(longest, len(ids))
     if len(ids) <= prompt_len:
       kept.append(p)

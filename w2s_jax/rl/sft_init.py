@@ -35,7 +35,8 @@ def sft_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     train_size=int(config.data.train_size), eval_size=int(s.get("eval_size", 64)),
     data_seed=int(config.data.data_seed), data_dir="", eval_batches=int(s.get("eval_batches", 1)),
   ))
-  for key in ("task_options", "answer_format"):  # only when set: a shared SFT folder's config stays the same
+  # Only when set, so a shared SFT folder's config stays the same.
+  for key in ("task_options", "answer_format", "chat_template"):
     if config.data.get(key):
       c.data[key] = config.data[key]
   c.objective = ml_collections.ConfigDict(dict(name="sft", reduction="token-mean", z_loss=0.0,
