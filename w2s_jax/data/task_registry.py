@@ -140,7 +140,11 @@ def _draw(spec: str, split: str, size: int, seed: int, options: dict[str, Any],
     return [_to_problem(r, spec, split, i, f"{spec}: record {i}", answer_format)
             for i, r in _file_records(spec, split, eval_frac)]
   fn = USER_TASKS[spec] if k == "registered" else resolve_reference(spec, "data.task")
-  out = fn(split, size, seed, **options)
+  try:
+    out = fn(split, size, seed, **options)
+  except TypeError as e:  # most often options (data.task_options) the function does not take
+    raise TypeError(f"task {spec!r}: fn({split!r}, {size}, {seed}, **{options}) failed: {e} "
+                    "(signature: fn(split, size, seed, **data.task_options))") from e
   if out is None:
     raise ValueError(f"task {spec!r} returned None for split {split!r}: return a list of problem dicts")
   return [_to_problem(obj, spec, split, i, f"task {spec!r} ({split} problem {i})", answer_format)
