@@ -37,12 +37,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model.overrides = ml_collections.ConfigDict({"max_seq_len": 512})
 
   c.data = ml_collections.ConfigDict()
-  c.data.task = "chain_sum"  # a key of w2s_jax.data.reasoning.TASKS
-  c.data.tokenizer = "bytes"
+  # Any task spec (w2s_jax.data.task_registry): a reasoning-gym dataset name (chain_sum, countdown, …), a
+  # .jsonl/.parquet file of prompt/answer records, or "module:function".
+  c.data.task = "chain_sum"
+  c.data.task_options = ""  # the task's options: a dict in a config file, or a JSON object string on the CLI
+  c.data.answer_format = ""  # answer_line (default) | answer_tag | boxed | last_number | any | mod:fn
+  c.data.tokenizer = "bytes"  # or gguf:smollm2-135m, a .model / tokenizer.json path
+  c.data.chat_template = ""  # "tokenizer" (its own, e.g. SmolLM2's), a CHAT_TEMPLATES key or Jinja; "" = off
   c.data.train_size = 2000 if smoke else 20000
   c.data.eval_size = 8 if smoke else 128  # held-out problems
   c.data.data_seed = 0
-  c.data.max_prompt_len = 128  # prompt slots P (BOS + "Question: …\nSolution:\n"); longer prompts are dropped
+  c.data.max_prompt_len = 128  # prompt slots P (BOS + "Question: …\nSolution:\n")
+  c.data.long_prompts = "error"  # a prompt over max_prompt_len: "error" (names the length to set) or "skip"
 
   # Phase 1: SFT on worked solutions through the SFT loop (reloaded when already done).
   c.sft = ml_collections.ConfigDict()
@@ -72,6 +78,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.reward.format_coef = 0.0
   c.reward.overlong_buffer = 0  # DAPO L_cache; 0 = off
   c.reward.overlong_penalty = 1.0
+  c.reward.partial_coef = 0.0  # weight of the scorer's partial credit (clipped to [0, 1]); 0 = off
+  c.reward.length_coef = 0.0  # weight of −length / max_new_tokens; 0 = off
+  c.reward.custom = ""  # "module:function": fn(problem, completion, answer) -> float; "" = off
+  c.reward.custom_coef = 1.0
   c.reward.learned_coef = 0.0  # weight of a learned reward passed as train_rl(reward_fn=...); 0 = off
 
   c.dynamic_sampling = ml_collections.ConfigDict()

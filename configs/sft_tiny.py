@@ -40,10 +40,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   c.data = ml_collections.ConfigDict()
   # smoke: GCDs by Euclid's algorithm (~250-byte worked solutions); full: GSM8K-derived word problems.
-  c.data.corpus = "gcd" if smoke else "gsm_symbolic"  # see w2s_jax.data.sft_sources.SFT_CORPORA
-  c.data.tokenizer = "bytes"  # or a .model / tokenizer.json path
+  # A text corpus of w2s_jax.data.sft_sources.TEXT_CORPORA, or any task spec (w2s_jax.data.task_registry):
+  # a reasoning-gym dataset name, a .jsonl/.parquet file of prompt/answer records, or "module:function".
+  c.data.corpus = "gcd" if smoke else "gsm_symbolic"
+  c.data.task_options = ""  # the task's options: a dict in a config file, or a JSON object string on the CLI
+  c.data.answer_format = ""  # how solutions state the answer: answer_line (default) | answer_tag | boxed | …
+  c.data.tokenizer = "bytes"  # or gguf:smollm2-135m, a .model / tokenizer.json path
+  c.data.chat_template = ""  # "tokenizer" (its own, e.g. SmolLM2's), a CHAT_TEMPLATES key or Jinja; "" = off
   c.data.seq_len = 256 if smoke else 1024
-  c.data.overlong = "drop"  # or "truncate"; counted either way
+  c.data.overlong = "drop"  # "drop" or "truncate" (counted), or "error" (names data.seq_len and the longest)
   c.data.train_size = 2000 if smoke else 20000
   c.data.eval_size = 200 if smoke else 1000
   c.data.data_seed = 0

@@ -77,7 +77,8 @@ class W2sReasoning(_ArrayRecordBuilder):
 
   def _generate_examples(self, problems):
     for p in problems:
-      yield p.id, {**dataclasses.asdict(p), "steps": list(p.steps), "solution": p.solution}
+      fields = {k: v for k, v in dataclasses.asdict(p).items() if k not in ("scorer", "answer_format")}
+      yield p.id, {**fields, "steps": list(p.steps), "solution": p.solution}  # the tasks' own scorer, format
 
 
 class W2sVerify(_ArrayRecordBuilder):

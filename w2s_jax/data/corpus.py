@@ -1,7 +1,8 @@
 """A pretraining corpus for the from-scratch model ladder, from real text and tasks available offline.
 
 Sources (each document has a `source` tag):
-- `reasoning/<task>`: reasoning-gym problems with worked solutions (`reasoning.TASKS`), written as
+- `reasoning/<task>`: reasoning-gym problems with worked solutions (`PRETRAIN_TASKS`, listed here so that
+  a task added to `reasoning.TASKS` or `task_registry` never silently enters the corpus), written as
   `Question: ...\\nSolution:\\n<steps>\\nAnswer: ...`;
 - `qa/<task>`: problems of further reasoning-gym tasks (logic, dates, sorting, counting, algebra…) with
   their answers, as `Question: ...\\nAnswer: ...`;
@@ -28,6 +29,7 @@ from pathlib import Path
 
 from w2s_jax.data import reasoning
 
+PRETRAIN_TASKS = ("chain_sum", "gcd", "base_conversion", "gsm_symbolic")
 QA_TASKS = (
   "basic_arithmetic", "prime_factorization", "lcm", "fraction_simplification", "number_sorting",
   "family_relationships", "syllogism", "time_intervals", "calendar_arithmetic", "leg_counting",
@@ -44,7 +46,7 @@ def in_test_split(doc_id: str, test_frac: float) -> bool:
 
 def reasoning_documents(problems_per_task: int, seed: int) -> Iterator[tuple[str, str, str]]:
   """(id, source, text) of worked reasoning problems."""
-  for task in reasoning.TASKS:
+  for task in PRETRAIN_TASKS:
     for p in reasoning.generate(task, "pretrain", problems_per_task, seed=seed):
       yield p.id, f"reasoning/{task}", f"Question: {p.prompt}\nSolution:\n{p.solution}"
 

@@ -10,21 +10,33 @@ generators with a worked-solution writer:
 | `base_conversion` | multi-step (harder)               | to base 10 by place values, then divisions   |
 | `gsm_symbolic`    | GSM8K-derived word problems (hard)| the task's own `answer_cot`, one line a step |
 
-A record (`Problem`) holds the prompt, the reference answer, the steps and the task's metadata as JSON, so
-`score(problem, completion)` can call the task's own `score_answer` long after generation. A solution is
-written as the steps, one a line, then `Answer: <answer>`; `extract_answer` reads that last line back.
+Any other reasoning-gym dataset is usable by name (steps empty: the answer alone); user tasks come in
+through `w2s_jax.data.task_registry`. A record (`Problem`) holds the prompt, the reference answer, the
+steps, the task's metadata as JSON, its scorer and its answer format, so `grade(problem, completion)` can
+call the task's own `score_answer` long after generation. A solution is written as the steps, one a line,
+then the answer stated in the problem's format (`Answer: <answer>` by default; `w2s_jax.data.answers`).
+
+Correctness is tolerance-free (`grade`): the extracted answer is correct iff the scorer returns exactly
+1.0 or the answer equals the reference answer (both stripped). Scorers return the literal 1.0 for full
+marks; partial credit is a separate number. This closes a float trap: reasoning-gym's `spell_backward`
+sums 1/len per matching letter, so the gold word plus a suffix can score 1.0000000000000002 (a partial
+credit that missed the scorer's own `reward == 1.0` check); `score >= 1.0` called that correct.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 import zlib
 from collections.abc import Callable
 from typing import Any
 
-ANSWER_PREFIX = "Answer:"
+from w2s_jax.data import answers
+from w2s_jax.references import is_reference, resolve_reference
+
+ANSWER_PREFIX = answers.ANSWER_PREFIX
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +50,8 @@ class Problem:
     answer: reference answer string (what the task's scorer accepts).
     steps: worked solution, one step a string; the last step produces the answer.
     metadata: reasoning-gym's metadata as JSON (for the scorer and for building distractors).
+    scorer: scorer name (`SCORERS`, a reasoning-gym dataset, or `module:function`); "" = the task's own.
+    answer_format: how answers are stated and extracted (`answers.EXTRACTORS`); "" = `answer_line`.
   """
 
   id: str
@@ -46,11 +60,13 @@ class Problem:
   answer: str
   steps: tuple[str, ...]
   metadata: str
+  scorer: str = ""
+  answer_format: str = ""
 
   @property
   def solution(self) -> str:
-    """The worked solution as a model should write it: steps, then `Answer: <answer>`."""
-    return "\n".join([*self.steps, f"{ANSWER_PREFIX} {self.answer}"])
+    """The worked solution as a model should write it: steps, then the answer in the problem's format."""
+    return "\n".join([*self.steps, answers.state(self.answer, self.answer_format)])
 
   @classmethod
   def from_record(cls, record: dict[str, Any]) -> Problem:
@@ -192,13 +208,16 @@ def raw_entries(
 
   options = {**(TASKS[task].options if task in TASKS else {}), **(options or {})}
   name = TASKS[task].name if task in TASKS else task
-  ds = reasoning_gym.create_dataset(name, size=size, seed=seed, **options)
+  try:
+    ds = reasoning_gym.create_dataset(name, size=size, seed=seed, **options)
+  except (TypeError, AssertionError, ValueError) as e:
+    raise ValueError(f"reasoning-gym {name!r} rejects the options {options} (data.task_options): {e}") from e
   return [ds[i] for i in range(size)]
 
 
 def generate(
   task: str, split: str, size: int, *, seed: int = 0, exclude: set[str] | None = None,
-  options: dict[str, Any] | None = None,
+  options: dict[str, Any] | None = None, answer_format: str = "",
 ) -> list[Problem]:
   """Generates `size` problems of `task` for `split`.
 
@@ -212,6 +231,7 @@ def generate(
     seed: base seed.
     exclude: questions that must not appear.
     options: difficulty knobs overriding the task's `options` (see `raw_entries`); None = the task's.
+    answer_format: the problems' `answer_format` ("" = `answers.DEFAULT_FORMAT`).
 
   Returns:
     `size` problems (fewer only if the task cannot produce that many distinct questions).
@@ -228,6 +248,7 @@ def generate(
       out.append(Problem(
         id=f"{task}-{split}-{len(out)}", task=task, prompt=entry["question"], answer=str(entry["answer"]),
         steps=tuple(t.steps(entry)), metadata=json.dumps(entry["metadata"], default=str),
+        answer_format=answer_format,
       ))
       if len(out) == size:
         return out
@@ -238,25 +259,83 @@ def generate(
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 
 
-def extract_answer(completion: str) -> str | None:
-  """The answer a completion states: text after its last `Answer:` (or GSM8K-style `####`), else None."""
-  for marker in (ANSWER_PREFIX, "####"):
-    if marker in completion:
-      tail = completion.rsplit(marker, 1)[1].strip()
-      return tail.splitlines()[0].strip() if tail else ""
-  return None
+def extract_answer(completion: str, answer_format: str = "") -> str | None:
+  """The answer a completion states in `answer_format` (`answers.EXTRACTORS`; "" = `Answer:` line)."""
+  return answers.extract(completion, answer_format)
 
 
+def _exact(answer: str | None, entry: dict[str, Any]) -> float:
+  return float(answer is not None and answer.strip() == str(entry["answer"]).strip())
+
+
+def _number(answer: str | None, entry: dict[str, Any]) -> float:
+  try:
+    return float(float(str(answer).replace(",", "")) == float(str(entry["answer"]).replace(",", "")))
+  except ValueError:
+    return 0.0
+
+
+SCORERS: dict[str, Callable[[str | None, dict[str, Any]], float]] = {"exact": _exact, "number": _number}
 _scorers: dict[str, Callable[[str | None, dict[str, Any]], float]] = {}
 
 
-def score(problem: Problem, completion: str) -> float:
-  """Scores a model's completion with the task's own `score_answer` (1.0 = correct)."""
-  import reasoning_gym
+def scorer(name: str) -> Callable[[str | None, dict[str, Any]], float]:
+  """`fn(answer, entry) -> credit` by name: `SCORERS`, a reasoning-gym dataset, or `module:function`."""
+  if name not in _scorers:
+    if name in SCORERS:
+      _scorers[name] = SCORERS[name]
+    elif is_reference(name):
+      _scorers[name] = resolve_reference(name, "scorer")
+    elif name in TASKS or name in gym_names():
+      import reasoning_gym
 
-  if problem.task not in _scorers:
-    _scorers[problem.task] = reasoning_gym.get_score_answer_fn(_get_task(problem.task).name)
-  return float(_scorers[problem.task](extract_answer(completion), problem.entry()))
+      _scorers[name] = reasoning_gym.get_score_answer_fn(TASKS[name].name if name in TASKS else name)
+    else:
+      raise ValueError(f"unknown scorer {name!r}: use one of {sorted(SCORERS)}, a reasoning-gym dataset "
+                       "name or a 'module:function' reference")
+  return _scorers[name]
+
+
+@dataclasses.dataclass(frozen=True)
+class Grade:
+  """A completion's grade.
+
+  Attributes:
+    answer: the extracted answer (None: the format's marker is absent).
+    correct: the tolerance-free verdict (see the module docstring).
+    credit: the scorer's own value (partial credit; may exceed 1.0 by float error, see above).
+  """
+
+  answer: str | None
+  correct: bool
+  credit: float
+
+
+def grade_answer(problem: Problem, answer: str | None) -> Grade:
+  """Grades an already extracted answer with the problem's scorer."""
+  credit = float(scorer(problem.scorer or problem.task)(answer, problem.entry()))
+  if not math.isfinite(credit):
+    raise ValueError(f"scorer {problem.scorer or problem.task!r} gave {credit} for problem {problem.id}")
+  correct = answer is not None and (credit == 1.0 or answer.strip() == problem.answer.strip())
+  return Grade(answer, correct, credit)
+
+
+def grade(problem: Problem, completion: str) -> Grade:
+  """Extracts the answer in the problem's format and grades it."""
+  return grade_answer(problem, extract_answer(completion, problem.answer_format))
+
+
+_BELOW_ONE = math.nextafter(1.0, 0.0)
+
+
+def score(problem: Problem, completion: str) -> float:
+  """1.0 iff `grade` says correct, else the scorer's partial credit capped just below 1.0.
+
+  The cap keeps every `score(...) >= 1.0` and `== 1.0` test right when a scorer's partial credit
+  overflows 1.0 by float error (the spell_backward trap); `grade(...).credit` is the raw value.
+  """
+  g = grade(problem, completion)
+  return 1.0 if g.correct else min(g.credit, _BELOW_ONE)
 
 
 def numbers_in(text: str) -> list[str]:

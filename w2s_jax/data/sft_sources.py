@@ -4,9 +4,11 @@ Each corpus is `fn(split, data_cfg) -> (pairs, info)` with split "train" or "eva
 config's `data` section (keys read with defaults, so configs name only what they use):
 
 - `python_reference`: paragraphs of the Python reference (`eval_frac`, `max_chars`).
-- a task of `reasoning.TASKS` (e.g. `gsm_symbolic`): prompt `Question: …\\nSolution:\\n`, response the
-  worked solution ending `Answer: …`. `train_size`/`eval_size` problems, generated in process, or read
-  from the `w2s_reasoning` TFDS builder when `data_dir` is set (built there if missing).
+- any task spec of `task_registry` (a reasoning-gym name such as `gsm_symbolic` or `countdown`, a
+  registered name, a prompt/answer file, `module:function`): prompt `Question: …\\nSolution:\\n`, response
+  the worked solution ending with the answer in `answer_format` (default `Answer: …`).
+  `train_size`/`eval_size` problems with `task_options`, generated in process, or (tasks of
+  `reasoning.TASKS` only) read from the `w2s_reasoning` TFDS builder when `data_dir` is set.
 - `pretrain`: the ladder's pretraining mix (`corpus.documents`: `problems_per_task`, `qa_per_task`,
   `with_docstrings`), every token trained (empty prompt); documents are cut at line ends into chunks of
   at most `max_chars`; the eval split is `eval_frac` of documents by a stable hash of their id, less
@@ -17,10 +19,10 @@ config's `data` section (keys read with defaults, so configs name only what they
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from w2s_jax.data import corpus, jsonl, reasoning, text
+from w2s_jax.data import answers, corpus, jsonl, reasoning, task_registry, text
 
 Pairs = list[tuple[str, str]]
 
@@ -31,8 +33,9 @@ def reasoning_prompt(problem: reasoning.Problem) -> str:
 
 
 def reasoning_problems(task: str, split: str, *, size: int, train_size: int = 0, seed: int = 0,
-                       data_dir: str | None = None) -> list[reasoning.Problem]:
-  """`size` problems of `task` from the train ("train") or held-out ("eval") split.
+                       data_dir: str | None = None, options: Any = None,
+                       answer_format: str = "") -> list[reasoning.Problem]:
+  """`size` problems of task spec `task` (`task_registry`) from the "train" or held-out "eval" split.
 
   In process, the eval split never repeats a question of the `train_size` train problems. With
   `data_dir`, problems are the first `size` records of the `w2s_reasoning/<task>` TFDS build.
@@ -43,21 +46,34 @@ def reasoning_problems(task: str, split: str, *, size: int, train_size: int = 0,
     source = builders.build("w2s_reasoning", task, data_dir=data_dir).as_data_source()
     records = builders.read_all(source["train" if split == "train" else "test"], limit=size)
     return [reasoning.Problem.from_record(r) for r in records]
-  train = reasoning.generate(task, "train", size if split == "train" else train_size, seed=seed)
-  if split == "train":
-    return train
-  return reasoning.generate(task, "test", size, seed=seed, exclude={p.prompt for p in train})
+  return task_registry.problems(task, split, size=size, train_size=train_size, seed=seed, options=options,
+                                answer_format=answer_format)
+
+
+def problems_from_config(d: Any, split: str, *, task_key: str = "task") -> list[reasoning.Problem]:
+  """The problems a config's `data` section names (`task` or `corpus`, `task_options`, `answer_format`,
+  `train_size`, `eval_size`, `data_seed`, `data_dir`) for split "train" or "eval"."""
+  train_size = int(d.get("train_size", 2000))
+  size = train_size if split == "train" else int(d.get("eval_size", 200))
+  fmt = d.get("answer_format") or ""
+  return reasoning_problems(d[task_key], split, size=size, train_size=train_size,
+                            seed=int(d.get("data_seed", 0)), data_dir=d.get("data_dir") or None,
+                            options=d.get("task_options"),
+                            answer_format=answers.check_format(fmt) if fmt else "")
 
 
 def _reasoning_corpus(task: str) -> Callable[[str, Any], tuple[Pairs, dict[str, Any]]]:
   def pairs(split: str, d: Any) -> tuple[Pairs, dict[str, Any]]:
-    train_size = int(d.get("train_size", 2000))
-    size = train_size if split == "train" else int(d.get("eval_size", 200))
-    problems = reasoning_problems(task, split, size=size, train_size=train_size,
-                                  seed=int(d.get("data_seed", 0)), data_dir=d.get("data_dir") or None)
+    problems = problems_from_config({**_plain(d), "corpus": task}, split, task_key="corpus")
+    if d.get("chat_template"):  # the question alone: the chat template makes it the user turn (`chat`)
+      return [(p.prompt, p.solution) for p in problems], {"problems": len(problems)}
     return [(reasoning_prompt(p), p.solution) for p in problems], {"problems": len(problems)}
 
   return pairs
+
+
+def _plain(d: Any) -> dict[str, Any]:
+  return d.to_dict() if hasattr(d, "to_dict") else dict(d)
 
 
 def _python_reference(split: str, d: Any) -> tuple[Pairs, dict[str, Any]]:
@@ -117,9 +133,36 @@ def _jsonl(split: str, d: Any) -> tuple[Pairs, dict[str, Any]]:
   return [(r["prompt"], r["response"]) for r in records], info
 
 
-SFT_CORPORA: dict[str, Callable[[str, Any], tuple[Pairs, dict[str, Any]]]] = {
+Corpus = Callable[[str, Any], tuple[Pairs, dict[str, Any]]]
+TEXT_CORPORA: dict[str, Corpus] = {
   "python_reference": _python_reference,
-  **{task: _reasoning_corpus(task) for task in reasoning.TASKS},
   "pretrain": _pretrain,
   "jsonl": _jsonl,
 }
+
+
+class _Corpora(Mapping):
+  """`TEXT_CORPORA` plus every task spec of `task_registry`, looked up when asked (never a copy).
+
+  Iterating lists the text corpora, `reasoning.TASKS` and registered tasks as they are *now*; any other
+  reasoning-gym name, file or `module:function` is found by lookup.
+  """
+
+  def __getitem__(self, name: str) -> Corpus:
+    if name in TEXT_CORPORA:
+      return TEXT_CORPORA[name]
+    if not task_registry.is_task(name):
+      raise KeyError(name)
+    return _reasoning_corpus(name)
+
+  def __contains__(self, name: object) -> bool:
+    return isinstance(name, str) and (name in TEXT_CORPORA or task_registry.is_task(name))
+
+  def __iter__(self) -> Iterator[str]:
+    return iter([*TEXT_CORPORA, *reasoning.TASKS, *task_registry.USER_TASKS])
+
+  def __len__(self) -> int:
+    return len(list(iter(self)))
+
+
+SFT_CORPORA: Mapping[str, Corpus] = _Corpora()

@@ -66,8 +66,8 @@ def pass_maj_metrics(
     votes = []
     for p, answers in zip(problems, answers_PN):
       winner = majority_vote(list(answers[:k]))
-      votes.append(0.0 if winner is None else reasoning.score(p, f"{reasoning.ANSWER_PREFIX} {winner}"))
-    out[f"maj@{k}"] = float(np.mean(np.asarray(votes) >= 1.0))
+      votes.append(winner is not None and reasoning.grade_answer(p, winner).correct)
+    out[f"maj@{k}"] = float(np.mean(votes))
   out["answered"] = float(np.mean([a is not None for row in answers_PN for a in row]))
   return out
 

@@ -39,10 +39,13 @@ from tqdm import tqdm
 from w2s_jax import sharding as shd
 from w2s_jax.checkpoint import Checkpointer
 from w2s_jax.config_files import start_workdir
-from w2s_jax.data.sft_sources import reasoning_problems
+from w2s_jax.data.chat import resolve_template
+from w2s_jax.data.limits import check_model_length
+from w2s_jax.data.sft_sources import problems_from_config
 from w2s_jax.losses.policy import unlikeliness_rewards
 from w2s_jax.models.presets import from_section
 from w2s_jax.models.transformer import Transformer
+from w2s_jax.references import resolve_reference
 from w2s_jax.rl import batch as batch_lib
 from w2s_jax.rl import tree_rollout
 from w2s_jax.rl.evaluate import evaluate
@@ -158,20 +161,25 @@ def train_rl(
   workdir = start_workdir(config, workdir)
   t0 = time.perf_counter()
   tokenizer = make_tokenizer(config.data.tokenizer)
-  sft_params, sft_summary = run_sft(config, workdir)
-
   d, ro, adv_cfg = config.data, config.rollout, config.advantage
-  train_problems = reasoning_problems(d.task, "train", size=d.train_size, seed=d.data_seed)
-  eval_problems = reasoning_problems(d.task, "eval", size=d.eval_size, train_size=d.train_size,
-                                     seed=d.data_seed)
-  train_prompts = encode_prompts(train_problems, tokenizer, d.max_prompt_len)
-  eval_prompts = encode_prompts(eval_problems, tokenizer, d.max_prompt_len)
-  B, G, N = int(ro.prompts_per_step), int(ro.group_size), int(ro.max_new_tokens)
-  temperature = float(ro.temperature)
+  # Prompts first: a too-long prompt stops the run before the SFT phase (data.long_prompts: error | skip).
+  on_long, template = d.get("long_prompts", "error"), resolve_template(d.get("chat_template", ""), tokenizer)
+  train_prompts, eval_prompts = (encode_prompts(problems_from_config(d, split), tokenizer, d.max_prompt_len,
+                                                on_long=on_long, chat_template=template)
+                                 for split in ("train", "eval"))
   reward_cfg = RewardConfig(**config.reward.to_dict(), learned=reward_fn)
   if reward_cfg.learned_coef and reward_fn is None:
     raise ValueError("reward.learned_coef > 0 but train_rl got no reward_fn (a learned reward is passed "
                      "in code: train_rl(config, workdir, reward_fn=...))")
+  if reward_cfg.custom:
+    resolve_reference(reward_cfg.custom, "reward.custom")  # fails here, not after the SFT phase
+  max_seq_len = from_section(config.model).max_seq_len
+  check_model_length(int(d.max_prompt_len) + int(ro.max_new_tokens), max_seq_len,
+                     "prompts + completions (data.max_prompt_len + rollout.max_new_tokens)")
+  check_model_length(int(config.sft.seq_len), max_seq_len, "SFT rows (sft.seq_len)")
+  sft_params, sft_summary = run_sft(config, workdir)
+  B, G, N = int(ro.prompts_per_step), int(ro.group_size), int(ro.max_new_tokens)
+  temperature = float(ro.temperature)
   use_critic = adv_cfg.name == "gae"
   kind = ro.get("kind", "group")
 
@@ -376,7 +384,10 @@ def train_rl(
           groups_kept_frac=drawn["groups_kept_frac"], sample_rounds=drawn["rounds"],
           batch_groups_real=int(real_B.sum()),
           trained_rows=int((cmask_RN.sum(axis=1) > 0).sum()), prompt_cursor=cursor, sampled_tokens=sampled[0],
+          **{f"reward_{k}": mean(v) for k, v in first.reward_terms.items()},  # each reward term on its own
         )
+        if first.credit_R is not None:
+          metrics["partial_credit"] = mean(first.credit_R)
         s = final = it + 1
         spent += sampled[0]
         metrics["sampled_tokens_total"] = spent

@@ -5,9 +5,10 @@ the sampler's slot layout: `tokens_RS` is the left-padded prompt (P slots) follo
 (N = max_new_tokens slots). Per-token arrays of the completion are [R, N]: slot P + n holds completion
 token n, and `logp_RN[:, n]` is its log-prob.
 
-Rewards (`RewardConfig`): exact correctness by the task's own scorer (reasoning-gym `score_answer` = 1;
-partial credit counts as wrong) times `correct_coef`, plus `format_coef` when the completion stated an
-`Answer:` line and ended with the stop token, plus DAPO's overlong shaping when `overlong_buffer` > 0.
+Rewards (`RewardConfig`, `w2s_jax.rewards.compose`): named terms from the config — correctness of the
+answer extracted in the task's format (`reasoning.grade`: tolerance-free, partial credit is not correct),
+the scorer's partial credit, a format term, DAPO's overlong shaping, a length penalty, a user term and a
+learned reward — each kept per row in `Rollout.reward_terms`; the reward is their sum.
 
 Legend: B prompts, G samples per prompt, R = B·G rows, P prompt slots, N completion slots, S = P + N.
 """
@@ -21,34 +22,16 @@ from typing import Any
 import jax
 import numpy as np
 
-from w2s_jax.data import reasoning
+from w2s_jax.data import chat, reasoning
+from w2s_jax.data.limits import LengthLimitError
 from w2s_jax.data.sft_sources import reasoning_prompt
 from w2s_jax.data.tokenizers import Tokenizer
-from w2s_jax.losses.policy import dynamic_sampling_mask, overlong_penalty
+from w2s_jax.losses.policy import dynamic_sampling_mask
+from w2s_jax.rewards.compose import RewardConfig, reward_terms
 from w2s_jax.sampling.sampler import STOPPED, TRUNCATED, Sampler, left_pad
 
-
-@dataclasses.dataclass(frozen=True)
-class RewardConfig:
-  """How a completion is rewarded.
-
-  Attributes:
-    correct_coef: weight of the task scorer's value (1.0 = correct).
-    format_coef: added when the completion has an `Answer:` line and ended with the stop token.
-    overlong_buffer: DAPO's L_cache in tokens; 0 turns overlong shaping off. L_max = max_new_tokens.
-    overlong_penalty: DAPO's penalty factor (the most a too-long completion loses).
-    learned_coef: weight of `learned` (a verifier's or reward model's score); 0 = off.
-    learned: `fn(problems_R, texts_R) -> scores [R]`, one score per completion (row r's problem is
-      `problems_R[r]`), e.g. a verifier's probability that the completion is correct. Training sees the
-      scores; `correct_R` stays the task scorer's, so logs and evaluations show true accuracy.
-  """
-
-  correct_coef: float = 1.0
-  format_coef: float = 0.0
-  overlong_buffer: int = 0
-  overlong_penalty: float = 1.0
-  learned_coef: float = 0.0
-  learned: Callable[[Sequence[reasoning.Problem], Sequence[str]], np.ndarray] | None = None
+__all__ = ["RewardConfig", "PromptSet", "Rollout", "encode_prompts", "score_rows", "sample_groups",
+           "collect_groups", "concat_rollouts", "decode_completions"]
 
 
 @dataclasses.dataclass
@@ -72,24 +55,35 @@ class PromptSet:
     return PromptSet([self.problems[i] for i in idx], self.tokens_BP[idx], self.mask_BP[idx])
 
 
-def encode_prompts(problems: Sequence[reasoning.Problem], tokenizer: Tokenizer, prompt_len: int) -> PromptSet:
+def encode_prompts(
+  problems: Sequence[reasoning.Problem], tokenizer: Tokenizer, prompt_len: int, *, on_long: str = "skip",
+  key: str = "data.max_prompt_len", chat_template: str | None = None,
+) -> PromptSet:
   """Tokenizes `[BOS] + reasoning_prompt(problem)` (the SFT prompt) and left-pads to `prompt_len`.
 
-  Problems whose prompt needs more than `prompt_len` tokens are left out and counted in `dropped`; if
-  none fit, the config's `data.max_prompt_len` is too small and a ValueError says so.
+  With `chat_template` (a Jinja string, `data.chat_template` resolved by `chat.resolve_template`) the
+  prompt is the question as the user turn up to the assistant header (`chat.render_prompt`), as in SFT.
+
+  A prompt needing more than `prompt_len` tokens is an error naming `key`, the longest prompt and how
+  many are too long (`on_long="error"`), or is left out and counted in `dropped` (`on_long="skip"`); if
+  none fit, it is an error either way.
   """
-  kept, seqs = [], []
+  if on_long not in ("error", "skip"):
+    raise ValueError(f"on_long must be 'error' or 'skip', got {on_long!r}")
+  kept, seqs, longest = [], [], 0
   for p in problems:
-    ids = [tokenizer.bos_id, *tokenizer.encode(reasoning_prompt(p))]
+    text = chat.render_prompt(chat_template, tokenizer, p.prompt) if chat_template else reasoning_prompt(p)
+    ids = [tokenizer.bos_id, *tokenizer.encode(text)]
+    longest = max(longest, len(ids))
     if len(ids) <= prompt_len:
       kept.append(p)
       seqs.append(ids)
-  if not kept:
-    raise ValueError(
-      f"no prompt of {len(problems)} fits in data.max_prompt_len={prompt_len} tokens; raise it"
-    )
+  too_long = len(problems) - len(kept)
+  if too_long and (on_long == "error" or not kept):
+    hint = "or set data.long_prompts='skip' to skip and count them" if kept else "no prompt fits"
+    raise LengthLimitError(key, prompt_len, longest, too_long, len(problems), "prompts (BOS included)", hint)
   tokens, mask = left_pad(seqs, pad_id=tokenizer.pad_id, length=prompt_len)
-  return PromptSet(kept, tokens, mask, dropped=len(problems) - len(kept))
+  return PromptSet(kept, tokens, mask, dropped=too_long)
 
 
 @dataclasses.dataclass
@@ -104,11 +98,13 @@ class Rollout:
     completion_mask_RN: bool, generated tokens (stop token included).
     sampler_logp_RN: float32 log-probs the sampler drew the tokens with.
     texts: decoded completions [R].
-    answers: the stated answers (`extract_answer`) [R], None when none was stated.
-    correct_R: float32, 1 where the task's scorer gave full marks, else 0.
+    answers: the stated answers (extracted in the task's format) [R], None when none was stated.
+    correct_R: float32, 1 where the extracted answer is correct (`reasoning.grade`), else 0.
     format_R: float32, 1 where an answer was stated and the row stopped.
     truncated_R: bool, rows cut by the length limit.
     rewards_R: float32 total reward (`RewardConfig`).
+    reward_terms: the weighted reward terms by name, float32 [R] each (they sum to `rewards_R`).
+    credit_R: float32, the scorer's partial credit (raw; `reasoning.Grade.credit`).
   """
 
   problems: list[reasoning.Problem]
@@ -123,6 +119,8 @@ class Rollout:
   format_R: np.ndarray
   truncated_R: np.ndarray
   rewards_R: np.ndarray
+  reward_terms: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+  credit_R: np.ndarray | None = None
 
   @property
   def lengths_R(self) -> np.ndarray:
@@ -139,6 +137,8 @@ class Rollout:
       sampler_logp_RN=pick(self.sampler_logp_RN), texts=[self.texts[r] for r in rows],
       answers=[self.answers[r] for r in rows], correct_R=pick(self.correct_R),
       format_R=pick(self.format_R), truncated_R=pick(self.truncated_R), rewards_R=pick(self.rewards_R),
+      reward_terms={k: pick(v) for k, v in self.reward_terms.items()},
+      credit_R=None if self.credit_R is None else pick(self.credit_R),
     )
 
 
@@ -154,6 +154,8 @@ def concat_rollouts(parts: Sequence[Rollout]) -> Rollout:
     sampler_logp_RN=cat("sampler_logp_RN"), texts=lists("texts"), answers=lists("answers"),
     correct_R=cat("correct_R"), format_R=cat("format_R"), truncated_R=cat("truncated_R"),
     rewards_R=cat("rewards_R"),
+    reward_terms={k: np.concatenate([p.reward_terms[k] for p in parts]) for k in parts[0].reward_terms},
+    credit_R=None if any(p.credit_R is None for p in parts) else cat("credit_R"),
   )
 
 
@@ -187,31 +189,19 @@ def score_rows(
   """Rewards of R = len(problems)·G completions (row r belongs to problem r // G).
 
   Returns:
-    dict with `answers` (list), `correct_R`, `format_R` and `rewards_R` (float32 arrays).
+    dict with `answers` (list), `correct_R`, `format_R`, `credit_R` and `rewards_R` (float32 arrays) and
+    `reward_terms` (name → weighted float32 [R]; see `w2s_jax.rewards.compose`).
   """
   if len(texts) != len(problems) * group_size:
     raise ValueError(f"{len(texts)} completions for {len(problems)} problems × G={group_size}")
-  answers = [reasoning.extract_answer(t) for t in texts]
-  # Exact correctness: some scorers give partial credit (chain_sum: len(gold)/len(answer) when the gold
-  # string occurs inside a wrong answer), which a policy can farm; RL rewards only a full score.
-  scores = [reasoning.score(problems[r // group_size], t) for r, t in enumerate(texts)]
-  correct_R = (np.asarray(scores, np.float64) >= 1.0).astype(np.float32)
+  problems_R = [problems[r // group_size] for r in range(len(texts))]
+  grades = [reasoning.grade(p, t) for p, t in zip(problems_R, texts)]
+  terms = reward_terms(problems_R, texts, grades, stopped_R, lengths_R, max_new_tokens, cfg)
+  answers = [g.answer for g in grades]
   format_R = np.array([a is not None for a in answers], np.float32) * np.asarray(stopped_R, np.float32)
-  rewards_R = cfg.correct_coef * correct_R + cfg.format_coef * format_R
-  if cfg.overlong_buffer > 0:
-    rewards_R = rewards_R + np.asarray(overlong_penalty(
-      np.asarray(lengths_R), max_new_tokens, cfg.overlong_buffer, cfg.overlong_penalty))
-  if cfg.learned_coef:
-    if cfg.learned is None:
-      raise ValueError("reward.learned_coef > 0 needs a learned reward function (train_rl(reward_fn=...))")
-    learned_R = np.asarray(cfg.learned([problems[r // group_size] for r in range(len(texts))], list(texts)),
-                           np.float32)
-    if learned_R.shape != (len(texts),) or not np.all(np.isfinite(learned_R)):
-      raise ValueError(f"the learned reward gave shape {learned_R.shape} (want ({len(texts)},)) or "
-                       "non-finite scores")
-    rewards_R = rewards_R + cfg.learned_coef * learned_R
-  return {"answers": answers, "correct_R": correct_R, "format_R": format_R,
-          "rewards_R": rewards_R.astype(np.float32)}
+  return {"answers": answers, "correct_R": np.array([g.correct for g in grades], np.float32),
+          "format_R": format_R, "credit_R": np.array([g.credit for g in grades], np.float32),
+          "rewards_R": np.sum(list(terms.values()), axis=0).astype(np.float32), "reward_terms": terms}
 
 
 def sample_groups(
@@ -246,7 +236,8 @@ def sample_groups(
     mask_RS=np.asarray(out.mask_BS), completion_mask_RN=completion_mask_RN,
     sampler_logp_RN=np.asarray(out.logprobs_BS)[:, P:].astype(np.float32), texts=texts,
     answers=scores["answers"], correct_R=scores["correct_R"], format_R=scores["format_R"],
-    truncated_R=status_R == TRUNCATED, rewards_R=scores["rewards_R"],
+    truncated_R=status_R == TRUNCATED, rewards_R=scores["rewards_R"], reward_terms=scores["reward_terms"],
+    credit_R=scores["credit_R"],
   )
 
 

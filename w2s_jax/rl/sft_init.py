@@ -35,6 +35,10 @@ def sft_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     train_size=int(config.data.train_size), eval_size=int(s.get("eval_size", 64)),
     data_seed=int(config.data.data_seed), data_dir="", eval_batches=int(s.get("eval_batches", 1)),
   ))
+  # Only when set, so a shared SFT folder's config stays the same.
+  for key in ("task_options", "answer_format", "chat_template"):
+    if config.data.get(key):
+      c.data[key] = config.data[key]
   c.objective = ml_collections.ConfigDict(dict(name="sft", reduction="token-mean", z_loss=0.0,
                                                label_smoothing=0.0))
   return c
@@ -70,5 +74,11 @@ def run_sft(config: ml_collections.ConfigDict, workdir: str | Path) -> tuple[Any
         f"{folder} holds an SFT run with a different config (keys {diff}); use a fresh sft.workdir "
         "or the same sft/model/data settings"
       )
-  summary = train(cfg, folder, sft_setup(cfg))
+  from w2s_jax.data.limits import LengthLimitError
+
+  try:
+    setup = sft_setup(cfg)
+  except LengthLimitError as e:  # the RL config sets the SFT phase's row length as sft.seq_len
+    raise e.renamed("sft.seq_len") from None
+  summary = train(cfg, folder, setup)
   return summary["state"].params, {k: summary.get(k) for k in ("final_step", "last", "eval")}

@@ -9,20 +9,32 @@ from collections.abc import Callable
 
 import ml_collections
 
-from w2s_jax.data import pipeline, sft_sources
-from w2s_jax.data.tokenizers import ByteTokenizer, Tokenizer, load_tokenizer
+from w2s_jax.data import chat, limits, pipeline, sft_sources
+from w2s_jax.data.tokenizers import ByteTokenizer, HFTokenizer, Tokenizer, load_tokenizer
 from w2s_jax.models.presets import from_section
 from w2s_jax.models.transformer import Transformer
 from w2s_jax.train.loop import Setup
 from w2s_jax.train.objectives import OBJECTIVES
 from w2s_jax.train.preference_tasks import preference_setup
 
-CORPORA = sft_sources.SFT_CORPORA  # name -> fn(split, data_cfg) -> (pairs, info)
+CORPORA = sft_sources.SFT_CORPORA  # name -> fn(split, data_cfg) -> (pairs, info); a live view of the tasks
 TOKENIZERS = {"bytes": ByteTokenizer}
 
 
 def make_tokenizer(spec: str) -> Tokenizer:
-  """A registered tokenizer name, or a `.model` / `tokenizer.json` path (see `load_tokenizer`)."""
+  """A registered tokenizer name, `gguf:smollm2-135m` / `gguf:<file>` (the tokenizer and chat template a
+  GGUF checkpoint embeds), or a `.model` / `tokenizer.json` path (see `load_tokenizer`)."""
+  if spec.startswith("gguf:"):
+    from w2s_jax.models import _gguf
+    from w2s_jax.models.convert import smollm2_gguf_path
+
+    path = smollm2_gguf_path() if spec == "gguf:smollm2-135m" else spec[len("gguf:"):]
+    parts = _gguf.tokenizer_parts(_gguf.open_gguf(path))
+    if parts is None:
+      raise ValueError(f"data.tokenizer={spec!r}: the GGUF file has no byte-level BPE tokenizer")
+    return HFTokenizer.from_tokenizer(parts["tokenizer"], bos_id=parts["bos_id"], eos_id=parts["eos_id"],
+                                      pad_id=parts["pad_id"], chat_template=parts["chat_template"],
+                                      source=path)
   return TOKENIZERS[spec]() if spec in TOKENIZERS else load_tokenizer(spec)
 
 
@@ -30,10 +42,20 @@ def sft_setup(config: ml_collections.ConfigDict) -> Setup:
   """SFT of a decoder on prompt/response pairs, packed with segment ids."""
   data_cfg = config.data
   if data_cfg.corpus not in CORPORA:
-    raise ValueError(f"unknown corpus {data_cfg.corpus!r}; choose one of {sorted(CORPORA)}")
+    raise ValueError(f"unknown corpus {data_cfg.corpus!r}; choose one of {sorted(CORPORA)}, any "
+                     "reasoning-gym dataset name, a .jsonl/.parquet file of prompt/answer records or "
+                     "'module:function'")
   tokenizer = make_tokenizer(data_cfg.tokenizer)
   corpus = CORPORA[data_cfg.corpus]
   (train_pairs, train_info), (eval_pairs, eval_info) = corpus("train", data_cfg), corpus("eval", data_cfg)
+  template = chat.resolve_template(data_cfg.get("chat_template", ""), tokenizer)
+  if template:  # prompt = the conversation up to the assistant header; the loss covers the assistant turn
+    train_pairs, eval_pairs = ([chat.render_pair(template, tokenizer, p, r) for p, r in pairs]
+                               for pairs in (train_pairs, eval_pairs))
+  overlong = data_cfg.get("overlong", "truncate")
+  for split, pairs in (("train", train_pairs), ("eval", eval_pairs)):
+    limits.check_examples(pairs, tokenizer, data_cfg.seq_len, overlong=overlong, batch_size=config.batch_size,
+                          split=split)
   data = pipeline.token_data(
     train_pairs,
     eval_pairs,
@@ -42,7 +64,7 @@ def sft_setup(config: ml_collections.ConfigDict) -> Setup:
     batch_size=config.batch_size,
     eval_batches=data_cfg.eval_batches,
     seed=config.seed,
-    overlong=data_cfg.get("overlong", "truncate"),
+    overlong="drop" if overlong == "error" else overlong,  # "error": checked above, nothing is over
   )
   model_cfg = from_section(config.model)
   if model_cfg.vocab_size < tokenizer.vocab_size:
