@@ -122,7 +122,8 @@ def test_an_explicit_step_does_not_fall_back_and_a_reader_moves_nothing(tmp_path
 
 def test_a_changed_model_is_an_error_not_damage(tmp_path):
   _two_steps(tmp_path)
-  wider = {"w": jax.ShapeDtypeStruct((64, 65), jnp.float32), "mu": {"w": jax.ShapeDtypeStruct((64,), jnp.float32)}}
+  wider = {"w": jax.ShapeDtypeStruct((64, 65), jnp.float32),
+           "mu": {"w": jax.ShapeDtypeStruct((64,), jnp.float32)}}
   with Checkpointer(tmp_path) as ckpt, pytest.raises(ValueError, match=r"'w'.*\(64, 65\)"):
     ckpt.restore(wider)
   assert sorted(p.name for p in tmp_path.iterdir()) == ["1", "2"]
