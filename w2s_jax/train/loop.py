@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from w2s_jax import sharding as shd
 from w2s_jax.checkpoint import Checkpointer
+from w2s_jax.config_files import write_config
 from w2s_jax.train import step as step_lib
 from w2s_jax.train.metrics_log import MetricsWriter
 from w2s_jax.train.optim import make_optimizer, make_schedule
@@ -112,8 +113,6 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, setup: Setup) 
   workdir = Path(workdir)
   lead = jax.process_index() == 0
   workdir.mkdir(parents=True, exist_ok=True)
-  if lead:
-    (workdir / "config.json").write_text(json.dumps(_config_dict(config), indent=2))
 
   mesh = shd.make_mesh(dict(config.mesh))
   rules = shd.get_rules(config.sharding)
@@ -169,6 +168,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, setup: Setup) 
         state, data_state, _ = ckpt.restore(abstract_state)
         start = int(data_state["next_batch"])
         logging.info("resumed from %s at step %d", ckpt.directory, start)
+      if lead:  # only now: a refused run (second writer, changed model) leaves the folder's config as it was
+        write_config(config, workdir)
 
       writer = MetricsWriter(
         workdir, start_step=start, tensorboard=lead,
