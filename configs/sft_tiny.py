@@ -41,6 +41,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict()
   # smoke: GCDs by Euclid's algorithm (~250-byte worked solutions); full: GSM8K-derived word problems.
   c.data.corpus = "gcd" if smoke else "gsm_symbolic"  # see w2s_jax.data.sft_sources.SFT_CORPORA
+  # corpus "jsonl": your own `{"prompt", "response"}` records, comma-separated .jsonl/.parquet paths, e.g.
+  # --config.data.corpus=jsonl --config.data.train_files=a.jsonl --config.data.eval_files=b.jsonl
+  c.data.train_files = ""
+  c.data.eval_files = ""
+  c.data.skip_bad_records = False  # True: skip and count bad records (metrics `bad_records_skipped`)
   c.data.tokenizer = "bytes"  # or a .model / tokenizer.json path
   c.data.seq_len = 256 if smoke else 1024
   c.data.overlong = "drop"  # or "truncate"; counted either way
