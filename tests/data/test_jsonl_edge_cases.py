@@ -75,3 +75,21 @@ def test_sft_tiny_reads_users_files_from_the_command_line_keys(tmp_path):
   info = setup.info["corpus"]["train"]
   assert (info["records"], info["bad_records"]) == (20, 1)
   assert setup.train_batches[0]["inputs"].shape == (2, 64)
+
+
+def test_preference_configs_read_users_pair_files_with_skip_mode(tmp_path):
+  # Before: the preference error suggested skip_bad_records, which preference configs lacked.
+  from w2s_jax.train.preference_tasks import preference_records
+
+  pair = '{"prompt": "2+2=", "chosen": " 4", "rejected": " 5"}\n'
+  train, evals = tmp_path / "pairs.jsonl", tmp_path / "eval.jsonl"
+  train.write_text(pair * 3 + '{"prompt": "2+2=", "chosen": " 4", "rejected": " 4"}\n')
+  evals.write_text(pair)
+  c = load_config("dpo_tiny", "smoke")
+  c.data.source, c.data.train_files, c.data.eval_files = "files", str(train), str(evals)
+  with pytest.raises(jsonl.BadRecordError, match="pairs.jsonl:4: field 'rejected': identical"):
+    preference_records(c, None, None, None)
+  c.data.skip_bad_records = True
+  records, stats, _ = preference_records(c, None, None, None)
+  assert len(records["train"]["pairs"]) == 3 and stats["train"]["bad_by_kind"] == {"identical": 1}
+  assert sorted(u["label"] for u in records["train"]["unpaired"]) == [False, True]  # distinct completions
