@@ -197,3 +197,22 @@ def test_allow_config_change_resumes_and_records_the_new_config(uninterrupted, t
   out = _usage(tmp_path, "--config.optimizer.lr=0.001", "--allow_config_change", workdir=workdir)
   assert out.returncode == 0, out.stderr[-2000:]
   assert json.loads((workdir / "config.json").read_text())["optimizer"]["lr"] == 0.001
+
+
+@pytest.mark.slow
+def test_damaged_latest_checkpoint_resumes_from_the_previous_one(uninterrupted, tmp_path):
+  # Before: 8 flipped bytes in the latest checkpoint loaded silently (a NaN Adam moment, then NaN weights).
+  reference = _losses(uninterrupted[0])
+  workdir = tmp_path / "run"
+  shutil.copytree(uninterrupted[0], workdir)
+  data_file = max((p for p in (workdir / "checkpoints" / "40" / "state").rglob("*") if p.is_file()),
+                  key=lambda p: p.stat().st_size)
+  raw = bytearray(data_file.read_bytes())
+  raw[len(raw) // 2:len(raw) // 2 + 8] = b"\xff" * 8
+  data_file.write_bytes(bytes(raw))
+  out = subprocess.run(_cmd(workdir), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "checkpoint step 40" in out.stderr and "damaged" in out.stderr, out.stderr[-3000:]
+  assert _losses(workdir) == reference  # resumed at 30, bit-identical from there
+  steps = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+  assert steps == [20, 30, 40] and list((workdir / "checkpoints").glob("damaged-40-*"))

@@ -43,7 +43,8 @@ aside to `DIR/damaged-<step>-<time>/` (never deleted; Orbax ignores non-numeric 
 saves those steps afresh. A leaf whose shape or dtype differs from the target is not damage but a
 changed model: that still raises `ValueError` without falling back. Steps written before checksums
 existed are checked for finiteness only. Leaves split over several processes (not readable whole by
-one) are left out of the checksums; the finite check covers them.
+one) are left out of the checksums; the finite check covers them. `save` hashes a host copy of each leaf
+before it returns (SHA-256, about 1 GB/s per core): negligible for the models here, seconds for GB states.
 
 Logging. Orbax logs ~45 INFO lines per save through absl. Unless `quiet_logs=False`, a
 `Checkpointer` installs (once, idempotently) a filter on the `absl` logger that drops INFO/DEBUG
