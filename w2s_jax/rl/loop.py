@@ -375,7 +375,7 @@ def _train_rl(
         metrics = _mean_metrics(records) or {"loss": 0.0}
         streak = int(jax.device_get(state.nonfinite_streak))
         if streak >= config.max_nonfinite_streak:
-          cause = int(jax.device_get(records[-1]["nonfinite_cause"]))
+          cause = int(jax.device_get(records[-1]["nonfinite_cause"])) if records else 0
           raise step_lib.NonFiniteError(f"iteration {it + 1}: " + step_lib.nonfinite_message(
             streak, cause, int(jax.device_get(state.step)), config.optimizer.lr))
         mean = lambda x, w=first_w: float(np.average(np.asarray(x, np.float64), weights=w))
