@@ -13,9 +13,9 @@ from tests.helpers import load_config
 from w2s_jax.checkpoint import Checkpointer
 from w2s_jax.models.transformer import Transformer
 from w2s_jax.train import step as step_lib
-from w2s_jax.train.loop import train
+from w2s_jax.train.config_lib import train_defaults
+from w2s_jax.train.loop import Setup, train
 from w2s_jax.train.state import create_train_state
-from w2s_jax.train.tasks import TASKS
 
 
 class _Linear(nnx.Module):
@@ -48,23 +48,14 @@ def test_causes_are_told_apart():
   assert "clip_norm" in step_lib.nonfinite_message(3, step_lib.NONFINITE_GRAD, 7, 1e-3)
 
 
-def _tiny_sft(lr: float):
-  c = load_config("sft_tiny", "smoke")
-  with c.unlocked():
-    c.total_steps, c.eval_every_steps, c.checkpoint_every_steps = 4, 0, 1
-    c.max_nonfinite_streak, c.keep_checkpoints = 3, 10
-    c.mesh.data = 1
-    c.data.train_size, c.data.eval_size = 200, 20
-    c.model.overrides.n_layers = 1
-    c.optimizer.lr = lr
-  return c
-
-
 def test_infinite_lr_stops_the_loop_with_no_checkpoint(tmp_path):
   # Before: the update turned every weight NaN at step 1 and checkpoints 1-3 were saved mid-streak.
-  c = _tiny_sft(float("inf"))
+  c = train_defaults(total_steps=4, batch_size=2, lr=float("inf"))
+  c.checkpoint_every_steps, c.max_nonfinite_streak, c.keep_checkpoints, c.mesh.data = 1, 3, 10, 1
+  batches = [{"x": np.ones((2, 4), np.float32)}] * 4
+  setup = Setup(make_model=_Linear, objective=_objective, train_batches=batches, eval_batches=[])
   with pytest.raises(step_lib.NonFiniteError, match=r"3 updates in a row.*optimizer\.lr=inf"):
-    train(c, tmp_path, TASKS["sft"](c))
+    train(c, tmp_path, setup)
   steps = [p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()]
   assert steps == [], steps
   with Checkpointer(tmp_path / "checkpoints") as again:  # the loop released the folder's lock
@@ -92,7 +83,7 @@ def test_rl_loop_releases_the_checkpoint_lock_on_error(tmp_path, monkeypatch):
   from w2s_jax.rl import loop as rl_loop
 
   c = load_config("grpo_tiny", "smoke")
-  c.mesh.data = 1
+  c.mesh.data, c.data.train_size, c.data.eval_size = 1, 16, 4
   monkeypatch.setattr(rl_loop, "run_sft", lambda config, workdir: (_random_params(config, config.model), {}))
   monkeypatch.setattr(rl_loop, "MetricsWriter", _boom)
   with pytest.raises(_Boom):
@@ -105,6 +96,7 @@ def test_distill_loop_releases_the_checkpoint_lock_on_error(tmp_path, monkeypatc
   from w2s_jax.w2s import onpolicy_distill as od
 
   c = load_config("onpolicy_distill", "smoke")
+  c.mesh.data, c.data.train_size, c.data.eval_size = 1, 16, 4
   monkeypatch.setattr(od, "prepare_role", lambda config, role, workdir: (
     od.role_model_config(config, role), _random_params(config, config[role].model), {}))
   monkeypatch.setattr(od, "MetricsWriter", _boom)
