@@ -45,6 +45,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.corpus = "gcd" if smoke else "gsm_symbolic"
   c.data.task_options = ""  # the task's options: a dict in a config file, or a JSON object string on the CLI
   c.data.answer_format = ""  # how solutions state the answer: answer_line (default) | answer_tag | boxed | …
+  # corpus "jsonl": your own `{"prompt", "response"}` records, comma-separated .jsonl/.parquet paths, e.g.
+  # --config.data.corpus=jsonl --config.data.train_files=a.jsonl --config.data.eval_files=b.jsonl
+  c.data.train_files = ""
+  c.data.eval_files = ""
+  c.data.skip_bad_records = False  # True: skip and count bad records (metrics `bad_records_skipped`)
   c.data.tokenizer = "bytes"  # or gguf:smollm2-135m, a .model / tokenizer.json path
   c.data.chat_template = ""  # "tokenizer" (its own, e.g. SmolLM2's), a CHAT_TEMPLATES key or Jinja; "" = off
   c.data.seq_len = 256 if smoke else 1024

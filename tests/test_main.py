@@ -3,6 +3,7 @@
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -138,3 +139,80 @@ def test_two_processes_with_jax_distributed_agree(tmp_path):
   assert sorted(lead) == [1, 2, 3, 4] and lead == other
   assert lead[4] < lead[1]
   assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir()) == [4]
+
+
+def _usage(tmp_path, *extra, workdir=None):
+  args = [sys.executable, *SMOKE, f"--workdir={tmp_path if workdir is None else workdir}", *extra]
+  return subprocess.run(args, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("override,key", [
+  ("--config.batch_size=0", "batch_size"), ("--config.batch_size=-2", "batch_size"),
+  ("--config.checkpoint_every_steps=0", "checkpoint_every_steps"),
+  ("--config.log_every_steps=0", "log_every_steps"), ("--config.eval_every_steps=-1", "eval_every_steps"),
+  ("--config.total_steps=0", "total_steps"), ("--config.total_steps=-5", "total_steps"),
+  ("--config.optimizer.lr=inf", "optimizer.lr"), ("--config.optimizer.lr=nan", "optimizer.lr"),
+  ("--config.optimizer.lr=0", "optimizer.lr"), ("--config.grad_accum_steps=0", "grad_accum_steps"),
+  ("--config.totl_steps=6", "totl_steps"),
+])
+def test_invalid_values_are_one_line_usage_errors(tmp_path, override, key):
+  # Before: ZeroDivisionError deep in the pipeline, a failure after step 1, exit 0 having trained
+  # nothing, NaN weights, or a 59-line traceback.
+  out = _usage(tmp_path / "run", override)
+  assert out.returncode == 2, out.stderr[-2000:]
+  assert out.stderr.count("\n") == 1 and out.stderr.startswith("error: ") and key in out.stderr, out.stderr
+  assert not (tmp_path / "run").exists()  # nothing was started
+
+
+def test_empty_workdir_is_refused(tmp_path):
+  out = _usage(tmp_path, workdir="")
+  assert out.returncode == 2 and "--workdir" in out.stderr and out.stderr.count("\n") == 1, out.stderr
+
+
+def test_help_lists_the_configs_and_exits_0(tmp_path):
+  out = subprocess.run([sys.executable, "-m", "w2s_jax.main", "--help"], cwd=ROOT, env=_env(),
+                       capture_output=True, text=True, timeout=120)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert "sft_tiny" in out.stdout and "quickstart" in out.stdout and "--allow_config_change" in out.stdout
+
+
+def test_resume_under_changed_settings_is_refused_and_config_json_untouched(tmp_path):
+  # Before: a changed optimizer.lr or batch_size continued silently in the same metrics file.
+  from w2s_jax.config_files import load_config, write_config
+
+  write_config(load_config("sft_tiny", "smoke"), tmp_path)  # as a run of the smoke command leaves it
+  before = (tmp_path / "config.json").read_bytes()
+  out = _usage(tmp_path, "--config.optimizer.lr=0.001", "--config.batch_size=4", "--config.log_every_steps=5")
+  assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr[-2000:]
+  assert "optimizer.lr: 0.003 -> 0.001" in out.stderr and "batch_size: 8 -> 4" in out.stderr
+  assert "log_every_steps" not in out.stderr.split("(only")[0]  # a logging cadence may change
+  assert "--allow_config_change" in out.stderr
+  assert (tmp_path / "config.json").read_bytes() == before
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json"]
+
+
+def test_allow_config_change_resumes_and_records_the_new_config(uninterrupted, tmp_path):
+  workdir = tmp_path / "run"
+  shutil.copytree(uninterrupted[0], workdir)
+  out = _usage(tmp_path, "--config.optimizer.lr=0.001", "--allow_config_change", workdir=workdir)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert json.loads((workdir / "config.json").read_text())["optimizer"]["lr"] == 0.001
+
+
+@pytest.mark.slow
+def test_damaged_latest_checkpoint_resumes_from_the_previous_one(uninterrupted, tmp_path):
+  # Before: 8 flipped bytes in the latest checkpoint loaded silently (a NaN Adam moment, then NaN weights).
+  reference = _losses(uninterrupted[0])
+  workdir = tmp_path / "run"
+  shutil.copytree(uninterrupted[0], workdir)
+  data_file = max((p for p in (workdir / "checkpoints" / "40" / "state").rglob("*") if p.is_file()),
+                  key=lambda p: p.stat().st_size)
+  raw = bytearray(data_file.read_bytes())
+  raw[len(raw) // 2:len(raw) // 2 + 8] = b"\xff" * 8
+  data_file.write_bytes(bytes(raw))
+  out = subprocess.run(_cmd(workdir), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "checkpoint step 40" in out.stderr and "damaged" in out.stderr, out.stderr[-3000:]
+  assert _losses(workdir) == reference  # resumed at 30, bit-identical from there
+  steps = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+  assert steps == [20, 30, 40] and list((workdir / "checkpoints").glob("damaged-40-*"))

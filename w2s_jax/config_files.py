@@ -31,10 +31,55 @@ def load_config(name_or_path: str | Path, arg: str | None = None) -> ml_collecti
   return module.get_config(arg) if arg is not None else module.get_config()
 
 
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+class ConfigError(ValueError):
+  """A config value, or a change of config on resume, that the run refuses; the message names the key."""
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+  """A nested dict as {"dotted.key": leaf value}."""
   if isinstance(tree, dict):
-    return {k: v for key, sub in tree.items() for k, v in _flatten(sub, f"{prefix}{key}.").items()}
+    return {k: v for key, sub in tree.items() for k, v in flatten(sub, f"{prefix}{key}.").items()}
   return {prefix[:-1]: tree}
+
+
+def changed_keys(
+  config: ml_collections.ConfigDict, workdir: str | Path, *, may_change: tuple[str, ...] = ()
+) -> list[tuple[str, Any, Any]]:
+  """The settings of `config` that differ from `workdir/config.json` (none if there is no such file).
+
+  Args:
+    config: the config of the run about to start.
+    workdir: its folder.
+    may_change: keys or dotted prefixes (e.g. `mesh`, `data.eval_batches`) left out of the comparison.
+
+  Returns:
+    (key, old value, new value) per changed key, sorted by key; "<absent>" for a key only one side has.
+  """
+  previous = Path(workdir) / "config.json"
+  if not previous.exists():
+    return []
+  free = lambda k: any(k == p or k.startswith(p + ".") for p in may_change)
+  old = {k: v for k, v in flatten(json.loads(previous.read_text())).items() if not free(k)}
+  new = {k: v for k, v in flatten(json.loads(config.to_json_best_effort())).items() if not free(k)}
+  return [(k, old.get(k, "<absent>"), new.get(k, "<absent>")) for k in sorted(old.keys() | new.keys())
+          if old.get(k, "<absent>") != new.get(k, "<absent>")]
+
+
+def check_resume(
+  config: ml_collections.ConfigDict, workdir: str | Path, *, may_change: tuple[str, ...], hint: str = ""
+) -> None:
+  """Raises ConfigError naming every changed key when `workdir` was started with other settings.
+
+  Args:
+    config: the config of the run about to start.
+    workdir: its folder (nothing is written).
+    may_change: keys or dotted prefixes a resumed run may change (see `changed_keys`).
+    hint: how to override, appended to the message.
+  """
+  if changed := changed_keys(config, workdir, may_change=may_change):
+    shown = ", ".join(f"{k}: {old!r} -> {new!r}" for k, old, new in changed)
+    raise ConfigError(f"{workdir} was started with other settings ({shown}); rerun with its config.json or "
+                      f"use a new --workdir{hint} (only {', '.join(may_change)} may change on resume)")
 
 
 def start_workdir(
@@ -48,28 +93,25 @@ def start_workdir(
     config: the run's config.
     workdir: its folder.
     may_change: for a pipeline that reuses finished work found in `workdir` (e.g. a sweep's trainings),
-      the top-level keys a resumed run may change (e.g. `seeds`: more seeds); any other difference from
-      the `config.json` already there raises, so results made under other settings are never reused.
-      None: no check.
+      the keys (or dotted prefixes) a resumed run may change (e.g. `seeds`: more seeds); any other
+      difference from the `config.json` already there raises before anything is written, so results
+      made under other settings are never reused. None: no check.
 
   Raises:
-    ValueError: naming the changed keys, when `may_change` is given and the folder's config differs.
+    ConfigError: a ValueError naming the changed keys, when `may_change` is given and the folder's
+      config differs.
   """
   workdir = Path(workdir)
-  previous = workdir / "config.json"
-  if may_change is not None and previous.exists():
-    old = {k: v for k, v in _flatten(json.loads(previous.read_text())).items()
-           if k.split(".")[0] not in may_change}
-    new = {k: v for k, v in _flatten(json.loads(config.to_json_best_effort())).items()
-           if k.split(".")[0] not in may_change}
-    changed = sorted(k for k in old.keys() | new.keys() if old.get(k, "<absent>") != new.get(k, "<absent>"))
-    if changed:
-      shown = ", ".join(f"{k}: {old.get(k, '<absent>')!r} -> {new.get(k, '<absent>')!r}" for k in changed[:5])
-      raise ValueError(f"{workdir} holds results made with other settings ({shown}"
-                       f"{', ...' if len(changed) > 5 else ''}); rerun with its config.json or use a new "
-                       f"--workdir (only {', '.join(may_change)} may change on resume)")
+  if may_change is not None:
+    check_resume(config, workdir, may_change=may_change)
+  write_config(config, workdir)
+  return workdir
+
+
+def write_config(config: ml_collections.ConfigDict, workdir: str | Path) -> None:
+  """Writes `workdir/config.json` atomically (a temporary file renamed into place)."""
+  workdir = Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   tmp = workdir / f".config.json.{os.getpid()}.tmp"
   tmp.write_text(json.dumps(json.loads(config.to_json_best_effort()), indent=2))
   os.replace(tmp, workdir / "config.json")
-  return workdir

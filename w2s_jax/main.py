@@ -1,6 +1,9 @@
 """Entry point: `python -m w2s_jax.main --config=configs/NAME.py[:ARG] --workdir=DIR [--config.k=v]`.
 
-The console script `w2s-jax` is the same. Rerunning a command on the same workdir resumes it.
+The console script `w2s-jax` is the same. Rerunning a command on the same workdir resumes it, unless
+the settings that alter training changed (then it stops and names them; `--allow_config_change` resumes
+anyway). Bad flags and config values stop before any work with a one-line `error:` and exit status 2;
+`--help` lists the configs.
 Multi-process runs (TPU pods, GPU clusters, or several CPU processes) call `jax.distributed.initialize`
 when `config.distributed.num_processes > 1` or the JAX_COORDINATOR_ADDRESS environment variable is set.
 """
@@ -10,6 +13,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import sys
 from typing import Any
 
 from absl import app, flags, logging
@@ -17,7 +21,20 @@ from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output folder (resumed if it holds checkpoints).")
+_ALLOW_CHANGE = flags.DEFINE_bool(
+  "allow_config_change", False,
+  "Resume a workdir although settings that alter training (optimizer, batch, data, model) changed.")
 flags.mark_flags_as_required(["config", "workdir"])
+
+USAGE_EXIT = 2
+# Keys (or dotted prefixes) a resumed run may change: they do not alter what is trained.
+RESUME_MAY_CHANGE = (
+  "log_every_steps", "eval_every_steps", "checkpoint_every_steps", "keep_checkpoints",
+  "max_nonfinite_streak", "cpu_devices", "distributed", "mesh", "sharding", "step_form", "eval",
+  "data.eval_batches",
+)
+# Pipelines that check their own folder on resume (with their own `may_change`, e.g. more seeds).
+SELF_CHECKED = ("w2s_sweep",)
 
 # Tasks that are whole pipelines rather than one `train.loop.train` run: task name -> "module:function",
 # imported on use. Each function is `fn(config, workdir) -> summary` and resumes from `workdir`.
@@ -49,9 +66,35 @@ def _maybe_initialize_distributed(config) -> None:
     jax.distributed.initialize()
 
 
+def _usage_exit(message: str) -> None:
+  """Prints `error: message` (one line) to stderr and exits with status 2."""
+  print(f"error: {' '.join(message.split())}", file=sys.stderr)
+  sys.exit(USAGE_EXIT)
+
+
+def _check_before_work(config, workdir: str) -> None:
+  """Validates the config, the task and (on resume) the settings; a usage error exits with status 2."""
+  from w2s_jax.config_files import ConfigError, check_resume
+  from w2s_jax.train.config_lib import validate_config
+
+  task = config.get("task")
+  one_loop = task not in PIPELINES or task in ("rl", "onpolicy_distill")
+  try:
+    validate_config(config, workdir, loop_cadences=one_loop)
+    if task not in SELF_CHECKED and not _ALLOW_CHANGE.value:
+      check_resume(config, workdir, may_change=RESUME_MAY_CHANGE, hint=", or pass --allow_config_change")
+  except ConfigError as e:
+    _usage_exit(str(e))
+
+
 def main(argv: list[str]) -> None:
   del argv
   config = _CONFIG.value
+  try:
+    config.get("task")
+  except OSError as e:  # ml_collections defers a missing or unloadable config file to first use
+    _usage_exit(f"cannot load --config: {str(e).strip().splitlines()[-1].strip()}")
+  _check_before_work(config, _WORKDIR.value)
   import jax
 
   if config.get("cpu_devices"):
@@ -74,8 +117,7 @@ def main(argv: list[str]) -> None:
   from w2s_jax.train.tasks import TASKS
 
   if config.task not in TASKS:
-    raise app.UsageError(
-      f"unknown task {config.task!r}; choose one of {sorted([*TASKS, *PIPELINES])}")
+    _usage_exit(f"config.task={config.task!r} is unknown; choose one of {sorted([*TASKS, *PIPELINES])}")
   summary = train(config, _WORKDIR.value, TASKS[config.task](config))
   if jax.process_index() == 0:
     print(json.dumps({k: summary.get(k) for k in ("final_step", "last", "eval", "wall_s")}, default=str))
@@ -96,8 +138,33 @@ def _report(task: str, summary: Any) -> str:
   return (table + "\n\n" if table else "") + json.dumps(summary, default=str)
 
 
+def _help_text() -> str:
+  from w2s_jax.config_files import CONFIG_DIR
+
+  names = sorted(p.stem for p in CONFIG_DIR.glob("*.py"))
+  return (f"{__doc__}\nUsage: python -m w2s_jax.main --config=configs/NAME.py[:smoke] --workdir=DIR "
+          "[--config.KEY=VALUE ...] [--allow_config_change]\n\n"
+          f"Configs (in {CONFIG_DIR}; each takes the arg `smoke`):\n  " + "\n  ".join(names) + "\n")
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing with `--help` (configs listed, exit 0) and one-line usage errors (exit 2)."""
+  if any(a in ("-h", "--help", "-help", "--helpshort", "--helpfull", "-?") for a in argv[1:]):
+    print(_help_text())
+    sys.exit(0)
+  try:
+    return flags.FLAGS(argv)
+  except (AttributeError, KeyError) as e:  # ml_collections: an unknown `--config.KEY` (with a suggestion)
+    key, *rest = str(e).encode().decode("unicode_escape").strip("'").splitlines() or [""]
+    _usage_exit(f"unknown config key {key.strip(chr(39))!r}; {' '.join(rest) or 'see --help'}")
+  except Exception as e:  # noqa: BLE001 (any other flag or config-file failure is a usage error)
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    # A config file that fails to load carries its traceback: keep the flag and the exception's line.
+    _usage_exit(lines[0] if len(lines) < 2 else f"{lines[0]} {lines[-1]}")
+
+
 def run() -> None:
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)
 
 
 if __name__ == "__main__":

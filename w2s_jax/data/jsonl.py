@@ -13,9 +13,11 @@ Shapes (required fields → type; `id` is optional everywhere and must be unique
 
 `w2s` is openai/weak-to-strong's record format (sciq, boolq, anthropic_hh, cosmos_qa, amazon_polarity).
 Bad input — a line that is not UTF-8 or not a JSON object, a missing or wrongly typed field, empty text,
-text over `max_chars`, a duplicate id, a label out of range, a pair of identical completions — stops the
-read with a `BadRecordError` naming the file, line and field. With `skip_bad_records=True` the record is
-skipped and counted instead.
+text with an escaped lone surrogate (`"\\ud800"`, not encodable as UTF-8), text over `max_chars`, a
+duplicate id, a label out of range, a pair of identical completions — stops the read with a
+`BadRecordError` naming the file, line and field. With `skip_bad_records=True` the record is skipped and
+counted instead. A file with no records (empty, or only blank lines), or none left after skipping, is an
+error either way (`kind` `empty_file`). A UTF-8 byte order mark at the start of a file is accepted.
 """
 
 from __future__ import annotations
@@ -42,8 +44,9 @@ class BadRecordError(ValueError):
   def __init__(self, path: str, line: int, field: str | None, reason: str, kind: str):
     self.path, self.line, self.field, self.reason, self.kind = str(path), line, field, reason, kind
     where = f"{path}:{line}" + (f": field {field!r}" if field else "")
-    super().__init__(f"{where}: {reason} (fix the record, or set skip_bad_records=True to skip and count "
-                     "bad records)")
+    fix = ("point the data files at records of this shape" if kind == "empty_file" else
+           "fix the record, or set skip_bad_records=True to skip and count bad records")
+    super().__init__(f"{where}: {reason} ({fix})")
 
 
 @dataclasses.dataclass
@@ -83,6 +86,9 @@ def check_record(
     if not isinstance(value, typ) or (typ is not bool and isinstance(value, bool)):
       return None, _bad("type", name, f"expected {typ.__name__}, got {type(value).__name__} {value!r:.40}")
     if typ is str:
+      if (where := _surrogate_at(value)) is not None:
+        return None, _bad("utf8", name, f"lone surrogate {value[where]!r} at character {where}: an escaped "
+                          "\\ud800-\\udfff that is not half of a pair is not text")
       if not value.strip():
         return None, _bad("empty", name, "empty text")
       if max_chars is not None and len(value) > max_chars:
@@ -109,9 +115,20 @@ def check_record(
   return out, None
 
 
+def _surrogate_at(text: str) -> int | None:
+  """The index of the first lone surrogate in `text` (JSON's "\\ud800" decodes to one), or None."""
+  try:
+    text.encode("utf-8")
+  except UnicodeEncodeError as e:
+    return e.start
+  return None
+
+
 def _read_lines(path: Path):
   with open(path, "rb") as f:
     for number, raw in enumerate(f, start=1):
+      if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]  # a UTF-8 byte order mark (some editors write one): not part of the record
       try:
         line = raw.decode("utf-8")
       except UnicodeDecodeError as e:
@@ -162,7 +179,7 @@ def read_records(
   stats = stats if stats is not None else ReadStats()
   seen_ids = seen_ids if seen_ids is not None else {}
   rows = _read_parquet(path) if path.suffix == ".parquet" else _read_lines(path)
-  out = []
+  out, skipped_before = [], stats.skipped
   for number, obj, problem in rows:
     record = None
     if problem is None:
@@ -182,4 +199,9 @@ def read_records(
       continue
     out.append(record)
     stats.kept += 1
+  if not out:
+    skipped = stats.skipped - skipped_before
+    raise BadRecordError(str(path), 1, None, "the file holds no records" if not skipped else
+                         f"all {skipped} records were bad and skipped: nothing is left to train on",
+                         "empty_file")
   return out, stats

@@ -333,6 +333,39 @@ def read_unpaired(path: str | Path) -> list[Record]:
 READERS: dict[str, Callable[[str | Path], list[Record]]] = {"pairs": read_pairs, "unpaired": read_unpaired}
 
 
+def file_records(
+  files: str | Sequence[str], *, skip_bad_records: bool = False, max_chars: int | None = None
+) -> tuple[dict[str, list[Record]], dict[str, Any]]:
+  """Users' pair files (`jsonl` shape `preference`, .jsonl or .parquet) as pairs and unpaired examples.
+
+  Every pair also gives two KTO examples: its chosen completion (desirable) and its rejected one (not),
+  each distinct (prompt, completion) once.
+
+  Args:
+    files: paths, or one string of comma-separated paths.
+    skip_bad_records: skip and count bad records instead of raising `jsonl.BadRecordError`.
+    max_chars: longest allowed text field (None: no limit).
+
+  Returns:
+    ({"pairs": [...], "unpaired": [...]}, stats) with stats: records, bad_records, bad_by_kind.
+  """
+  paths = [f for f in files.split(",") if f] if isinstance(files, str) else list(files)
+  if not paths:
+    raise ValueError("data.source='files' needs data.train_files and data.eval_files (comma-separated paths)")
+  stats, seen, pairs = jsonl.ReadStats(), {}, []
+  for path in paths:
+    pairs += jsonl.read_records(path, "preference", skip_bad_records=skip_bad_records, max_chars=max_chars,
+                                stats=stats, seen_ids=seen)[0]
+  unpaired: dict[tuple[str, str], Record] = {}
+  for k, pair in enumerate(pairs):
+    pair.setdefault("id", f"pair{k}")
+    for key, label in (("chosen", True), ("rejected", False)):
+      unpaired.setdefault((pair["prompt"], pair[key]), {
+        "id": f"{pair['id']}/{key}", "prompt": pair["prompt"], "completion": pair[key], "label": label})
+  info = {"records": stats.kept, "bad_records": stats.skipped, "bad_by_kind": dict(stats.by_kind)}
+  return {"pairs": pairs, "unpaired": list(unpaired.values())}, info
+
+
 def cached_records(
   directory: str | Path, splits: Sequence[str], build: Callable[[str], tuple[dict[str, list[Record]], Any]]
 ) -> tuple[dict[str, dict[str, list[Record]]], dict[str, Any]]:

@@ -22,6 +22,7 @@ equal the uninterrupted run's.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import time
@@ -135,7 +136,7 @@ def _mean_metrics(records: list[dict[str, Any]]) -> dict[str, float]:
   if not records:
     return {}
   records = jax.device_get(records)
-  keys = [k for k in records[0] if k not in ("nonfinite_streak", "weight")]
+  keys = [k for k in records[0] if k not in (*step_lib.GUARD_METRICS, "weight")]
   out = {k: float(np.mean([float(r[k]) for r in records])) for k in keys}
   out["lr"] = float(records[-1].get("lr", 0.0))
   return out
@@ -157,6 +158,14 @@ def train_rl(
     summary: `final_step`, `last` (the last metrics record), `eval` (the last evaluation), `eval_initial`,
     `sft` (the SFT phase's summary), `wall_s` and the final `state`.
   """
+  with contextlib.ExitStack() as closing:  # closes the checkpointer (and its folder lock) on any exit
+    return _train_rl(config, workdir, reward_fn, closing)
+
+
+def _train_rl(
+  config: ml_collections.ConfigDict, workdir: str | Path,
+  reward_fn: Callable[[Sequence[Any], Sequence[str]], np.ndarray] | None, closing: contextlib.ExitStack,
+) -> dict[str, Any]:
   validate(config)
   workdir = start_workdir(config, workdir)
   t0 = time.perf_counter()
@@ -216,7 +225,7 @@ def train_rl(
     group_sampler = tree_rollout.KeepStateSampler(sampler) if adv_cfg.name == "vineppo" else sampler
     boundary_ids = tuple(tokenizer.encode(adv_cfg.get("step_boundary", "\n")))
 
-    ckpt = Checkpointer(workdir / "checkpoints", keep=config.keep_checkpoints)
+    ckpt = closing.enter_context(Checkpointer(workdir / "checkpoints", keep=config.keep_checkpoints))
     latest = ckpt.latest_step()
     if latest is None:
       if use_critic:
@@ -229,7 +238,7 @@ def train_rl(
       state = jax.jit(lambda p: create_train_state(p, tx, config.seed), out_shardings=shardings)(params)
       start, cursor, spent = 0, 0, 0
     else:
-      state, data_state, _ = ckpt.restore(abstract_state, step=latest)
+      state, data_state, _ = ckpt.restore(abstract_state)  # the newest intact step
       start, cursor = int(data_state["iteration"]), int(data_state["prompt_cursor"])
       spent = int(data_state.get("sampled_tokens", 0))
       logging.info("resumed RL from %s at iteration %d", ckpt.directory, start)
@@ -374,8 +383,9 @@ def train_rl(
         metrics = _mean_metrics(records) or {"loss": 0.0}
         streak = int(jax.device_get(state.nonfinite_streak))
         if streak >= config.max_nonfinite_streak:
-          raise FloatingPointError(
-            f"{streak} non-finite updates in a row at iteration {it + 1}; lower optimizer.lr")
+          cause = int(jax.device_get(records[-1]["nonfinite_cause"])) if records else 0
+          raise step_lib.NonFiniteError(f"iteration {it + 1}: " + step_lib.nonfinite_message(
+            streak, cause, int(jax.device_get(state.step)), config.optimizer.lr))
         mean = lambda x, w=first_w: float(np.average(np.asarray(x, np.float64), weights=w))
         metrics.update(
           updates=len(records), reward_mean=mean(first.rewards_R),
@@ -401,7 +411,9 @@ def train_rl(
         summary["last"] = writer.write(s, metrics)
         bar.update(1)
         bar.set_postfix(loss=f"{metrics['loss']:.4f}", acc=f"{metrics['train_accuracy']:.2f}")
-        if s % config.checkpoint_every_steps == 0 or s == total or stop or sigterm.received:
+        if streak and (s % config.checkpoint_every_steps == 0 or s == total or stop or sigterm.received):
+          logging.warning("iteration %d: no checkpoint while %d updates in a row were non-finite", s, streak)
+        elif s % config.checkpoint_every_steps == 0 or s == total or stop or sigterm.received:
           ckpt.save(s, state, data_state={"iteration": s, "prompt_cursor": cursor, "sampled_tokens": spent},
                     config=json.loads(config.to_json_best_effort()),
                     force=sigterm.received or s == total or stop)

@@ -27,14 +27,13 @@ from tqdm import tqdm
 
 from w2s_jax import sharding as shd
 from w2s_jax.checkpoint import Checkpointer
+from w2s_jax.config_files import write_config
 from w2s_jax.train import step as step_lib
 from w2s_jax.train.metrics_log import MetricsWriter
 from w2s_jax.train.optim import make_optimizer, make_schedule
 from w2s_jax.train.state import TrainState, create_train_state
 
-
-class NonFiniteError(FloatingPointError):
-  """Raised when too many updates in a row had a non-finite loss or gradient."""
+NonFiniteError = step_lib.NonFiniteError  # one error for every loop (a FloatingPointError)
 
 
 class Preempted(SystemExit):
@@ -114,8 +113,6 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, setup: Setup) 
   workdir = Path(workdir)
   lead = jax.process_index() == 0
   workdir.mkdir(parents=True, exist_ok=True)
-  if lead:
-    (workdir / "config.json").write_text(json.dumps(_config_dict(config), indent=2))
 
   mesh = shd.make_mesh(dict(config.mesh))
   rules = shd.get_rules(config.sharding)
@@ -159,7 +156,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, setup: Setup) 
 
     ckpt = Checkpointer(workdir / "checkpoints", keep=config.keep_checkpoints)
     try:
-      latest = ckpt.latest_step()
+      latest = ckpt.latest_step()  # restore below falls back past damaged steps (with a warning)
       if latest is None and setup.init_params is not None:
         params = jax.device_put(setup.init_params(), shardings.params)
         state = jax.jit(lambda p: create_train_state(p, tx, config.seed), out_shardings=shardings)(params)
@@ -168,9 +165,11 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, setup: Setup) 
         state = jax.jit(init, out_shardings=shardings)()
         start = 0
       else:
-        state, data_state, _ = ckpt.restore(abstract_state, step=latest)
+        state, data_state, _ = ckpt.restore(abstract_state)
         start = int(data_state["next_batch"])
         logging.info("resumed from %s at step %d", ckpt.directory, start)
+      if lead:  # only now: a refused run (second writer, changed model) leaves the folder's config as it was
+        write_config(config, workdir)
 
       writer = MetricsWriter(
         workdir, start_step=start, tensorboard=lead,
@@ -182,6 +181,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, setup: Setup) 
       recent: collections.deque[tuple[float, int]] = collections.deque(maxlen=11)  # (drain time, tokens)
       # (step, tokens, device metrics, eval metrics); eval metrics join their step's record.
       pending: list[tuple[int, int, dict[str, jax.Array], dict[str, float]]] = []
+      streak = [0]  # the non-finite streak at the last drained step: no checkpoint while it is open
 
       def drain(last: bool = False) -> None:
         # Metrics are read one step late so the host never stalls the device pipeline.
@@ -189,11 +189,10 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, setup: Setup) 
           s, tokens, m, ev = pending.pop(0)
           m = jax.device_get(m)
           recent.append((time.perf_counter(), tokens))
-          if int(m["nonfinite_streak"]) >= config.max_nonfinite_streak:
-            raise NonFiniteError(
-              f"{int(m['nonfinite_streak'])} updates in a row had a non-finite loss or gradient "
-              f"(last at step {s}); lower optimizer.lr, raise clipping, or inspect the data near batch {s}"
-            )
+          streak[0] = int(m["nonfinite_streak"])
+          cause = int(m.pop("nonfinite_cause"))
+          if streak[0] >= config.max_nonfinite_streak:
+            raise NonFiniteError(step_lib.nonfinite_message(streak[0], cause, s, config.optimizer.lr))
           if s % config.log_every_steps == 0 or s == total_steps or ev:
             m.update(ev)
             m.update(setup.info.get("metrics", {}))  # run-constant counts, e.g. skipped bad records
@@ -219,8 +218,12 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, setup: Setup) 
           bar.update(1)
           if s % config.checkpoint_every_steps == 0 or s == total_steps or sigterm.received:
             drain(last=True)
-            ckpt.save(s, state, data_state={"next_batch": s}, config=_config_dict(config),
-                      force=sigterm.received or s == total_steps)
+            if streak[0]:
+              logging.warning("step %d: no checkpoint while %d updates in a row were non-finite", s,
+                              streak[0])
+            else:
+              ckpt.save(s, state, data_state={"next_batch": s}, config=_config_dict(config),
+                        force=sigterm.received or s == total_steps)
           if sigterm.received:
             ckpt.wait()
             writer.close()

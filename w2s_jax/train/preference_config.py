@@ -76,6 +76,10 @@ def preference_config(arg: str | None, *, objective: dict, lr: float = 1e-3, ful
   c.data.correct_at = 1.0  # a completion is correct when the scorer gives at least this
   c.data.eval_batches = 4 if smoke else 32
   c.data.cache_dir = ""  # "" = $W2S_JAX_CACHE/preference/<hash of data+model+seed>
+  # source "files": your own {"prompt", "chosen", "rejected"} records (comma-separated .jsonl/.parquet)
+  c.data.train_files = ""
+  c.data.eval_files = ""
+  c.data.skip_bad_records = False  # True: skip and count bad records instead of stopping
 
   c.objective = ml_collections.ConfigDict(objective)
 

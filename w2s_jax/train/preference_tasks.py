@@ -11,7 +11,9 @@
    worked solutions vs flawed copies, a wrong final answer or cut off before it (`data.perturbations`,
    `preference_pairs.perturbed_records`). Train
    prompts come from the task's train split, held-out pairs from its test split. Records are cached as
-   JSONL under `data.cache_dir` (default `$W2S_JAX_CACHE/preference/<hash of data+model>`).
+   JSONL under `data.cache_dir` (default `$W2S_JAX_CACHE/preference/<hash of data+model>`). `"files"`:
+   your own pair files (`data.train_files`, `data.eval_files`; `data.skip_bad_records`), read on every run
+   (`preference_pairs.file_records`; KTO gets each chosen completion as desirable, each rejected not).
 3. **Reference log-probs** are precomputed once, in one jitted pass over every pair with the start
    model, and stored with the rows (`ref_logps`; for KTO also `ref_kl_logps`). The train step then runs
    only the policy. SimPO, ORPO and the reward model need no reference.
@@ -263,6 +265,11 @@ def preference_records(
   from w2s_jax.w2s.ladder import cache_root
 
   d = config.data
+  if d.source == "files":  # users' pair files: read (and validated) on every run, never cached
+    skip = bool(d.get("skip_bad_records", False))
+    read = {split: preference_pairs.file_records(d.get(f"{split}_files", ""), skip_bad_records=skip)
+            for split in ("train", "eval")}
+    return {k: v[0] for k, v in read.items()}, {k: v[1] for k, v in read.items()}, Path(d.train_files)
   key = {"data": json.loads(d.to_json_best_effort()), "model": json.loads(config.model.to_json_best_effort()),
          "seed": config.seed}
   directory = Path(d.cache_dir) if d.get("cache_dir") else cache_root() / "preference" / _hash(key)
@@ -275,7 +282,7 @@ def preference_records(
       kinds = tuple(d.get("perturbations", preference_pairs.PERTURBATIONS))
       return preference_pairs.perturbed_records(problems, kinds=kinds, seed=int(d.data_seed))
     if d.source != "sampled":
-      raise ValueError(f"unknown data.source {d.source!r}; choose 'sampled' or 'perturbed'")
+      raise ValueError(f"unknown data.source {d.source!r}; choose 'sampled', 'perturbed' or 'files'")
     from w2s_jax.data.sft_sources import reasoning_prompt
 
     completions = preference_pairs.sample_completions(

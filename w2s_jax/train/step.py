@@ -91,18 +91,59 @@ def _sums_and_grads(
   return grads, loss_sum, weight, metric_sums
 
 
+class NonFiniteError(FloatingPointError):
+  """Raised by every loop after too many non-finite updates in a row; the message names the likely cause."""
+
+
+# `metrics["nonfinite_cause"]` of a step: what was first found non-finite (0: nothing, the update applied).
+NONFINITE_LOSS, NONFINITE_GRAD, NONFINITE_UPDATE = 1, 2, 3
+# Metrics the step returns for the loop's guard rather than for the metrics file.
+GUARD_METRICS = ("nonfinite_streak", "nonfinite_cause")
+
+
+def _all_finite(tree: Any) -> jax.Array:
+  """True when every floating-point leaf of `tree` is finite everywhere."""
+  oks = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+  return jnp.all(jnp.stack(oks)) if oks else jnp.array(True)
+
+
+def nonfinite_message(streak: int, cause: int, step: int, lr: float | None) -> str:
+  """The guard's error: how many updates were skipped, and the likely cause from what was non-finite."""
+  head = f"{streak} updates in a row were non-finite (last at step {step}): "
+  if cause == NONFINITE_UPDATE:
+    return head + (f"the loss and gradient were finite but the update or new parameters were not, so the "
+                   f"learning rate is the likely cause (optimizer.lr={lr}): lower it")
+  if cause == NONFINITE_GRAD:
+    return head + ("the loss was finite but its gradient was not: lower optimizer.lr, set "
+                   "optimizer.clip_norm, or inspect the data near that batch")
+  if step <= streak:
+    return head + ("the loss was non-finite from the first step: the initialisation (or the starting "
+                   "checkpoint) or the first batches are the likely cause")
+  return head + f"the loss itself was non-finite: inspect the data near batch {step}, or lower optimizer.lr"
+
+
 def _apply(
   tx: optax.GradientTransformation, state: TrainState, grads: Any, loss_sum: jax.Array,
   weight: jax.Array, metric_sums: dict[str, jax.Array], schedule: optax.Schedule | None,
 ) -> tuple[TrainState, Metrics]:
-  """Divides by the weight, applies the update unless anything is non-finite, and counts skips."""
+  """Divides by the weight, applies the update unless anything is non-finite, and counts skips.
+
+  Non-finite means the loss, the gradient, the update, the new parameters or the new optimizer state;
+  then parameters and optimizer state stay as they were and `metrics["nonfinite_cause"]` says which.
+  """
   safe_w = jnp.where(weight > 0, weight, 1.0)
   grads = jax.tree.map(lambda g: g / safe_w.astype(g.dtype), grads)
   loss = safe_ratio(loss_sum, weight)
   grad_norm = optax.tree.norm(grads)
-  finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
   updates, new_opt = tx.update(grads, state.opt_state, state.params)
   new_params = optax.apply_updates(state.params, updates)
+  # A finite loss and gradient can still give a non-finite update (an infinite or huge learning rate,
+  # a damaged optimizer moment): the update, the new parameters and optimizer state are checked too.
+  loss_ok, grad_ok = jnp.isfinite(loss), jnp.isfinite(grad_norm)
+  update_ok = _all_finite((updates, new_params, new_opt))
+  finite = loss_ok & grad_ok & update_ok
+  cause = jnp.where(~loss_ok, NONFINITE_LOSS, jnp.where(~grad_ok, NONFINITE_GRAD,
+                                                        jnp.where(~update_ok, NONFINITE_UPDATE, 0)))
   keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
   streak = jnp.where(finite, 0, state.nonfinite_streak + 1)
   metrics = {
@@ -110,6 +151,7 @@ def _apply(
     "grad_norm": grad_norm,
     "weight": weight,
     "nonfinite_streak": streak,
+    "nonfinite_cause": cause.astype(jnp.int32),
     **{k: safe_ratio(v, weight) for k, v in metric_sums.items()},
   }
   if schedule is not None:

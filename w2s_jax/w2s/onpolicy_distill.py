@@ -32,6 +32,7 @@ Legend: B prompts, G samples per prompt, R rows, P prompt slots, N completion sl
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import time
@@ -42,6 +43,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from absl import logging as absl_logging
 from flax import nnx
 from tqdm import tqdm
 
@@ -294,6 +296,13 @@ def run_onpolicy_distill(config: ml_collections.ConfigDict, workdir: str | Path)
     summary: `final_step`, `last`, `teacher_eval`, `student_eval_initial`, `student_eval`, the SFT
     summaries, `wall_s`.
   """
+  with contextlib.ExitStack() as closing:  # closes the checkpointer (and its folder lock) on any exit
+    return _run(config, workdir, closing)
+
+
+def _run(
+  config: ml_collections.ConfigDict, workdir: str | Path, closing: contextlib.ExitStack
+) -> dict[str, Any]:
   validate(config)
   workdir = start_workdir(config, workdir)
   t0 = time.perf_counter()
@@ -329,14 +338,14 @@ def run_onpolicy_distill(config: ml_collections.ConfigDict, workdir: str | Path)
                               pad_id=tokenizer.pad_id)
     s_sampler = Sampler(s_graphdef, sampling, mesh=mesh, rules=rules)
 
-    ckpt = Checkpointer(workdir / "checkpoints", keep=config.keep_checkpoints)
+    ckpt = closing.enter_context(Checkpointer(workdir / "checkpoints", keep=config.keep_checkpoints))
     latest = ckpt.latest_step()
     if latest is None:
       params = jax.device_put(student_params, shardings.params)
       state = jax.jit(lambda p: create_train_state(p, tx, config.seed), out_shardings=shardings)(params)
       start, cursor = 0, 0
     else:
-      state, data_state, _ = ckpt.restore(abstract_state, step=latest)
+      state, data_state, _ = ckpt.restore(abstract_state)  # the newest intact step
       start, cursor = int(data_state["iteration"]), int(data_state["prompt_cursor"])
 
     ev = config.eval
@@ -392,9 +401,12 @@ def run_onpolicy_distill(config: ml_collections.ConfigDict, workdir: str | Path)
             records.append(m)
         records = jax.device_get(records)
         metrics = {k: float(np.mean([r[k] for r in records])) for k in records[0]
-                   if k not in ("weight", "nonfinite_streak")}
-        if int(records[-1]["nonfinite_streak"]) >= config.max_nonfinite_streak:
-          raise FloatingPointError(f"non-finite updates in a row at iteration {it + 1}; lower optimizer.lr")
+                   if k not in ("weight", *step_lib.GUARD_METRICS)}
+        streak = int(records[-1]["nonfinite_streak"])
+        if streak >= config.max_nonfinite_streak:
+          raise step_lib.NonFiniteError(f"iteration {it + 1}: " + step_lib.nonfinite_message(
+            streak, int(records[-1]["nonfinite_cause"]), int(jax.device_get(state.step)),
+            config.optimizer.lr))
         metrics.update(stats, prompt_cursor=cursor)
         s = it + 1
         if ev.samples and (s == total or (ev.every_steps and s % ev.every_steps == 0)):
@@ -405,7 +417,10 @@ def run_onpolicy_distill(config: ml_collections.ConfigDict, workdir: str | Path)
         summary["last"] = writer.write(s, metrics)
         bar.update(1)
         bar.set_postfix(loss=f"{metrics['loss']:.4f}")
-        if s % config.checkpoint_every_steps == 0 or s == total or sigterm.received:
+        if streak and (s % config.checkpoint_every_steps == 0 or s == total or sigterm.received):
+          absl_logging.warning("iteration %d: no checkpoint while %d updates in a row were non-finite", s,
+                               streak)
+        elif s % config.checkpoint_every_steps == 0 or s == total or sigterm.received:
           ckpt.save(s, state, data_state={"iteration": s, "prompt_cursor": cursor},
                     config=json.loads(config.to_json_best_effort()), force=sigterm.received or s == total)
         if sigterm.received:

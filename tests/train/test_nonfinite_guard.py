@@ -1,0 +1,106 @@
+"""The non-finite guard: non-finite updates are skipped and named, never checkpointed; loops release locks."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from tests.helpers import load_config
+from w2s_jax.checkpoint import Checkpointer
+from w2s_jax.models.transformer import Transformer
+from w2s_jax.train import step as step_lib
+from w2s_jax.train.config_lib import train_defaults
+from w2s_jax.train.loop import Setup, train
+from w2s_jax.train.state import create_train_state
+
+
+class _Linear(nnx.Module):
+  def __init__(self, rngs: nnx.Rngs):
+    self.w = nnx.Linear(4, 1, rngs=rngs)
+
+
+def _objective(model, batch, rng):
+  del rng
+  return jnp.sum(model.w(batch["x"]) ** 2), jnp.ones(()), {}
+
+
+def test_an_infinite_learning_rate_is_skipped_and_named():
+  # The loss and gradient are finite; only the update is not. The old guard applied it (NaN weights).
+  graphdef, params = nnx.split(_Linear(nnx.Rngs(0)))
+  tx = optax.adam(jnp.inf)
+  step = jax.jit(step_lib.make_train_step(_objective, tx, graphdef))
+  state0 = create_train_state(params, tx, 0)
+  state, m = step(state0, {"x": jnp.ones((2, 4))})
+  assert np.isfinite(float(m["loss"])) and np.isfinite(float(m["grad_norm"]))
+  assert int(m["nonfinite_cause"]) == step_lib.NONFINITE_UPDATE and int(state.nonfinite_streak) == 1
+  for new, old in zip(jax.tree.leaves(state.params), jax.tree.leaves(state0.params), strict=True):
+    np.testing.assert_array_equal(new, old)
+  assert "learning rate" in step_lib.nonfinite_message(3, int(m["nonfinite_cause"]), 3, float("inf"))
+
+
+def test_causes_are_told_apart():
+  assert "data near batch 9" in step_lib.nonfinite_message(2, step_lib.NONFINITE_LOSS, 9, 1e-3)
+  assert "initialisation" in step_lib.nonfinite_message(3, step_lib.NONFINITE_LOSS, 3, 1e-3)
+  assert "clip_norm" in step_lib.nonfinite_message(3, step_lib.NONFINITE_GRAD, 7, 1e-3)
+
+
+def test_infinite_lr_stops_the_loop_with_no_checkpoint(tmp_path):
+  # Before: the update turned every weight NaN at step 1 and checkpoints 1-3 were saved mid-streak.
+  c = train_defaults(total_steps=4, batch_size=2, lr=float("inf"))
+  c.checkpoint_every_steps, c.max_nonfinite_streak, c.keep_checkpoints, c.mesh.data = 1, 3, 10, 1
+  batches = [{"x": np.ones((2, 4), np.float32)}] * 4
+  setup = Setup(make_model=_Linear, objective=_objective, train_batches=batches, eval_batches=[])
+  with pytest.raises(step_lib.NonFiniteError, match=r"3 updates in a row.*optimizer\.lr=inf"):
+    train(c, tmp_path, setup)
+  steps = [p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()]
+  assert steps == [], steps
+  with Checkpointer(tmp_path / "checkpoints") as again:  # the loop released the folder's lock
+    assert again.latest_step() is None
+
+
+def _random_params(config, model_section):
+  """Random params made as the SFT phase makes its own (under the run's mesh and rules, inside jit)."""
+  from w2s_jax import sharding as shd
+  from w2s_jax.models.presets import from_section
+
+  with jax.set_mesh(shd.make_mesh(dict(config.mesh))), nnx.logical_axis_rules(shd.get_rules(config.sharding)):
+    return jax.jit(lambda: nnx.split(Transformer(from_section(model_section), rngs=nnx.Rngs(0)))[1])()
+
+
+class _Boom(RuntimeError):
+  pass
+
+
+def _boom(*args, **kwargs):
+  raise _Boom("failed after the checkpointer was opened")
+
+
+def test_rl_loop_releases_the_checkpoint_lock_on_error(tmp_path, monkeypatch):
+  from w2s_jax.rl import loop as rl_loop
+
+  c = load_config("grpo_tiny", "smoke")
+  c.mesh.data, c.data.train_size, c.data.eval_size = 1, 16, 4
+  monkeypatch.setattr(rl_loop, "run_sft", lambda config, workdir: (_random_params(config, config.model), {}))
+  monkeypatch.setattr(rl_loop, "MetricsWriter", _boom)
+  with pytest.raises(_Boom):
+    rl_loop.train_rl(c, tmp_path)
+  with Checkpointer(tmp_path / "checkpoints") as again:  # before: "being written by another process"
+    assert again.latest_step() is None
+
+
+def test_distill_loop_releases_the_checkpoint_lock_on_error(tmp_path, monkeypatch):
+  from w2s_jax.w2s import onpolicy_distill as od
+
+  c = load_config("onpolicy_distill", "smoke")
+  c.mesh.data, c.data.train_size, c.data.eval_size = 1, 16, 4
+  monkeypatch.setattr(od, "prepare_role", lambda config, role, workdir: (
+    od.role_model_config(config, role), _random_params(config, config[role].model), {}))
+  monkeypatch.setattr(od, "MetricsWriter", _boom)
+  with pytest.raises(_Boom):
+    od.run_onpolicy_distill(c, tmp_path)
+  with Checkpointer(tmp_path / "checkpoints") as again:
+    assert again.latest_step() is None
