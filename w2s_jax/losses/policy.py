@@ -9,25 +9,35 @@ may hold garbage (even ±inf): they are replaced before any arithmetic, so neith
 gradient sees them, and a fully masked row gives 0.
 
 ρ_t = π_θ/π_old = exp(logp − old_logp), with the log-ratio clamped to [−20, 20] (verl) before exp.
+
+One pure function per kind (the rlax way, in `policy_kinds.py`), all of one signature
+`fn(terms, options) -> PolicyTokenLoss`:
+`ppo_clip_loss` (`ppo`, `dapo`, `clip_higher`), `gspo_loss`, `cispo_loss`, `topr_loss`, `reinforce_loss`.
+`POLICY_LOSSES` maps each config name (`loss.kind`) to a `PolicyLoss` entry, the kind's function and its
+defaults; calling an entry (or `policy_loss(kind=...)`) masks the inputs, runs the function, applies the
+positive/negative weights and computes the metrics.
 """
 
 from __future__ import annotations
 
-import functools
+import dataclasses
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 
 from w2s_jax.losses.aggregation import safe_ratio
+from w2s_jax.losses.policy_kinds import (
+  PolicyOptions,
+  PolicyTerms,
+  PolicyTokenLoss,
+  cispo_loss,
+  gspo_loss,
+  ppo_clip_loss,
+  reinforce_loss,
+  topr_loss,
+)
 
-# (ε_low, ε_high) per kind when `clip_eps` / `clip_eps_high` are not given.
-DEFAULT_CLIP_EPS = {
-  "ppo": (0.2, 0.2),  # Schulman et al. 2017; TRL/verl defaults
-  "dapo": (0.2, 0.28),  # DAPO clip-higher
-  "clip_higher": (0.2, 0.28),
-  "gspo": (3e-4, 4e-4),  # GSPO paper
-  "cispo": (1.0, 4.0),  # no lower bound (paper); weight cap 1 + 4 = 5 (TRL epsilon_high=5.0, ScaleRL)
-}
 TOPR_LEVELS = ("sequence", "token")
 
 
@@ -43,6 +53,111 @@ def _check_shapes(**arrays: jax.Array) -> None:
 
 def _masked_mean(x_BL: jax.Array, valid_BL: jax.Array) -> jax.Array:
   return safe_ratio(jnp.sum(jnp.where(valid_BL, x_BL, 0.0)), jnp.sum(valid_BL.astype(jnp.float32)))
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicyLoss:
+  """A `POLICY_LOSSES` entry: a kind's pure function and its defaults; call it like `policy_loss`.
+
+  Attributes:
+    name: the config name (`loss.kind`).
+    fn: the kind's pure per-token function, `fn(terms, options) -> PolicyTokenLoss`.
+    clip_eps: default (ε_l, ε_h) when `clip_eps` / `clip_eps_high` are not given.
+    symmetric_eps: a given `clip_eps` sets ε_h too (PPO's single ε).
+    dual_clip: the kind takes `dual_clip_c`.
+  """
+
+  name: str
+  fn: Callable[[PolicyTerms, PolicyOptions], PolicyTokenLoss]
+  clip_eps: tuple[float, float] = (0.0, 0.0)
+  symmetric_eps: bool = False
+  dual_clip: bool = False
+
+  def __call__(
+    self,
+    logp_BL: jax.Array,
+    old_logp_BL: jax.Array,
+    advantages_BL: jax.Array,
+    mask_BL: jax.Array,
+    *,
+    clip_eps: float | None = None,
+    clip_eps_high: float | None = None,
+    dual_clip_c: float | None = None,
+    positive_B: jax.Array | None = None,
+    topr_level: str = "sequence",
+    use_is_ratio: bool = False,
+    positive_weight: float = 1.0,
+    negative_weight: float = 1.0,
+  ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """This kind's per-token loss [B, L] and metrics; arguments and results as `policy_loss`."""
+    _check_shapes(logp_BL=logp_BL, old_logp_BL=old_logp_BL, advantages_BL=advantages_BL, mask_BL=mask_BL)
+    if topr_level not in TOPR_LEVELS:
+      raise ValueError(f"unknown topr_level {topr_level!r}; choose one of {TOPR_LEVELS}")
+    if dual_clip_c is not None and (not self.dual_clip or dual_clip_c <= 1.0):
+      raise ValueError(
+        f"dual_clip_c must be > 1 and only goes with ppo/dapo kinds (got {dual_clip_c}, {self.name})")
+    if positive_B is not None and positive_B.shape != logp_BL.shape[:1]:
+      raise ValueError(f"positive_B {positive_B.shape} must be [B] = {logp_BL.shape[:1]}")
+    eps_low, eps_high = self.clip_eps
+    if clip_eps is not None:
+      eps_low = clip_eps
+      eps_high = clip_eps if self.symmetric_eps else eps_high
+    if clip_eps_high is not None:
+      eps_high = clip_eps_high
+    terms = _terms(logp_BL, old_logp_BL, advantages_BL, mask_BL, positive_B)
+    out = self.fn(terms, PolicyOptions(eps_low, eps_high, dual_clip_c, topr_level, use_is_ratio))
+    loss_BL = out.loss_BL
+    if positive_weight != 1.0 or negative_weight != 1.0:
+      loss_BL = loss_BL * jnp.where(terms.positive_BL, positive_weight, negative_weight)
+    return jnp.where(terms.valid_BL, loss_BL, 0.0), _metrics(terms, out)
+
+
+def _terms(
+  logp_BL: jax.Array, old_logp_BL: jax.Array, advantages_BL: jax.Array, mask_BL: jax.Array,
+  positive_B: jax.Array | None,
+) -> PolicyTerms:
+  """Masks the inputs (garbage off the mask never reaches arithmetic) and forms ρ [B, L]."""
+  valid_BL = mask_BL > 0
+  logp_BL = _where_valid(valid_BL, logp_BL)
+  old_logp_BL = jax.lax.stop_gradient(_where_valid(valid_BL, old_logp_BL))
+  adv_BL = jax.lax.stop_gradient(_where_valid(valid_BL, advantages_BL))
+  log_ratio_BL = jnp.clip(logp_BL - old_logp_BL, -20.0, 20.0)
+  if positive_B is None:
+    positive_BL = adv_BL > 0
+  else:
+    positive_BL = jnp.broadcast_to(positive_B.astype(bool)[:, None], adv_BL.shape)
+  return PolicyTerms(logp_BL, log_ratio_BL, jnp.exp(log_ratio_BL), adv_BL, valid_BL, positive_BL)
+
+
+def _metrics(t: PolicyTerms, out: PolicyTokenLoss) -> dict[str, jax.Array]:
+  """Scalar diagnostics over the valid tokens (see `policy_loss`'s Returns)."""
+  valid_BL = t.valid_BL
+  stat_ratio_BL = jax.lax.stop_gradient(out.ratio_BL)
+  any_valid = jnp.any(valid_BL)
+  return {
+    "ratio_mean": _masked_mean(stat_ratio_BL, valid_BL),
+    "ratio_min": jnp.where(any_valid, jnp.min(jnp.where(valid_BL, stat_ratio_BL, jnp.inf)), 0.0),
+    "ratio_max": jnp.where(any_valid, jnp.max(jnp.where(valid_BL, stat_ratio_BL, -jnp.inf)), 0.0),
+    "clipfrac": _masked_mean(out.clipped_BL.astype(jnp.float32), valid_BL),
+    "dual_clipfrac": _masked_mean(out.dual_BL.astype(jnp.float32), valid_BL),
+    "ppo_kl": jax.lax.stop_gradient(_masked_mean(-t.log_ratio_BL, valid_BL)),
+    "approx_kl": jax.lax.stop_gradient(_masked_mean(jnp.expm1(t.log_ratio_BL) - t.log_ratio_BL, valid_BL)),
+  }
+
+
+POLICY_LOSSES: dict[str, PolicyLoss] = {
+  # Schulman et al. 2017; TRL/verl defaults
+  "ppo": PolicyLoss("ppo", ppo_clip_loss, (0.2, 0.2), symmetric_eps=True, dual_clip=True),
+  # DAPO clip-higher
+  "dapo": PolicyLoss("dapo", ppo_clip_loss, (0.2, 0.28), dual_clip=True),
+  "clip_higher": PolicyLoss("clip_higher", ppo_clip_loss, (0.2, 0.28), dual_clip=True),
+  # GSPO paper
+  "gspo": PolicyLoss("gspo", gspo_loss, (3e-4, 4e-4)),
+  # no lower bound (paper); weight cap 1 + 4 = 5 (TRL epsilon_high=5.0, ScaleRL)
+  "cispo": PolicyLoss("cispo", cispo_loss, (1.0, 4.0)),
+  "topr": PolicyLoss("topr", topr_loss),
+  "reinforce": PolicyLoss("reinforce", reinforce_loss),
+}
 
 
 def policy_loss(
@@ -63,26 +178,10 @@ def policy_loss(
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Per-token policy-gradient loss of the named kind (the negative of each paper's objective).
 
-  With A = advantages_BL, ε_l = clip_eps, ε_h = clip_eps_high, sg = stop-gradient:
-
-  - `ppo` (Schulman et al. 2017, arXiv 1707.06347): ℓ = max(−A·ρ, −A·clip(ρ, 1−ε_l, 1+ε_h)). With
-    `dual_clip_c` = c > 1 (Ye et al. 2020, arXiv 1912.09729; verl `clip_ratio_c`), where A < 0:
-    ℓ = min(ℓ, −A·c).
-  - `dapo` / `clip_higher` (Yu et al. 2025, arXiv 2503.14476): `ppo` with asymmetric ε_l = 0.2,
-    ε_h = 0.28 by default. Examples (formulas.md §8.3): A=+1, ρ=1.5 → −1.28; A=−1, ρ=0.5 → 0.8;
-    A=−1, ρ=1.5 → 1.5; dual clip c=3, A=−1, ρ=5 → 3.
-  - `gspo` (Zheng et al. 2025, arXiv 2507.18071): sequence ratio s = exp((1/|y|) Σ_t log ρ_t) (log s
-    clamped ≤ 10 as verl), in the GSPO-token form s_t = sg(s)·π_θ(y_t)/sg(π_θ(y_t)) (value s, gradient
-    s·∇log π_θ(y_t)); ℓ = max(−A·s_t, −A·clip(s_t, 1−ε_l, 1+ε_h)), ε = (3e-4, 4e-4) by default. Pair with
-    `seq-mean-token-mean` for the paper's objective.
-  - `cispo` (MiniMax-M1, arXiv 2506.13585): ℓ = −sg(clip(ρ, 1−ε_l, 1+ε_h))·A·log π_θ. Defaults ε_l = 1 (no
-    lower bound), ε_h = 4 (weight ≤ 5, TRL's `epsilon_high=5.0`); verl's form is ε = (0.2, 0.28).
-  - `topr` (Le Roux et al. 2025, arXiv 2503.14286): ℓ = −sg(w)·A·log π_θ with w = 1 for positive samples
-    and w = clip(π_θ(y)/π_old(y), 0, 1) (sequence-level: the product of token ratios) for negative ones.
-    `topr_level="token"` uses the token ratio instead (Trinity-RFT). Pair with `seq-mean-token-sum` for
-    the paper's per-sample loss −w·R·log π(y|x).
-  - `reinforce` (Williams 1992): ℓ = −A·log π_θ; with `use_is_ratio`, ℓ = −sg(ρ)·A·log π_θ (off-policy
-    importance weighting, unclipped).
+  Dispatches through `POLICY_LOSSES`; the formula and paper of each kind are in its function's docstring:
+  `ppo` (`ppo_clip_loss`, ε = 0.2 on both sides, optional dual clip), `dapo` / `clip_higher`
+  (`ppo_clip_loss` with ε = (0.2, 0.28)), `gspo` (`gspo_loss`), `cispo` (`cispo_loss`), `topr`
+  (`topr_loss`), `reinforce` (`reinforce_loss`).
 
   Positive samples are `positive_B` where given, else the tokens with A > 0 (A ≥ 0 is the same for the
   loss: those terms vanish). NSR / PSR / W-REINFORCE (Zhu et al. 2025, arXiv 2506.01347) multiply the loss
@@ -95,7 +194,7 @@ def policy_loss(
     advantages_BL: per-token advantages [B, L] (no gradient is taken through them).
     mask_BL: 1 on response tokens that are trained on [B, L].
     kind: one of `POLICY_LOSSES`.
-    clip_eps: ε_l; None for the kind's default (`DEFAULT_CLIP_EPS`).
+    clip_eps: ε_l; None for the kind's default (`POLICY_LOSSES[kind].clip_eps`).
     clip_eps_high: ε_h; None for the kind's default (which is ε_l for `ppo` when ε_l is given).
     dual_clip_c: c > 1 for PPO dual clipping, or None.
     positive_B: bool per response [B], which samples count as positive (TOPR, weights); optional.
@@ -112,88 +211,10 @@ def policy_loss(
   """
   if kind not in POLICY_LOSSES:
     raise ValueError(f"unknown policy loss kind {kind!r}; choose one of {sorted(POLICY_LOSSES)}")
-  _check_shapes(logp_BL=logp_BL, old_logp_BL=old_logp_BL, advantages_BL=advantages_BL, mask_BL=mask_BL)
-  if topr_level not in TOPR_LEVELS:
-    raise ValueError(f"unknown topr_level {topr_level!r}; choose one of {TOPR_LEVELS}")
-  if dual_clip_c is not None and (kind not in ("ppo", "dapo", "clip_higher") or dual_clip_c <= 1.0):
-    raise ValueError(f"dual_clip_c must be > 1 and only goes with ppo/dapo kinds (got {dual_clip_c}, {kind})")
-  if positive_B is not None and positive_B.shape != logp_BL.shape[:1]:
-    raise ValueError(f"positive_B {positive_B.shape} must be [B] = {logp_BL.shape[:1]}")
-  eps_low, eps_high = DEFAULT_CLIP_EPS.get(kind, (0.0, 0.0))
-  if clip_eps is not None:
-    eps_low = clip_eps
-    eps_high = clip_eps if kind == "ppo" else eps_high
-  if clip_eps_high is not None:
-    eps_high = clip_eps_high
-
-  valid_BL = mask_BL > 0
-  logp_BL = _where_valid(valid_BL, logp_BL)
-  old_logp_BL = jax.lax.stop_gradient(_where_valid(valid_BL, old_logp_BL))
-  adv_BL = jax.lax.stop_gradient(_where_valid(valid_BL, advantages_BL))
-  log_ratio_BL = jnp.clip(logp_BL - old_logp_BL, -20.0, 20.0)
-  ratio_BL = jnp.exp(log_ratio_BL)
-  if positive_B is None:
-    positive_BL = adv_BL > 0
-  else:
-    positive_BL = jnp.broadcast_to(positive_B.astype(bool)[:, None], adv_BL.shape)
-
-  used_ratio_BL = ratio_BL
-  clipped_BL = jnp.zeros(adv_BL.shape, bool)
-  dual_BL = jnp.zeros(adv_BL.shape, bool)
-  if kind in ("ppo", "dapo", "clip_higher", "gspo"):
-    if kind == "gspo":
-      tokens_B = jnp.sum(valid_BL.astype(jnp.float32), axis=-1)
-      seq_log_B = jnp.minimum(jnp.sum(log_ratio_BL, axis=-1) / jnp.maximum(tokens_B, 1.0), 10.0)
-      seq_log_BL = jax.lax.stop_gradient(seq_log_B)[:, None] + logp_BL - jax.lax.stop_gradient(logp_BL)
-      used_ratio_BL = jnp.exp(seq_log_BL)
-    loss1_BL = -adv_BL * used_ratio_BL
-    loss2_BL = -adv_BL * jnp.clip(used_ratio_BL, 1.0 - eps_low, 1.0 + eps_high)
-    clipped_BL = loss2_BL > loss1_BL
-    loss_BL = jnp.maximum(loss1_BL, loss2_BL)
-    if dual_clip_c is not None:
-      loss3_BL = -adv_BL * dual_clip_c
-      dual_BL = (adv_BL < 0) & (loss3_BL < loss_BL)
-      loss_BL = jnp.where(adv_BL < 0, jnp.minimum(loss_BL, loss3_BL), loss_BL)
-  else:
-    if kind == "cispo":
-      weight_BL = jnp.clip(ratio_BL, 1.0 - eps_low, 1.0 + eps_high)
-      clipped_BL = weight_BL != ratio_BL
-    elif kind == "topr":
-      if topr_level == "sequence":
-        seq_log_B = jnp.sum(log_ratio_BL, axis=-1)
-        neg_weight_BL = jnp.broadcast_to(jnp.exp(jnp.minimum(seq_log_B, 0.0))[:, None], adv_BL.shape)
-      else:
-        neg_weight_BL = jnp.minimum(ratio_BL, 1.0)
-      weight_BL = jnp.where(positive_BL, 1.0, neg_weight_BL)
-      clipped_BL = weight_BL < 1.0
-    elif use_is_ratio:
-      weight_BL = ratio_BL
-    else:
-      weight_BL = jnp.ones_like(ratio_BL)
-    loss_BL = -jax.lax.stop_gradient(weight_BL) * adv_BL * logp_BL
-
-  if positive_weight != 1.0 or negative_weight != 1.0:
-    loss_BL = loss_BL * jnp.where(positive_BL, positive_weight, negative_weight)
-  loss_BL = jnp.where(valid_BL, loss_BL, 0.0)
-
-  stat_ratio_BL = jax.lax.stop_gradient(used_ratio_BL)
-  any_valid = jnp.any(valid_BL)
-  metrics = {
-    "ratio_mean": _masked_mean(stat_ratio_BL, valid_BL),
-    "ratio_min": jnp.where(any_valid, jnp.min(jnp.where(valid_BL, stat_ratio_BL, jnp.inf)), 0.0),
-    "ratio_max": jnp.where(any_valid, jnp.max(jnp.where(valid_BL, stat_ratio_BL, -jnp.inf)), 0.0),
-    "clipfrac": _masked_mean(clipped_BL.astype(jnp.float32), valid_BL),
-    "dual_clipfrac": _masked_mean(dual_BL.astype(jnp.float32), valid_BL),
-    "ppo_kl": jax.lax.stop_gradient(_masked_mean(-log_ratio_BL, valid_BL)),
-    "approx_kl": jax.lax.stop_gradient(_masked_mean(jnp.expm1(log_ratio_BL) - log_ratio_BL, valid_BL)),
-  }
-  return loss_BL, metrics
-
-
-POLICY_LOSSES = {
-  name: functools.partial(policy_loss, kind=name)
-  for name in ("ppo", "dapo", "clip_higher", "gspo", "cispo", "topr", "reinforce")
-}
+  return POLICY_LOSSES[kind](
+    logp_BL, old_logp_BL, advantages_BL, mask_BL, clip_eps=clip_eps, clip_eps_high=clip_eps_high,
+    dual_clip_c=dual_clip_c, positive_B=positive_B, topr_level=topr_level, use_is_ratio=use_is_ratio,
+    positive_weight=positive_weight, negative_weight=negative_weight)
 
 KL_KINDS = ("k1", "k2", "k3")
 _KL_ALIASES = {"kl": "k1", "mse": "k2", "low_var_kl": "k3"}  # verl's `kl_penalty` / `kl_loss_type` names
