@@ -1,5 +1,9 @@
 """Advantage estimators: pure functions of rewards (and values), no model, no config.
 
+`ADVANTAGES` (`registry.py`) maps every config name (`advantage.name`, including `tempo`, `treerl`,
+`vineppo`, `rft`) to an `Estimator` of one signature, `entry(RolloutAdvantageInputs, AdvantageOptions) ->
+(adv_RN, returns_RN)`, that names its pure function (`entry.fn`) and the rollout inputs it needs.
+
 `ADVANTAGE_ESTIMATORS` maps the names users know from TRL/verl to the functions, in three call forms:
 
 - reinforce, rloo, grpo, dr_grpo, psr, nsr, w_reinforce: `fn(rewards_BG, mask_BG=None) -> adv_BG`;
@@ -10,8 +14,6 @@
 Sequence-level advantages go to tokens with `broadcast_to_tokens`; token rewards for the token-level
 estimators come from `outcome_token_rewards`.
 """
-
-import functools
 
 from w2s_jax.advantages.gae import (
   discounted_returns,
@@ -41,6 +43,15 @@ from w2s_jax.advantages.process import (
   prm_best_of_n,
   prm_solution_scores,
 )
+from w2s_jax.advantages.registry import (
+  ADVANTAGES,
+  AdvantageOptions,
+  Estimator,
+  RolloutAdvantageInputs,
+  nsr_advantages,
+  psr_advantages,
+)
+from w2s_jax.advantages.steps import step_ids, step_index
 from w2s_jax.advantages.tree import (
   gather_to_tokens,
   group_prefix_tree,
@@ -57,8 +68,8 @@ ADVANTAGE_ESTIMATORS = {
   "rloo": rloo_advantages,
   "grpo": grpo_advantages,
   "dr_grpo": dr_grpo_advantages,
-  "psr": functools.partial(w_reinforce_advantages, positive_weight=1.0, negative_weight=0.0),
-  "nsr": functools.partial(w_reinforce_advantages, positive_weight=0.0, negative_weight=1.0),
+  "psr": psr_advantages,
+  "nsr": nsr_advantages,
   "w_reinforce": w_reinforce_advantages,
   "reinforce_pp": reinforce_pp_advantages,
   "reinforce_pp_baseline": reinforce_pp_baseline_advantages,
@@ -66,6 +77,8 @@ ADVANTAGE_ESTIMATORS = {
 }
 
 __all__ = [
+  "ADVANTAGES", "AdvantageOptions", "Estimator", "RolloutAdvantageInputs", "nsr_advantages", "psr_advantages",
+  "step_ids", "step_index",
   "ADVANTAGE_ESTIMATORS", "broadcast_to_tokens", "discounted_returns", "dr_grpo_advantages",
   "gae_advantages", "grpo_advantages", "last_token_mask", "masked_mean", "masked_whiten",
   "outcome_token_rewards", "reinforce_advantages", "reinforce_pp_advantages",
