@@ -21,9 +21,11 @@ block, so interleave per-device blocks when building the batch for that form.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -247,9 +249,45 @@ def reward_model_objective(*, center_rewards_coefficient: float | None = None) -
   return objective
 
 
-# Objective factories by the loss names users know, e.g. `PREFERENCE_OBJECTIVES["ipo"](beta=0.5)`.
-PREFERENCE_OBJECTIVES: dict[str, Callable[..., Objective]] = {
-  **{name: functools.partial(preference_objective, name) for name in PAIRWISE_INPUTS},
-  "kto": kto_objective,
-  "reward_model": reward_model_objective,
+@dataclasses.dataclass(frozen=True)
+class PreferenceObjective:
+  """A `PREFERENCE_OBJECTIVES` entry: the objective factory and what a task must build for it.
+
+  Call it with the loss's keyword arguments to get the objective (`PREFERENCE_OBJECTIVES["ipo"](beta=0.5)`).
+
+  Attributes:
+    name: the config name (`objective.name`).
+    make: `make(**loss_kwargs) -> Objective`.
+    reference: its batches carry the frozen reference model's summed log-probs (`ref_logps`).
+    train_data: "pairs" (chosen-then-rejected [2B, L] batches) or "unpaired" (KTO's examples with
+      `desirable` and the mismatched KL rows).
+    head: "lm" (the decoder's token log-probs) or "reward" (a scalar head on the start decoder's backbone:
+      `SequenceClassifier(cfg, 1)` or `ValueModel`, the task's `model.head`).
+    accuracy: the metric that is the held-out reward accuracy, or None when it is computed from the
+      summed-log-prob margin against `ref_logps` on pair batches.
+  """
+
+  name: str
+  make: Callable[..., Objective]
+  reference: bool = True
+  train_data: str = "pairs"
+  head: str = "lm"
+  accuracy: str | None = "rewards/accuracies"
+
+  def __call__(self, **loss_kwargs: Any) -> Objective:
+    return self.make(**loss_kwargs)
+
+
+def _pairwise(name: str) -> PreferenceObjective:
+  # the "averaged" losses (SimPO, ORPO) are reference-free
+  return PreferenceObjective(name, functools.partial(preference_objective, name),
+                             reference=PAIRWISE_INPUTS[name] != "averaged")
+
+
+# Objectives by the loss names users know, e.g. `PREFERENCE_OBJECTIVES["ipo"](beta=0.5)`.
+PREFERENCE_OBJECTIVES: dict[str, PreferenceObjective] = {
+  **{name: _pairwise(name) for name in PAIRWISE_INPUTS},
+  "kto": PreferenceObjective("kto", kto_objective, train_data="unpaired", accuracy=None),
+  "reward_model": PreferenceObjective("reward_model", reward_model_objective, reference=False, head="reward",
+                                      accuracy="accuracy"),
 }

@@ -62,7 +62,7 @@ from w2s_jax.train.loop import Setup
 from w2s_jax.train.step import Batch, Objective
 
 Rows = dict[str, np.ndarray]
-REFERENCE_FREE = ("simpo", "orpo", "reward_model")
+REFERENCE_FREE = tuple(name for name, entry in po.PREFERENCE_OBJECTIVES.items() if not entry.reference)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -156,18 +156,18 @@ def _pad_pairs(chosen: Rows, rejected: Rows, ref_N2: np.ndarray, multiple: int):
 def with_reward_accuracy(objective: Objective, name: str) -> Objective:
   """Adds `reward_accuracy` (share of pairs with a positive implicit reward margin) on pair batches.
 
-  Pairwise objectives and the reward model already compute it (`rewards/accuracies`, `accuracy`);
-  KTO's train batches are unpaired (they carry `desirable`), so on pair batches (the eval batches) the
-  summed-log-prob margin against `ref_logps` is computed here with one more forward pass.
+  Pairwise objectives and the reward model already compute it (their entry's `accuracy` metric:
+  `rewards/accuracies`, `accuracy`); KTO's train batches are unpaired (they carry `desirable`), so on pair
+  batches (the eval batches) the summed-log-prob margin against `ref_logps` is computed here with one
+  more forward pass.
   """
+  accuracy = po.PREFERENCE_OBJECTIVES[name].accuracy
 
   def wrapped(model: nnx.Module, batch: Batch, rng: jax.Array):
     loss_sum, weight, sums = objective(model, batch, rng)
     sums = dict(sums)
-    if name == "reward_model":
-      sums["reward_accuracy"] = sums["accuracy"]
-    elif name != "kto":
-      sums["reward_accuracy"] = sums["rewards/accuracies"]
+    if accuracy is not None:
+      sums["reward_accuracy"] = sums[accuracy]
     elif "desirable" not in batch:
       logps_2B, count_2B = po.batch_logps(model, batch)
       margin_2B = logps_2B - batch[po.REF_LOGPS].astype(jnp.float32)
@@ -393,7 +393,8 @@ def records_setup(
     raise ValueError(f"none of {len(records['eval']['pairs'])} held-out pairs fits in seq_len={seq_len}: "
                      "add held-out prompts or raise seq_len")
   rows_per_batch = 2 * batch_size
-  needs_ref = name not in REFERENCE_FREE
+  spec = po.PREFERENCE_OBJECTIVES[name]
+  needs_ref = spec.reference
 
   def refs(chosen: Rows, rejected: Rows) -> np.ndarray | None:
     if not needs_ref:
@@ -413,7 +414,7 @@ def records_setup(
     for i in range(min(len(eval_c["inputs"]) // batch_size, eval_batches))
   ]
 
-  if name == "kto":
+  if spec.train_data == "unpaired":
     rows, kl_rows, desirable, dropped_train = _unpaired_rows(records["train"]["unpaired"], tokenizer, seq_len,
                                                              seed)
     ref, ref_kl = (reference_logps(graphdef, params, r, rows_per_batch) for r in (rows, kl_rows))
@@ -430,7 +431,7 @@ def records_setup(
                     lambda idx: pair_batch(train_c, train_r, train_ref, idx))
     n_train = len(train_c["inputs"])
 
-  if name == "reward_model":
+  if spec.head == "reward":
     if head not in ("classifier", "value"):
       raise ValueError(f"unknown model.head {head!r}; choose 'classifier' or 'value'")
 
@@ -441,7 +442,7 @@ def records_setup(
     def make_model(rngs: nnx.Rngs) -> nnx.Module:
       return Transformer(cfg, rngs=rngs)
 
-  init_params = start_params(make_model, params, seed, backbone=name == "reward_model")
+  init_params = start_params(make_model, params, seed, backbone=spec.head == "reward")
 
   info = {"data": {"train_examples": n_train, "eval_pairs": n_eval_pairs, "objective": name},
           "metrics": {"pairs_dropped_overlong": dropped_train + dropped_eval}}
