@@ -90,7 +90,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.dynamic_sampling.metric = "correct"  # or "reward": what must vary within a group
 
   c.advantage = ml_collections.ConfigDict()
-  c.advantage.name = "grpo"  # see w2s_jax.rl.batch.ADVANTAGES
+  c.advantage.name = "grpo"  # see w2s_jax.advantages.ADVANTAGES
   c.advantage.eps = 1e-6
   c.advantage.gamma = 1.0
   c.advantage.lam = 0.95
@@ -109,7 +109,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.advantage.unlikeliness_rank_penalty = 0.0  # β_rank, "Rewarding the Unlikely" (paper: 0.25); 0 = off
 
   c.loss = ml_collections.ConfigDict()
-  c.loss.kind = "ppo"  # ppo | dapo | gspo | cispo | topr | reinforce
+  c.loss.kind = "ppo"  # w2s_jax.losses.POLICY_LOSSES: ppo | dapo | gspo | cispo | topr | reinforce
   c.loss.reduction = "seq-mean-token-mean"
   c.loss.clip_eps = 0.0  # 0 = the kind's default
   c.loss.clip_eps_high = 0.0
