@@ -356,6 +356,43 @@ def preference_setup(config: ml_collections.ConfigDict) -> Setup:
   return setup
 
 
+def _unpaired_stream(
+  examples: list[dict[str, Any]], tokenizer: Tokenizer, seq_len: int, seed: int, graphdef: nnx.GraphDef,
+  params: Any, rows_per_batch: int,
+) -> tuple[grain.MapDataset, int, int]:
+  """KTO's train stream of unpaired examples with their mismatched KL rows and reference log-probs.
+
+  Returns:
+    (stream of batches of `rows_per_batch` examples, number of examples, examples dropped as overlong).
+  """
+  rows, kl_rows, desirable, dropped = _unpaired_rows(examples, tokenizer, seq_len, seed)
+  ref, ref_kl = (reference_logps(graphdef, params, r, rows_per_batch) for r in (rows, kl_rows))
+
+  def make(idx: np.ndarray) -> Batch:
+    return {**_take(rows, idx), **_take(kl_rows, idx, "kl_"), "desirable": desirable[idx],
+            po.REF_LOGPS: ref[idx], "ref_kl_logps": ref_kl[idx]}
+
+  return _stream(len(desirable), rows_per_batch, seed, make), len(desirable), dropped
+
+
+def _model_maker(
+  spec: po.PreferenceObjective, cfg: ModelConfig, head: str
+) -> Callable[[nnx.Rngs], nnx.Module]:
+  """The trained model: the decoder, or for a reward head `SequenceClassifier(cfg, 1)` / `ValueModel`."""
+  if spec.head == "reward":
+    if head not in ("classifier", "value"):
+      raise ValueError(f"unknown model.head {head!r}; choose 'classifier' or 'value'")
+
+    def make_model(rngs: nnx.Rngs) -> nnx.Module:
+      return SequenceClassifier(cfg, 1, rngs=rngs) if head == "classifier" else ValueModel(cfg, rngs=rngs)
+
+  else:
+    def make_model(rngs: nnx.Rngs) -> nnx.Module:
+      return Transformer(cfg, rngs=rngs)
+
+  return make_model
+
+
 def records_setup(
   records: dict[str, dict[str, list[dict[str, Any]]]],
   cfg: ModelConfig,
@@ -394,10 +431,9 @@ def records_setup(
                      "add held-out prompts or raise seq_len")
   rows_per_batch = 2 * batch_size
   spec = po.PREFERENCE_OBJECTIVES[name]
-  needs_ref = spec.reference
 
   def refs(chosen: Rows, rejected: Rows) -> np.ndarray | None:
-    if not needs_ref:
+    if not spec.reference:
       return None
     both = {k: np.concatenate([chosen[k], rejected[k]]) for k in chosen}
     ref = reference_logps(graphdef, params, both, rows_per_batch)
@@ -408,40 +444,22 @@ def records_setup(
   eval_c, eval_r, eval_ref_N2 = _pad_pairs(
     eval_c, eval_r, np.zeros((n_eval_pairs, 2), np.float32) if eval_ref is None else eval_ref, batch_size
   )
-  eval_ref_N2 = eval_ref_N2 if needs_ref else None
+  eval_ref_N2 = eval_ref_N2 if spec.reference else None
   held_out = [
     pair_batch(eval_c, eval_r, eval_ref_N2, np.arange(i * batch_size, (i + 1) * batch_size))
     for i in range(min(len(eval_c["inputs"]) // batch_size, eval_batches))
   ]
 
   if spec.train_data == "unpaired":
-    rows, kl_rows, desirable, dropped_train = _unpaired_rows(records["train"]["unpaired"], tokenizer, seq_len,
-                                                             seed)
-    ref, ref_kl = (reference_logps(graphdef, params, r, rows_per_batch) for r in (rows, kl_rows))
-
-    def make(idx: np.ndarray) -> Batch:
-      return {**_take(rows, idx), **_take(kl_rows, idx, "kl_"), "desirable": desirable[idx],
-              po.REF_LOGPS: ref[idx], "ref_kl_logps": ref_kl[idx]}
-
-    train = _stream(len(desirable), rows_per_batch, seed, make)
-    n_train = len(desirable)
+    train, n_train, dropped_train = _unpaired_stream(
+      records["train"]["unpaired"], tokenizer, seq_len, seed, graphdef, params, rows_per_batch)
   else:
     train_ref = refs(train_c, train_r)
     train = _stream(len(train_c["inputs"]), batch_size, seed,
                     lambda idx: pair_batch(train_c, train_r, train_ref, idx))
     n_train = len(train_c["inputs"])
 
-  if spec.head == "reward":
-    if head not in ("classifier", "value"):
-      raise ValueError(f"unknown model.head {head!r}; choose 'classifier' or 'value'")
-
-    def make_model(rngs: nnx.Rngs) -> nnx.Module:
-      return SequenceClassifier(cfg, 1, rngs=rngs) if head == "classifier" else ValueModel(cfg, rngs=rngs)
-
-  else:
-    def make_model(rngs: nnx.Rngs) -> nnx.Module:
-      return Transformer(cfg, rngs=rngs)
-
+  make_model = _model_maker(spec, cfg, head)
   init_params = start_params(make_model, params, seed, backbone=spec.head == "reward")
 
   info = {"data": {"train_examples": n_train, "eval_pairs": n_eval_pairs, "objective": name},
