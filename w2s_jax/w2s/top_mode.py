@@ -74,6 +74,7 @@ def top_classifier(cfg: ModelConfig, params: Any, n: int, *, seed: int) -> TopCl
   model = TopClassifier(cfg, k - n, n, rngs=nnx.Rngs(seed))
   pure = nnx.to_pure_dict(params)
   top = {"blocks": {i: pure["blocks"][k - n + i] for i in range(n)}, "final_norm": pure["final_norm"]}
+  top = jax.tree.map(lambda a: jnp.array(a, copy=True), top)  # the step donates them: never the rung's
   _, state = nnx.split(model)
   own = nnx.to_pure_dict(state)
   own.update(top)
