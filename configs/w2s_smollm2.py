@@ -24,9 +24,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     raise ValueError(f"unknown config arg {arg!r}; use 'smoke' or nothing")
   c = load_config("quickstart", "smoke" if smoke else None)
   c.train.pretrained_mode = "probe"  # probe | lora (| finetune: the whole 135M model, impractical on CPU)
-  c.train.lora_targets = ["q", "v"]
-  c.train.lora_rank = 8
-  c.train.lora_alpha = 16.0
   c.ladder.sizes = (*c.ladder.sizes, "gguf:smollm2-135m")
   if smoke:
     c.losses = ("xent",)
