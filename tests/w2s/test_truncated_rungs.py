@@ -113,12 +113,13 @@ def test_feature_cache_equals_a_fresh_pass_and_is_reused(llama, tmp_path):
   assert not list(tmp_path.rglob("*.tmp"))
 
 
-def test_top_classifier_on_cached_states_equals_the_rung_classifier(llama, tmp_path):
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_top_classifier_on_cached_states_equals_the_rung_classifier(llama, tmp_path, n):
   folder, _ = llama
   rung = rungs.load_pretrained(f"hf:{folder}@3", max_len=12)
   data = _encoded(rung.tokenizer)
-  hidden = FeatureCache(tmp_path).get(rungs.checkpoint(f"hf:{folder}"), data, [Request(1, "tokens")])
-  top = top_mode.top_classifier(rung.model_cfg, rung.params, 2, seed=0)
+  hidden = FeatureCache(tmp_path).get(rungs.checkpoint(f"hf:{folder}"), data, [Request(3 - n, "tokens")])
+  top = top_mode.top_classifier(rung.model_cfg, rung.params, n, seed=0)
   head_DC = np.random.default_rng(0).normal(size=(32, 2)).astype(np.float32)
   top.head.kernel_DC[...] = head_DC
   reference = SequenceClassifier(rung.model_cfg, 2, rngs=nnx.Rngs(0))

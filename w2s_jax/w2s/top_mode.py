@@ -4,7 +4,8 @@ A rung `ckpt@k` is blocks 1..k of a checkpoint, its final norm and a head. With 
 blocks 1..k−n are frozen: their output (the residual stream after block k−n, per token) is computed once
 per data set and kept on disk (`feature_cache.py`), and each training runs only blocks k−n+1..k, the final
 norm and a zero-initialised head on it (`TopClassifier`), initialised from the checkpoint. So a 30-block
-135M student costs, per step, n blocks' forward and backward pass instead of 30.
+135M student costs, per step, n blocks' forward and backward pass instead of 30 (the last of them only at
+the position the head reads).
 
 `top` trains all of that (n blocks + final norm + head); `top_lora` trains zero-initialised LoRA adapters
 on the n blocks' `train.lora_targets` projections + the head, the blocks themselves frozen. Trainings are
@@ -13,6 +14,7 @@ short and saved by the sweep as a whole, so they are not checkpointed mid-way.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,7 +25,7 @@ import optax
 from flax import nnx
 from tqdm.auto import tqdm
 
-from w2s_jax.models.heads import ClassifierHead
+from w2s_jax.models.heads import ClassifierHead, last_token_index
 from w2s_jax.models.lora import LoRAParam, apply_lora
 from w2s_jax.models.presets import ModelConfig
 from w2s_jax.models.transformer import Block, RMSNorm, attention_mask, is_local_layer
@@ -47,18 +49,31 @@ class TopClassifier(nnx.Module):
     self.head = ClassifierHead(cfg.d_model, 2, zero_init=True, param_dtype=cfg.param_dtype, rngs=rngs)
 
   def __call__(self, hidden_BLD: jax.Array, *, segment_ids_BL: jax.Array) -> jax.Array:
-    """Float32 logits [B, 2] read at each row's last real token (rows right-padded)."""
+    """Float32 logits [B, 2] read at each row's last real token (rows right-padded).
+
+    The head reads one position, so the last block runs its queries, attention output and MLP at that
+    position only (its keys and values at every position): the same logits as the full block, at about
+    a sixth of its cost.
+    """
     B, L = segment_ids_BL.shape
     index_BL = jnp.broadcast_to(jnp.arange(L, dtype=jnp.int32)[None, :], (B, L))
-    mask_BLL = attention_mask(segment_ids_BL, segment_ids_BL, index_BL, index_BL)
-    local_BLL = None
-    if self.cfg.sliding_window is not None:
-      local_BLL = attention_mask(segment_ids_BL, segment_ids_BL, index_BL, index_BL,
-                                 sliding_window=self.cfg.sliding_window)
+    full_BLL = attention_mask(segment_ids_BL, segment_ids_BL, index_BL, index_BL)
+    window = self.cfg.sliding_window
+    local_BLL = None if window is None else attention_mask(segment_ids_BL, segment_ids_BL, index_BL,
+                                                           index_BL, sliding_window=window)
     x_BLD = hidden_BLD.astype(jnp.dtype(self.cfg.dtype))
-    for i, block in enumerate(self.blocks):
-      x_BLD = block(x_BLD, index_BL, local_BLL if is_local_layer(self.cfg, self.first + i) else mask_BLL)
-    return self.head(self.final_norm(x_BLD), segment_ids_BL=segment_ids_BL)
+    for i, block in enumerate(self.blocks[:-1]):
+      x_BLD = block(x_BLD, index_BL, local_BLL if is_local_layer(self.cfg, self.first + i) else full_BLL)
+    last = self.blocks[-1]
+    last_B1 = last_token_index(segment_ids_BL)[:, None]
+    q_BLNH, k_BLKH, v_BLKH = last.attn.project_qkv(last.attn_norm(x_BLD), index_BL)
+    q_B1NH = jnp.take_along_axis(q_BLNH, last_B1[:, :, None, None], axis=1)
+    is_local = is_local_layer(self.cfg, self.first + len(self.blocks) - 1)
+    mask_B1L = attention_mask(jnp.ones_like(last_B1), segment_ids_BL, last_B1, index_BL,
+                              sliding_window=window if is_local else None)
+    x_B1D = jnp.take_along_axis(x_BLD, last_B1[:, :, None], axis=1)
+    x_B1D = last.after_attention(x_B1D, last.attn.attend(q_B1NH, k_BLKH, v_BLKH, mask_B1L))
+    return self.head(self.final_norm(x_B1D), lengths_B=jnp.ones((B,), jnp.int32))
 
 
 def top_classifier(cfg: ModelConfig, params: Any, n: int, *, seed: int) -> TopClassifier:
@@ -91,6 +106,20 @@ def as_hidden_set(data: classify.Encoded, hidden_NLD: np.ndarray) -> classify.En
                           data.truncated, data.rows_N)
 
 
+@functools.lru_cache(maxsize=8)
+def _compiled_step(graphdef: nnx.GraphDef, loss: str, loss_kwargs: tuple, lr: float) -> tuple[Any, Any]:
+  """(optimizer, jitted step(state, frozen, batch)) — one compilation per student architecture and loss,
+  shared by every seed and weak supervisor of a sweep."""
+  tx = optax.adamw(lr, weight_decay=0.0)
+  train_step = make_train_step(classify.classifier_objective(loss, **dict(loss_kwargs)), tx, graphdef)
+
+  def step(state, frozen, batch):
+    new, metrics = train_step(state.replace(frozen=frozen), batch)
+    return new.replace(frozen=None), metrics
+
+  return tx, jax.jit(step, donate_argnums=0)
+
+
 def train_top(
   cfg: ModelConfig, params: Any, train: classify.Encoded, evals: Sequence[classify.Encoded], loss: str, *,
   n: int, steps: int, batch_size: int, lr: float, seed: int, lora: dict[str, Any] | None = None,
@@ -110,15 +139,8 @@ def train_top(
     apply_lora(model, targets=lora["targets"], rank=lora["rank"], alpha=lora["alpha"], rngs=nnx.Rngs(seed))
     which = nnx.Any(LoRAParam, nnx.All(nnx.Param, nnx.PathContains("head")))
     graphdef, trainable, frozen = nnx.split(model, which, ...)
-  tx = optax.adamw(lr, weight_decay=0.0)
+  tx, step = _compiled_step(graphdef, loss, tuple(sorted((loss_kwargs or {}).items())), lr)
   state = create_train_state(trainable, tx, seed)
-  train_step = make_train_step(classify.classifier_objective(loss, **(loss_kwargs or {})), tx, graphdef)
-
-  def step(state, frozen, batch):
-    new, metrics = train_step(state.replace(frozen=frozen), batch)
-    return new.replace(frozen=None), metrics
-
-  step = jax.jit(step, donate_argnums=0)
   batches = classify.Batches(train, batch_size, steps, seed)
   metrics: dict[str, Any] = {}
   for i in tqdm(range(steps), desc=desc, unit="step", leave=False):
