@@ -151,3 +151,39 @@ def test_top_training_learns_and_trains_only_what_it_should(llama, tmp_path, lor
   # + head 64 = 288.
   assert extra["trainable_params"] == (9376 if lora is None else 288)
   np.testing.assert_array_equal(rung.params["blocks"][3]["mlp"]["up_DF"][...], before)  # not donated away
+
+
+@pytest.mark.slow
+def test_sweep_of_truncated_rungs_is_deterministic_and_reuses_the_cache(llama, tmp_path, monkeypatch):
+  from tests.helpers import load_config
+  from w2s_jax.w2s.run import run_sweep
+
+  folder, _ = llama
+  config = load_config("w2s_sweep", "smoke")
+  with config.unlocked():
+    config.data.task = "sentence_reordering"
+    config.data.template = "Sentence: {candidate}"
+    config.data.n_train, config.data.n_test, config.data.max_len = 48, 24, 32
+    config.ladder.sizes = (f"hf:{folder}@1", f"hf:{folder}@4")
+    config.train.pretrained_mode = "top"
+    config.train.steps = 6
+    config.losses = ("xent",)
+  passes = []
+  real = feature_cache._forward
+  monkeypatch.setattr(feature_cache, "_forward", lambda *a: passes.append(1) or real(*a))
+  outputs = []
+  for i, cache in enumerate(["cache-a", "cache-b", "cache-b"]):  # b twice: the second run reads the cache
+    monkeypatch.setenv("W2S_JAX_CACHE", str(tmp_path / cache))
+    passes.clear()
+    run_sweep(config, tmp_path / f"run{i}")
+    outputs.append((tmp_path / f"run{i}" / "results.json").read_text())
+    # one pass over the train set (2 batches of 32) and one over the test set, for both rungs
+    assert len(passes) == (0 if i == 2 else 3)
+  assert outputs[0] == outputs[1] == outputs[2]  # empty cache or full: the same results.json
+  results = json.loads(outputs[0])
+  assert list(results["ladder"]) == ["tiny-llama@1", "tiny-llama@4"]
+  assert [results["ladder"][k]["layers"] for k in results["ladder"]] == [1, 4]
+  (seed,) = results["per_seed"]
+  assert [t["mode"] for t in seed["transfer"]] == ["top"]
+  files = sorted(p.name for p in (tmp_path / "cache-a" / "features").rglob("*.npy"))
+  assert files == sorted(["tokens-L0-float32.npy", "tokens-L3-float32.npy"] * 2)  # train and test sets

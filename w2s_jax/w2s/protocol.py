@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -293,6 +294,7 @@ class Sweep:
     evals = [test] + ([other] if other is not None else [])
     mode = self.mode_of(rung)
     print(f"[train] {name}: {rung.preset} ({mode}, loss {loss}, {len(train)} examples)", flush=True)
+    start = time.perf_counter()
     if mode == "finetune":
       probs, extra = finetune(rung, train, evals, loss, self.spec, seed, run_dir)
     elif mode == "probe":
@@ -312,7 +314,8 @@ class Sweep:
       raise ValueError(f"unknown mode {mode!r}; choose one of {MODES}")
     result = {"name": name, "model": rung.preset, "loss": loss, "seed": seed, "mode": mode,
               **_scores(probs[0], test.hard_N), **extra}
-    print(f"[done] {name}: test accuracy {100 * result['accuracy']:.1f} %", flush=True)
+    seconds = time.perf_counter() - start  # printed only: results.json stays the same on every run
+    print(f"[done] {name}: test accuracy {100 * result['accuracy']:.1f} % ({seconds:.0f} s)", flush=True)
     if other is not None:
       np.save(probs_file, probs[1])
     done.write_text(json.dumps(result))
