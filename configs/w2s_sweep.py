@@ -65,7 +65,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train.pretrained_mode = ""
   c.train.top_blocks = 1
   c.train.pooling = "last"  # probe features of gguf:/hf: rungs: "last" token or "mean" over real tokens
-  c.train.cache_dir = ""  # feature cache of gguf:/hf: rungs; "" = $W2S_JAX_CACHE/features (~/.cache/w2s_jax)
+  c.train.cache_dir = ""  # feature cache of gguf:/hf: rungs; "" = <ladder.cache_dir or cache root>/features
   c.train.cache_dtype = "float32"  # cached per-token states: float32 | float16
   c.train.lora_targets = ("q", "v")
   c.train.lora_rank = 8

@@ -396,4 +396,12 @@ def sweep_spec(config: ml_collections.ConfigDict) -> TrainSpec:
                    mesh=dict(config.mesh), lora_targets=tuple(t.get("lora_targets", ("q", "v"))),
                    lora_rank=t.get("lora_rank", 8), lora_alpha=t.get("lora_alpha", 16.0),
                    top_blocks=t.get("top_blocks", 1), pooling=t.get("pooling", "last"),
-                   cache_dir=t.get("cache_dir", ""), cache_dtype=t.get("cache_dtype", "float32"))
+                   cache_dir=_feature_dir(config), cache_dtype=t.get("cache_dtype", "float32"))
+
+
+def _feature_dir(config: ml_collections.ConfigDict) -> str:
+  """`train.cache_dir`, else `<ladder.cache_dir>/features` when that is set, else "" (the default root)."""
+  if config.train.get("cache_dir"):
+    return config.train.cache_dir
+  ladder_dir = config.get("ladder", {}).get("cache_dir", "")
+  return str(Path(ladder_dir) / "features") if ladder_dir else ""
