@@ -39,6 +39,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # the record text: "" = "Q: <question> A: <candidate>"; else a format string with {candidate} (and
   # optionally {question}), e.g. "Sentence: {candidate}" for sentence_reordering
   c.data.template = ""
+  c.data.distractors = ()  # wrong-candidate kinds (w2s_sets.STRING_KINDS, ...); () = the task's default
 
   c.ladder = ml_collections.ConfigDict()
   # rungs, weakest first: ladder-N (pretrained here), gguf:smollm2-135m, gguf:/file.gguf, hf:/folder, or a

@@ -165,3 +165,23 @@ def test_hand_made_near_misses():
 def test_template_writes_the_text():
   train = w2s_sets.generate("sentence_reordering", "train", 20, seed=0, template="Sentence: {candidate}")
   assert all(r["txt"] == f"Sentence: {r['candidate']}" for r in train)
+
+
+def test_any_two_word_swap_is_selectable_and_rejected_by_the_scorer():
+  with pytest.raises(ValueError, match=r"data.distractors: unknown kinds \['nope'\]"):
+    w2s_sets.generate("sentence_reordering", "train", 4, distractors=("nope",))
+  train = w2s_sets.generate("sentence_reordering", "train", 80, seed=0, distractors=("word_swap_any",))
+  problems = {p.prompt: p for p in reasoning.generate("sentence_reordering", "w2s_train", 80, seed=0)}
+  far = 0
+  for r in train:
+    p = problems[r["question"]]
+    assert (reasoning.score(p, f"Answer: {r['candidate']}") == 1.0) == bool(r["hard_label"])
+    if not r["hard_label"]:
+      assert r["distractor"] == "word_swap_any"
+      got, gold = _parts(r["candidate"], "word_swap"), _parts(p.answer, "word_swap")
+      diff = [i for i, (a, b) in enumerate(zip(got, gold, strict=True)) if a != b]
+      assert len(diff) == 2 and (got[diff[0]], got[diff[1]]) == (gold[diff[1]], gold[diff[0]])
+      far += diff[1] > diff[0] + 1
+  assert far >= 10  # not only adjacent pairs
+  rng = random.Random(0)
+  assert w2s_sets.swap_words("one two three", rng, adjacent=False) in {"one three two"}  # first word stays

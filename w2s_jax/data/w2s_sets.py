@@ -12,11 +12,12 @@ correct; the others are plausible wrong answers of one of three kinds:
 Answers that are not integers (any reasoning-gym task by name, e.g. `sentence_reordering`, `syllogism`,
 `word_sorting`, `spell_backward`, `family_relationships`) get near misses of their own shape
 (`STRING_KINDS`): `word_swap` (one adjacent pair of words swapped, punctuation kept in place: a fully
-shuffled sentence is far too easy to spot), `char_swap` (two adjacent letters of a single word swapped),
-`list_swap` / `list_drop` (two adjacent elements of a comma-separated list swapped, or one dropped), and
-`other_problem`. `TASK_KINDS` fixes the kinds of known tasks, `kinds_for` picks by the answer's shape
-otherwise. A distractor never equals the answer and always scores < 1 with the task's own reasoning-gym
-scorer (redrawn otherwise).
+shuffled sentence is far too easy to spot), `word_swap_any` (any two different words swapped),
+`char_swap` (two adjacent letters of a single word swapped), `list_swap` / `list_drop` (two adjacent
+elements of a comma-separated list swapped, or one dropped), and `other_problem`. `TASK_KINDS` fixes the
+kinds of known tasks, `kinds_for` picks by the answer's shape otherwise; `distractors=` (config
+`data.distractors`) overrides both. A distractor never equals the answer and always scores < 1 with the
+task's own reasoning-gym scorer (redrawn otherwise).
 
 Tasks differ clearly in difficulty: checking a `chain_sum` total needs a few additions; checking a
 `gsm_symbolic` answer needs reading a word problem and several operations.
@@ -50,7 +51,7 @@ VARIANTS: dict[str, tuple[str, dict[str, int], float]] = {
   "chain_sum_2x2": ("chain_sum", {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2}, 0.6),
 }
 DISTRACTOR_KINDS = ("perturbed", "other_problem", "wrong_step")  # integer answers
-STRING_KINDS = ("word_swap", "char_swap", "list_swap", "list_drop", "other_problem")
+STRING_KINDS = ("word_swap", "word_swap_any", "char_swap", "list_swap", "list_drop", "other_problem")
 # reasoning-gym tasks whose distractors are fixed (others: by the answer's shape, `kinds_for`)
 TASK_KINDS: dict[str, tuple[str, ...]] = {
   "sentence_reordering": ("word_swap",), "spell_backward": ("char_swap",),
@@ -105,18 +106,19 @@ def _group_key(problem: reasoning.Problem) -> Any:
   return tuple(sorted(meta.get("variables", {}))) if problem.task == "gsm_symbolic" else problem.task
 
 
-def swap_words(answer: str, rng: random.Random) -> str | None:
-  """`answer` with one adjacent pair of different words swapped, trailing punctuation left in place (the
-  first word kept first when there are 3+ words, so capitalisation gives nothing away); None if impossible."""
+def swap_words(answer: str, rng: random.Random, *, adjacent: bool = True) -> str | None:
+  """`answer` with one pair of different words swapped (an adjacent pair, or any two with `adjacent=False`),
+  trailing punctuation left in place (the first word kept first when there are 3+ words, so capitalisation
+  gives nothing away); None if impossible."""
   words = answer.split(" ")
   parts = [_PUNCT.match(w).groups() for w in words]
   first = 1 if len(words) >= 3 else 0
-  pairs = [i for i in range(first, len(words) - 1) if parts[i][0] != parts[i + 1][0] and parts[i][0]
-           and parts[i + 1][0]]
+  pairs = [(i, j) for i in range(first, len(words)) for j in range(i + 1, len(words))
+           if (j == i + 1 or not adjacent) and parts[i][0] != parts[j][0] and parts[i][0] and parts[j][0]]
   if not pairs:
     return None
-  i = rng.choice(pairs)
-  parts[i], parts[i + 1] = (parts[i + 1][0], parts[i][1]), (parts[i][0], parts[i + 1][1])
+  i, j = rng.choice(pairs)
+  parts[i], parts[j] = (parts[j][0], parts[i][1]), (parts[i][0], parts[j][1])
   return " ".join(core + punct for core, punct in parts)
 
 
@@ -170,8 +172,8 @@ def distractor(
   if kind == "wrong_step":
     values = step_values(problem)
     return rng.choice(values) if values else None
-  if kind == "word_swap":
-    return swap_words(problem.answer, rng)
+  if kind in ("word_swap", "word_swap_any"):
+    return swap_words(problem.answer, rng, adjacent=kind == "word_swap")
   if kind == "char_swap":
     return swap_chars(problem.answer, rng)
   if kind in ("list_swap", "list_drop"):
@@ -179,15 +181,15 @@ def distractor(
   raise ValueError(f"unknown distractor kind {kind!r}; choose one of {DISTRACTOR_KINDS + STRING_KINDS}")
 
 
-def _wrong(problem: reasoning.Problem, others: Sequence[reasoning.Problem], rng: random.Random
-           ) -> tuple[str, str]:
-  """(candidate, kind): a distractor of one of `kinds_for(problem)` (in random order) that differs from
-  the answer and scores < 1 with the task's scorer; a few draws per kind.
+def _wrong(problem: reasoning.Problem, others: Sequence[reasoning.Problem], rng: random.Random,
+           kinds: Sequence[str] = ()) -> tuple[str, str]:
+  """(candidate, kind): a distractor of one of `kinds` (default `kinds_for(problem)`; in random order) that
+  differs from the answer and scores < 1 with the task's scorer; a few draws per kind.
 
   Raises:
     ValueError: when no kind yields one (names the problem).
   """
-  kinds = list(kinds_for(problem))
+  kinds = list(kinds or kinds_for(problem))
   rng.shuffle(kinds)
   for kind in kinds:
     for _ in range(4):
@@ -246,7 +248,7 @@ def variant_problems(
 
 def make_records(
   problems: Sequence[reasoning.Problem], *, seed: int, variant: str = "", candidates: int = 1,
-  template: str = "",
+  template: str = "", distractors: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
   """openai/weak-to-strong records (plus provenance fields) for `problems`.
 
@@ -259,9 +261,14 @@ def make_records(
     `candidate` and `distractor` (the wrong-answer kind, "" for correct candidates). With `variant`
     (problems of `variant_problems`), `txt` is `"Question: <expression> =\nAnswer: <candidate>"`; with
     `template` (a format string with `{question}` and `{candidate}`, e.g. `"Sentence: {candidate}"`) it is
-    the template filled in.
+    the template filled in. `distractors` (kinds of `DISTRACTOR_KINDS` / `STRING_KINDS`) replaces
+    `kinds_for`'s choice.
   """
   _check_template(template)
+  unknown = sorted(set(distractors) - set(DISTRACTOR_KINDS + STRING_KINDS))
+  if unknown:
+    raise ValueError(f"data.distractors: unknown kinds {unknown}; choose from "
+                     f"{sorted(set(DISTRACTOR_KINDS + STRING_KINDS))}")
   if candidates < 1:
     raise ValueError(f"candidates must be >= 1, got {candidates}")
   groups: dict[Any, list[reasoning.Problem]] = {}
@@ -278,7 +285,7 @@ def make_records(
       hard_label = int(rng.random() < 0.5)
       candidate, kind = p.answer, ""
       if not hard_label:
-        candidate, kind = _wrong(p, others, rng)
+        candidate, kind = _wrong(p, others, rng, distractors)
       shown = variant_question(p) if variant else p.prompt
       txt = template.format(question=shown, candidate=candidate) if template else f"{question} {candidate}"
       out.append({
@@ -297,7 +304,7 @@ def _check_template(template: str) -> None:
 
 def generate(
   task: str, split: str, size: int, *, seed: int = 0, exclude: set[str] | None = None, candidates: int = 1,
-  template: str = "",
+  template: str = "", distractors: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
   """W2S records of `task` (a `W2S_TASKS` task or any reasoning-gym dataset name) for `split`: `size`
   problems whose questions are not in `exclude`, with `candidates` records each (see `make_records`)."""
@@ -306,20 +313,23 @@ def generate(
     if len(problems) < size:
       raise ValueError(f"{task}: its W2S pool has {len(problems)} questions left for {split!r}, "
                        f"asked for {size} (data.n_train / data.n_test count questions)")
-    return make_records(problems, seed=seed, variant=task, candidates=candidates, template=template)
+    return make_records(problems, seed=seed, variant=task, candidates=candidates, template=template,
+                        distractors=distractors)
   problems = reasoning.generate(task, f"w2s_{split}", size, seed=seed, exclude=exclude)
   if len(problems) < size:
     raise ValueError(f"{task}: only {len(problems)} distinct questions for {split!r}, asked for {size}")
-  return make_records(problems, seed=seed, candidates=candidates, template=template)
+  return make_records(problems, seed=seed, candidates=candidates, template=template, distractors=distractors)
 
 
 def generate_splits(
-  task: str, n_train: int, n_test: int, *, seed: int = 0, candidates: int = 1, template: str = ""
+  task: str, n_train: int, n_test: int, *, seed: int = 0, candidates: int = 1, template: str = "",
+  distractors: Sequence[str] = (),
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
   """(train, test) W2S records of `task`, no test question also being a train question.
 
   `n_train` and `n_test` count questions; a train question gives `candidates` records, a test question one.
   """
-  train = generate(task, "train", n_train, seed=seed, candidates=candidates, template=template)
-  test = generate(task, "test", n_test, seed=seed, exclude={r["question"] for r in train}, template=template)
+  kw = dict(seed=seed, template=template, distractors=distractors)
+  train = generate(task, "train", n_train, candidates=candidates, **kw)
+  test = generate(task, "test", n_test, exclude={r["question"] for r in train}, **kw)
   return train, test

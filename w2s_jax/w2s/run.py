@@ -24,7 +24,7 @@ from w2s_jax.w2s import rungs as rung_lib
 def _records(config: ml_collections.ConfigDict) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
   d = config.data
   return w2s_sets.generate_splits(d.task, d.n_train, d.n_test, seed=d.seed, candidates=_candidates(config),
-                                  template=d.get("template", ""))
+                                  template=d.get("template", ""), distractors=tuple(d.get("distractors", ())))
 
 
 def _candidates(config: ml_collections.ConfigDict) -> int:
