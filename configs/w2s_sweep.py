@@ -28,15 +28,22 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   c.data = ml_collections.ConfigDict()
   # chain_sum (easy) | gcd (medium) | gsm_symbolic (hard) | chain_sum_3x1, chain_sum_2x2 (small variants,
-  # with ladder.corpus = "w2s:<variant>" to pretrain the ladder on that task: see configs/quickstart.py)
+  # with ladder.corpus = "w2s:<variant>" to pretrain the ladder on that task: configs/quickstart.py:ladder) |
+  # any reasoning-gym dataset, e.g. sentence_reordering, syllogism, word_sorting (w2s_sets.TASK_KINDS)
   c.data.task = "chain_sum"
   c.data.n_train = 256 if smoke else 4000
   c.data.n_test = 128 if smoke else 1000
   c.data.max_len = 64 if smoke else 160
   c.data.seed = 0
   c.data.candidates = 1  # records per train question (each its own coin); A/B halves then split by question
+  # the record text: "" = "Q: <question> A: <candidate>"; else a format string with {candidate} (and
+  # optionally {question}), e.g. "Sentence: {candidate}" for sentence_reordering
+  c.data.template = ""
+  c.data.distractors = ()  # wrong-candidate kinds (w2s_sets.STRING_KINDS, ...); () = the task's default
 
   c.ladder = ml_collections.ConfigDict()
+  # rungs, weakest first: ladder-N (pretrained here), gguf:smollm2-135m, gguf:/file.gguf, hf:/folder, or a
+  # truncated checkpoint <checkpoint>@k (its first k blocks + final norm + head), e.g. gguf:smollm2-135m@8
   c.ladder.sizes = ("ladder-0", "ladder-1") if smoke else ("ladder-0", "ladder-1", "ladder-2", "ladder-3")
   c.ladder.corpus = "pretrain"  # worked reasoning problems + Q&A of 18 more tasks + Python reference text,
   # or "w2s:<variant>": worked problems of a w2s_sets.VARIANTS task (corpus_options: {"problems": N})
@@ -52,8 +59,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.ladder.cache_dir = ""  # empty: $W2S_JAX_CACHE or ~/.cache/w2s_jax
 
   c.train = ml_collections.ConfigDict()
-  c.train.mode = "finetune"  # finetune | probe | lora
-  c.train.pretrained_mode = ""  # mode of gguf:/hf: rungs ("" = train.mode), e.g. "probe" for a 135M model
+  c.train.mode = "finetune"  # finetune | probe | lora (every rung); top | top_lora (gguf:/hf: rungs only)
+  # mode of gguf:/hf: rungs ("" = train.mode): probe (linear head on cached features), top (the top
+  # `top_blocks` blocks + final norm + head on the cached residual stream below them), top_lora (LoRA on
+  # those blocks + head), lora / finetune (the whole rung: forward and backward through every block)
+  c.train.pretrained_mode = ""
+  c.train.top_blocks = 1
+  c.train.pooling = "last"  # probe features of gguf:/hf: rungs: "last" token or "mean" over real tokens
+  c.train.cache_dir = ""  # feature cache of gguf:/hf: rungs; "" = <ladder.cache_dir or cache root>/features
+  c.train.cache_dtype = "float32"  # cached per-token states: float32 | float16
+  c.train.lora_targets = ("q", "v")
+  c.train.lora_rank = 8
+  c.train.lora_alpha = 16.0
   c.train.steps = 30 if smoke else 400
   c.train.batch_size = 16 if smoke else 32
   c.train.lr = 1e-3 if smoke else 5e-4

@@ -106,3 +106,82 @@ def test_sweep_splits_share_no_question():
   train, test = _records(config)
   assert len(test) == 600
   assert not {r["question"] for r in train} & {r["question"] for r in test}
+
+
+STRING_TASKS = {  # task -> the distractor kinds its records must use
+  "sentence_reordering": {"word_swap"}, "spell_backward": {"char_swap"},
+  "word_sorting": {"list_swap", "list_drop"}, "syllogism": {"other_problem"},
+  "family_relationships": {"other_problem"}, "leg_counting": {"perturbed", "other_problem"},
+  "letter_counting": {"perturbed", "other_problem"},
+}
+
+
+def _parts(text: str, kind: str) -> list[str]:
+  """Words without trailing punctuation (word_swap), characters, or list elements."""
+  if kind == "word_swap":
+    return [w.rstrip(".,!?;:\"')") for w in text.split(" ")]
+  return list(text) if kind == "char_swap" else text.split(", ")
+
+
+@pytest.mark.parametrize("task", sorted(STRING_TASKS))
+def test_string_answer_sets_have_near_miss_distractors_that_the_scorer_rejects(task):
+  train, test = w2s_sets.generate_splits(task, 60, 30, seed=0, candidates=2)
+  assert len(train) == 120 and len(test) == 30
+  assert not {r["question"] for r in train} & {r["question"] for r in test}
+  problems = {p.prompt: p for p in reasoning.generate(task, "w2s_train", 60, seed=0)}
+  for r in train:
+    p = problems[r["question"]]
+    assert r["txt"] == f"Q: {p.prompt} A: {r['candidate']}"
+    # the label, checked independently by reasoning-gym's own scorer
+    assert (reasoning.score(p, f"Answer: {r['candidate']}") == 1.0) == bool(r["hard_label"]), r
+    if r["hard_label"]:
+      continue
+    assert r["candidate"] != p.answer
+    if r["distractor"] in ("word_swap", "char_swap", "list_swap"):  # one adjacent pair of parts swapped
+      got, gold = _parts(r["candidate"], r["distractor"]), _parts(p.answer, r["distractor"])
+      diff = [i for i, (a, b) in enumerate(zip(got, gold, strict=True)) if a != b]
+      assert len(diff) == 2 and diff[1] == diff[0] + 1, (r["candidate"], p.answer)
+      assert (got[diff[0]], got[diff[1]]) == (gold[diff[1]], gold[diff[0]])
+    if r["distractor"] == "list_drop":
+      assert len(r["candidate"].split(", ")) == len(p.answer.split(", ")) - 1
+  kinds = {r["distractor"] for r in train if not r["hard_label"]}
+  assert kinds == STRING_TASKS[task], kinds
+
+
+def test_hand_made_near_misses():
+  rng = random.Random(0)
+  assert w2s_sets.swap_words("You have tried it already?", random.Random(1)) in {
+    "You tried have it already?", "You have it tried already?", "You have tried already it?"}
+  assert w2s_sets.swap_words("Smith has", rng) == "has Smith"  # two words: the only pair
+  assert w2s_sets.swap_words("the the", rng) is None
+  assert w2s_sets.swap_chars("talps", random.Random(0)) in {"atlps", "tlaps", "tapls", "talsp"}
+  assert w2s_sets.swap_chars("aa", rng) is None
+  assert w2s_sets.edit_list("b, a", rng, drop=False) == "a, b"
+  assert w2s_sets.edit_list("b, a", rng, drop=True) in {"a", "b"}
+  with pytest.raises(ValueError, match="data.template 'X {answer}'"):
+    w2s_sets.make_records([], seed=0, template="X {answer}")
+
+
+def test_template_writes_the_text():
+  train = w2s_sets.generate("sentence_reordering", "train", 20, seed=0, template="Sentence: {candidate}")
+  assert all(r["txt"] == f"Sentence: {r['candidate']}" for r in train)
+
+
+def test_any_two_word_swap_is_selectable_and_rejected_by_the_scorer():
+  with pytest.raises(ValueError, match=r"data.distractors: unknown kinds \['nope'\]"):
+    w2s_sets.generate("sentence_reordering", "train", 4, distractors=("nope",))
+  train = w2s_sets.generate("sentence_reordering", "train", 80, seed=0, distractors=("word_swap_any",))
+  problems = {p.prompt: p for p in reasoning.generate("sentence_reordering", "w2s_train", 80, seed=0)}
+  far = 0
+  for r in train:
+    p = problems[r["question"]]
+    assert (reasoning.score(p, f"Answer: {r['candidate']}") == 1.0) == bool(r["hard_label"])
+    if not r["hard_label"]:
+      assert r["distractor"] == "word_swap_any"
+      got, gold = _parts(r["candidate"], "word_swap"), _parts(p.answer, "word_swap")
+      diff = [i for i, (a, b) in enumerate(zip(got, gold, strict=True)) if a != b]
+      assert len(diff) == 2 and (got[diff[0]], got[diff[1]]) == (gold[diff[1]], gold[diff[0]])
+      far += diff[1] > diff[0] + 1
+  assert far >= 10  # not only adjacent pairs
+  rng = random.Random(0)
+  assert w2s_sets.swap_words("one two three", rng, adjacent=False) in {"one three two"}  # first word stays

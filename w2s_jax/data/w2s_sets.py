@@ -9,6 +9,16 @@ correct; the others are plausible wrong answers of one of three kinds:
 - `other_problem`: the answer of another problem of the same task (of the same GSM template if possible);
 - `wrong_step`: a number the worked solution computes on the way (stopping early or a wrong step).
 
+Answers that are not integers (any reasoning-gym task by name, e.g. `sentence_reordering`, `syllogism`,
+`word_sorting`, `spell_backward`, `family_relationships`) get near misses of their own shape
+(`STRING_KINDS`): `word_swap` (one adjacent pair of words swapped, punctuation kept in place: a fully
+shuffled sentence is far too easy to spot), `word_swap_any` (any two different words swapped),
+`char_swap` (two adjacent letters of a single word swapped), `list_swap` / `list_drop` (two adjacent
+elements of a comma-separated list swapped, or one dropped), and `other_problem`. `TASK_KINDS` fixes the
+kinds of known tasks, `kinds_for` picks by the answer's shape otherwise; `distractors=` (config
+`data.distractors`) overrides both. A distractor never equals the answer and always scores < 1 with the
+task's own reasoning-gym scorer (redrawn otherwise).
+
 Tasks differ clearly in difficulty: checking a `chain_sum` total needs a few additions; checking a
 `gsm_symbolic` answer needs reading a word problem and several operations.
 
@@ -24,6 +34,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import zlib
 from collections.abc import Sequence
 from typing import Any
@@ -39,7 +50,15 @@ VARIANTS: dict[str, tuple[str, dict[str, int], float]] = {
   "chain_sum_3x1": ("chain_sum", {"min_terms": 3, "max_terms": 3, "min_digits": 1, "max_digits": 1}, 0.4),
   "chain_sum_2x2": ("chain_sum", {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2}, 0.6),
 }
-DISTRACTOR_KINDS = ("perturbed", "other_problem", "wrong_step")
+DISTRACTOR_KINDS = ("perturbed", "other_problem", "wrong_step")  # integer answers
+STRING_KINDS = ("word_swap", "word_swap_any", "char_swap", "list_swap", "list_drop", "other_problem")
+# reasoning-gym tasks whose distractors are fixed (others: by the answer's shape, `kinds_for`)
+TASK_KINDS: dict[str, tuple[str, ...]] = {
+  "sentence_reordering": ("word_swap",), "spell_backward": ("char_swap",),
+  "word_sorting": ("list_swap", "list_drop"), "syllogism": ("other_problem",),
+  "family_relationships": ("other_problem",),
+}
+_PUNCT = re.compile(r"^(.*?)([.,!?;:\"')]*)$")
 
 
 def _as_int(text: str) -> int | None:
@@ -87,6 +106,60 @@ def _group_key(problem: reasoning.Problem) -> Any:
   return tuple(sorted(meta.get("variables", {}))) if problem.task == "gsm_symbolic" else problem.task
 
 
+def swap_words(answer: str, rng: random.Random, *, adjacent: bool = True) -> str | None:
+  """`answer` with one pair of different words swapped (an adjacent pair, or any two with `adjacent=False`),
+  trailing punctuation left in place (the first word kept first when there are 3+ words, so capitalisation
+  gives nothing away); None if impossible."""
+  words = answer.split(" ")
+  parts = [_PUNCT.match(w).groups() for w in words]
+  first = 1 if len(words) >= 3 else 0
+  pairs = [(i, j) for i in range(first, len(words)) for j in range(i + 1, len(words))
+           if (j == i + 1 or not adjacent) and parts[i][0] != parts[j][0] and parts[i][0] and parts[j][0]]
+  if not pairs:
+    return None
+  i, j = rng.choice(pairs)
+  parts[i], parts[j] = (parts[j][0], parts[i][1]), (parts[i][0], parts[j][1])
+  return " ".join(core + punct for core, punct in parts)
+
+
+def swap_chars(answer: str, rng: random.Random) -> str | None:
+  """A single word with two adjacent different characters swapped; None if impossible."""
+  pairs = [i for i in range(len(answer) - 1) if answer[i] != answer[i + 1]]
+  if not pairs or " " in answer:
+    return None
+  i = rng.choice(pairs)
+  return answer[:i] + answer[i + 1] + answer[i] + answer[i + 2:]
+
+
+def edit_list(answer: str, rng: random.Random, *, drop: bool) -> str | None:
+  """A comma-separated list with two adjacent different elements swapped (or, `drop`, one element
+  dropped); None if impossible."""
+  items = answer.split(", ")
+  if len(items) < 2:
+    return None
+  if drop:
+    del items[rng.randrange(len(items))]
+    return ", ".join(items)
+  pairs = [i for i in range(len(items) - 1) if items[i] != items[i + 1]]
+  if not pairs:
+    return None
+  i = rng.choice(pairs)
+  items[i], items[i + 1] = items[i + 1], items[i]
+  return ", ".join(items)
+
+
+def kinds_for(problem: reasoning.Problem) -> tuple[str, ...]:
+  """Distractor kinds of a problem: `TASK_KINDS[task]`, else by its answer's shape (integer, list,
+  several words, one word)."""
+  if problem.task in TASK_KINDS:
+    return TASK_KINDS[problem.task]
+  if _as_int(problem.answer) is not None:
+    return DISTRACTOR_KINDS
+  if ", " in problem.answer:
+    return ("list_swap", "list_drop", "other_problem")
+  return ("word_swap", "other_problem") if " " in problem.answer.strip() else ("char_swap", "other_problem")
+
+
 def distractor(
   problem: reasoning.Problem, others: Sequence[reasoning.Problem], kind: str, rng: random.Random
 ) -> str | None:
@@ -99,7 +172,34 @@ def distractor(
   if kind == "wrong_step":
     values = step_values(problem)
     return rng.choice(values) if values else None
-  raise ValueError(f"unknown distractor kind {kind!r}; choose one of {DISTRACTOR_KINDS}")
+  if kind in ("word_swap", "word_swap_any"):
+    return swap_words(problem.answer, rng, adjacent=kind == "word_swap")
+  if kind == "char_swap":
+    return swap_chars(problem.answer, rng)
+  if kind in ("list_swap", "list_drop"):
+    return edit_list(problem.answer, rng, drop=kind == "list_drop")
+  raise ValueError(f"unknown distractor kind {kind!r}; choose one of {DISTRACTOR_KINDS + STRING_KINDS}")
+
+
+def _wrong(problem: reasoning.Problem, others: Sequence[reasoning.Problem], rng: random.Random,
+           kinds: Sequence[str] = ()) -> tuple[str, str]:
+  """(candidate, kind): a distractor of one of `kinds` (default `kinds_for(problem)`; in random order) that
+  differs from the answer and scores < 1 with the task's scorer; a few draws per kind.
+
+  Raises:
+    ValueError: when no kind yields one (names the problem).
+  """
+  kinds = list(kinds or kinds_for(problem))
+  rng.shuffle(kinds)
+  for kind in kinds:
+    for _ in range(4):
+      candidate = distractor(problem, others, kind, rng)
+      if candidate is None:
+        break
+      if candidate.strip() != problem.answer.strip() and reasoning.score(problem, f"Answer: {candidate}") < 1:
+        return candidate, kind
+  raise ValueError(f"problem {problem.id} ({problem.task}, answer {problem.answer!r}): no distractor of "
+                   f"kinds {kinds} differs from the answer")
 
 
 def in_pretrain_pool(variant: str, question: str) -> bool:
@@ -147,7 +247,8 @@ def variant_problems(
 
 
 def make_records(
-  problems: Sequence[reasoning.Problem], *, seed: int, variant: str = "", candidates: int = 1
+  problems: Sequence[reasoning.Problem], *, seed: int, variant: str = "", candidates: int = 1,
+  template: str = "", distractors: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
   """openai/weak-to-strong records (plus provenance fields) for `problems`.
 
@@ -158,8 +259,16 @@ def make_records(
   Returns:
     dicts with `id`, `txt`, `hard_label` (int), `soft_label` ([2] floats), `task`, `question`,
     `candidate` and `distractor` (the wrong-answer kind, "" for correct candidates). With `variant`
-    (problems of `variant_problems`), `txt` is `"Question: <expression> =\nAnswer: <candidate>"`.
+    (problems of `variant_problems`), `txt` is `"Question: <expression> =\nAnswer: <candidate>"`; with
+    `template` (a format string with `{question}` and `{candidate}`, e.g. `"Sentence: {candidate}"`) it is
+    the template filled in. `distractors` (kinds of `DISTRACTOR_KINDS` / `STRING_KINDS`) replaces
+    `kinds_for`'s choice.
   """
+  _check_template(template)
+  unknown = sorted(set(distractors) - set(DISTRACTOR_KINDS + STRING_KINDS))
+  if unknown:
+    raise ValueError(f"data.distractors: unknown kinds {unknown}; choose from "
+                     f"{sorted(set(DISTRACTOR_KINDS + STRING_KINDS))}")
   if candidates < 1:
     raise ValueError(f"candidates must be >= 1, got {candidates}")
   groups: dict[Any, list[reasoning.Problem]] = {}
@@ -176,44 +285,51 @@ def make_records(
       hard_label = int(rng.random() < 0.5)
       candidate, kind = p.answer, ""
       if not hard_label:
-        kinds = list(DISTRACTOR_KINDS)
-        rng.shuffle(kinds)
-        for kind in kinds:
-          candidate = distractor(p, others, kind, rng)
-          if candidate is not None:
-            break
+        candidate, kind = _wrong(p, others, rng, distractors)
+      shown = variant_question(p) if variant else p.prompt
+      txt = template.format(question=shown, candidate=candidate) if template else f"{question} {candidate}"
       out.append({
-        "id": f"{p.id}-w2s{i}{suffix}", "txt": f"{question} {candidate}", "hard_label": hard_label,
+        "id": f"{p.id}-w2s{i}{suffix}", "txt": txt, "hard_label": hard_label,
         "soft_label": [1.0 - hard_label, float(hard_label)], "task": p.task, "question": p.prompt,
         "candidate": candidate, "distractor": kind,
       })
   return out
 
 
+def _check_template(template: str) -> None:
+  if template and ("{candidate}" not in template or re.search(r"\{(?!question\}|candidate\})", template)):
+    raise ValueError(f"data.template {template!r}: use {{candidate}} (and optionally {{question}}), "
+                     "no other fields")
+
+
 def generate(
-  task: str, split: str, size: int, *, seed: int = 0, exclude: set[str] | None = None, candidates: int = 1
+  task: str, split: str, size: int, *, seed: int = 0, exclude: set[str] | None = None, candidates: int = 1,
+  template: str = "", distractors: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
-  """W2S records of `task` for `split`: `size` problems whose questions are not in `exclude`, with
-  `candidates` records each (see `make_records`)."""
-  if task not in W2S_TASKS:
-    raise ValueError(f"unknown W2S task {task!r}; choose one of {sorted(W2S_TASKS)}")
+  """W2S records of `task` (a `W2S_TASKS` task or any reasoning-gym dataset name) for `split`: `size`
+  problems whose questions are not in `exclude`, with `candidates` records each (see `make_records`)."""
   if task in VARIANTS:
     problems = variant_problems(task, f"w2s_{split}", size, pool="w2s", seed=seed, exclude=exclude)
     if len(problems) < size:
       raise ValueError(f"{task}: its W2S pool has {len(problems)} questions left for {split!r}, "
                        f"asked for {size} (data.n_train / data.n_test count questions)")
-    return make_records(problems, seed=seed, variant=task, candidates=candidates)
+    return make_records(problems, seed=seed, variant=task, candidates=candidates, template=template,
+                        distractors=distractors)
   problems = reasoning.generate(task, f"w2s_{split}", size, seed=seed, exclude=exclude)
-  return make_records(problems, seed=seed, candidates=candidates)
+  if len(problems) < size:
+    raise ValueError(f"{task}: only {len(problems)} distinct questions for {split!r}, asked for {size}")
+  return make_records(problems, seed=seed, candidates=candidates, template=template, distractors=distractors)
 
 
 def generate_splits(
-  task: str, n_train: int, n_test: int, *, seed: int = 0, candidates: int = 1
+  task: str, n_train: int, n_test: int, *, seed: int = 0, candidates: int = 1, template: str = "",
+  distractors: Sequence[str] = (),
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
   """(train, test) W2S records of `task`, no test question also being a train question.
 
   `n_train` and `n_test` count questions; a train question gives `candidates` records, a test question one.
   """
-  train = generate(task, "train", n_train, seed=seed, candidates=candidates)
-  test = generate(task, "test", n_test, seed=seed, exclude={r["question"] for r in train})
+  kw = dict(seed=seed, template=template, distractors=distractors)
+  train = generate(task, "train", n_train, candidates=candidates, **kw)
+  test = generate(task, "test", n_test, exclude={r["question"] for r in train}, **kw)
   return train, test

