@@ -68,6 +68,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train.pooling = "last"  # probe features of gguf:/hf: rungs: "last" token or "mean" over real tokens
   c.train.cache_dir = ""  # feature cache of gguf:/hf: rungs; "" = <ladder.cache_dir or cache root>/features
   c.train.cache_dtype = "float32"  # cached per-token states: float32 | float16
+  # EleutherAI/w2s weak-label filtering/relabelling in the strong student's feature space
+  # (w2s_jax.w2s.label_filters.LABEL_FILTERS): none | knn_drop | knn_relabel | probe_drop | probe_relabel |
+  # topo_drop; kwargs as a JSON object string, e.g. --config.train.label_filter_kwargs='{"k": 20}'
+  c.train.label_filter = "none"
+  c.train.label_filter_kwargs = ""
   c.train.lora_targets = ("q", "v")
   c.train.lora_rank = 8
   c.train.lora_alpha = 16.0

@@ -196,3 +196,47 @@ def test_a_sweep_folder_refuses_to_resume_under_other_settings(tmp_path):
   with pytest.raises(ValueError, match=r"train.loss_kwargs.logconf.warmup: 'reference' -> 'linear'"):
     start_workdir(other, tmp_path, may_change=("seeds", "losses"))
   start_workdir(other, tmp_path)  # pipelines that reuse nothing do not check
+
+
+def test_label_filter_works_in_the_strong_rungs_feature_space(tmp_path):
+  # The strong student's half B is what label_filters makes of the weak labels in the STRONG rung's
+  # features (computed here apart from the sweep); transfer runs carry the filter in their loss label.
+  from flax import nnx
+
+  from w2s_jax.models.presets import get_preset
+  from w2s_jax.models.transformer import Transformer
+  from w2s_jax.w2s import label_filters
+  from w2s_jax.w2s.ladder import Rung
+
+  tok = ByteTokenizer()
+  cfg = get_preset("ladder-0", vocab_size=tok.vocab_size)
+  weak, strong = (Rung(name, cfg, *nnx.split(Transformer(cfg, rngs=nnx.Rngs(i))), float("nan"), tmp_path)
+                  for i, name in enumerate(("r0", "r1")))
+  rng = np.random.default_rng(0)
+  recs = [{"txt": f"{rng.integers(1000)} {i}", "hard_label": i % 2} for i in range(40)]
+  train, test = classify.encode(recs[:30], tok, 16), classify.encode(recs[30:], tok, 16)
+  kwargs = {"k": 3, "drop_frac": 0.2}
+  spec = protocol.TrainSpec(mode="probe", probe_steps=5, label_filter="knn_drop", label_filter_kwargs=kwargs)
+  sweep = protocol.Sweep([weak, strong], train, test, spec, tmp_path)
+  _, b_idx = protocol.split_halves(30, seed=0)
+  half_b = train.take(b_idx)
+  soft_NC = rng.dirichlet([1.0, 1.0], size=len(half_b)).astype(np.float32)
+  data, info = sweep.weak_set(weak, strong, half_b, soft_NC, seed=0)
+  feats = classify.features(strong.graphdef, strong.params, half_b)
+  ref_soft, keep = label_filters.apply_label_filter("knn_drop", feats, soft_NC, seed=0, **kwargs)
+  assert keep.sum() == 12  # 15 examples, floor(0.2 * 15) = 3 dropped
+  assert info == {"label_filter": "knn_drop", "kept_frac": 12 / 15, "relabelled_frac": 0.0}
+  np.testing.assert_array_equal(data.rows_N, half_b.rows_N[keep])
+  np.testing.assert_allclose(data.soft_NC, ref_soft[keep], atol=1e-6)
+  raw = sweep.run(losses=["xent"], seeds=[0])
+  (t,) = raw["per_seed"][0]["transfer"]
+  assert (t["loss"], t["label_filter"], t["kept_frac"]) == ("xent+knn_drop", "knn_drop", 12 / 15)
+  assert (tmp_path / "runs" / "seed0" / "w2s-r0-to-r1-xent+knn_drop" / "result.json").exists()
+
+
+def test_an_unknown_label_filter_is_an_error_naming_the_key():
+  config = load_config("w2s_sweep", "smoke")
+  with config.unlocked():
+    config.train.label_filter = "knn"
+  with pytest.raises(ValueError, match="train.label_filter = 'knn'"):
+    protocol.sweep_spec(config)

@@ -33,7 +33,7 @@ from w2s_jax.evals.metrics import accuracy, auroc, bootstrap_ci
 from w2s_jax.models.heads import SequenceClassifier
 from w2s_jax.train.config_lib import train_defaults
 from w2s_jax.train.step import Objective
-from w2s_jax.w2s import classify, top_mode
+from w2s_jax.w2s import classify, label_filters, top_mode
 from w2s_jax.w2s import rungs as rung_lib
 from w2s_jax.w2s.feature_cache import FeatureCache, Request
 from w2s_jax.w2s.ladder import Rung
@@ -64,6 +64,8 @@ class TrainSpec:
   pooling: str = "last"  # probe features of checkpoint rungs: "last" token or "mean" over real tokens
   cache_dir: str = ""  # feature cache folder; "" = ladder.cache_root() / "features"
   cache_dtype: str = "float32"  # stored dtype of cached per-token states ("float16" halves the disk)
+  label_filter: str = "none"  # label_filters.LABEL_FILTERS key, applied to each strong student's weak labels
+  label_filter_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def split_halves(n: int, seed: int, groups: Sequence[Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -257,6 +259,29 @@ class Sweep:
     feats = self._feature_cache[(rung.preset, key)]
     return feats if key == "test" else feats[data.rows_N]
 
+  def filter_features(self, rung: Rung, data: classify.Encoded) -> np.ndarray:
+    """Features [N, D] of `data` in which a label filter looks for neighbours: the rung's frozen features, or
+    for `top`/`top_lora` the cached residual state at the last real token (what its top blocks read there)."""
+    if self.mode_of(rung) not in CACHED_MODES:
+      return self.features(rung, data)
+    states_NLD = self._cached(rung, data)
+    last_N = np.maximum(data.segment_ids_NL[:, : states_NLD.shape[1]].sum(1) - 1, 0)
+    return np.asarray(states_NLD[np.arange(len(last_N)), last_N], np.float32)
+
+  def weak_set(self, weak: Rung, strong: Rung, half_b: classify.Encoded, soft_NC: np.ndarray, seed: int
+               ) -> tuple[classify.Encoded, dict[str, Any]]:
+    """The strong student's half B with `weak`'s labels, filtered or relabelled by `spec.label_filter`
+    (`label_filters.LABEL_FILTERS`) in the strong rung's feature space; returns it and what the filter did."""
+    data = half_b.with_targets(soft_NC)
+    name = self.spec.label_filter
+    if name == "none":
+      return data, {}
+    soft, keep = label_filters.apply_label_filter(
+      name, self.filter_features(strong, data), data.soft_NC, seed=seed, **self.spec.label_filter_kwargs)
+    kept = data.take(np.flatnonzero(keep)).with_targets(soft[keep])
+    changed = float(np.mean(soft[keep].argmax(1) != data.soft_NC[keep].argmax(1)))
+    return kept, {"label_filter": name, "kept_frac": float(keep.mean()), "relabelled_frac": changed}
+
   def _train_top(self, rung: Rung, train: classify.Encoded, evals: list[classify.Encoded], loss: str,
                  seed: int, name: str) -> tuple[list[np.ndarray], dict[str, Any]]:
     sp = self.spec
@@ -348,10 +373,12 @@ class Sweep:
       for i, weak in enumerate(self.rungs):
         for strong in self.rungs[i + 1:]:
           for loss in losses:
-            name = f"seed{seed}/w2s-{weak.preset}-to-{strong.preset}-{loss}"
-            strong_b = halves[strong.preset][1].with_targets(weak_labels[weak.preset])
+            label = loss if self.spec.label_filter == "none" else f"{loss}+{self.spec.label_filter}"
+            name = f"seed{seed}/w2s-{weak.preset}-to-{strong.preset}-{label}"
+            half_b = halves[strong.preset][1]
+            strong_b, filtered = self.weak_set(weak, strong, half_b, weak_labels[weak.preset], seed)
             _, res = self.fit(name, strong, strong_b, loss, seed)
-            res = dict(res, weak=weak.preset, strong=strong.preset,
+            res = dict(res, **filtered, loss=label, weak=weak.preset, strong=strong.preset,
                        weak_label_acc=accuracy(weak_labels[weak.preset], hard_b),
                        pgr=pgr(gt[weak.preset]["accuracy"], gt[strong.preset]["accuracy"], res["accuracy"]))
             transfer.append(res)
@@ -390,13 +417,32 @@ def summarize(raw: dict[str, Any], *, level: float = 0.95) -> dict[str, Any]:
 
 def sweep_spec(config: ml_collections.ConfigDict) -> TrainSpec:
   t = config.train
+  if t.get("label_filter", "none") not in label_filters.LABEL_FILTERS:
+    names = sorted(label_filters.LABEL_FILTERS)
+    raise ValueError(f"train.label_filter = {t.label_filter!r}: choose one of {names}")
   return TrainSpec(mode=t.mode, pretrained_mode=t.get("pretrained_mode", ""), steps=t.steps,
                    batch_size=t.batch_size, lr=t.lr, probe_steps=t.probe_steps,
                    probe_lr=t.probe_lr, loss_kwargs=t.loss_kwargs.to_dict(),
                    mesh=dict(config.mesh), lora_targets=tuple(t.get("lora_targets", ("q", "v"))),
                    lora_rank=t.get("lora_rank", 8), lora_alpha=t.get("lora_alpha", 16.0),
                    top_blocks=t.get("top_blocks", 1), pooling=t.get("pooling", "last"),
-                   cache_dir=_feature_dir(config), cache_dtype=t.get("cache_dtype", "float32"))
+                   cache_dir=_feature_dir(config), cache_dtype=t.get("cache_dtype", "float32"),
+                   label_filter=t.get("label_filter", "none"),
+                   label_filter_kwargs=_kwargs(t.get("label_filter_kwargs", "")))
+
+
+def _kwargs(value: Any) -> dict[str, Any]:
+  """A config's keyword section: a dict in a config file, or a JSON object string from the command line."""
+  if isinstance(value, str):
+    try:
+      out = json.loads(value) if value.strip() else {}
+    except json.JSONDecodeError as e:
+      raise ValueError(f"train.label_filter_kwargs: not a JSON object ({e}): {value!r}") from None
+  else:
+    out = value.to_dict() if hasattr(value, "to_dict") else dict(value)
+  if not isinstance(out, dict):
+    raise ValueError(f"train.label_filter_kwargs: expected a JSON object, got {value!r}")
+  return out
 
 
 def _feature_dir(config: ml_collections.ConfigDict) -> str:

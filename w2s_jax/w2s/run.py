@@ -33,7 +33,9 @@ def _candidates(config: ml_collections.ConfigDict) -> int:
 
 def run_sweep(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
   """Runs (or resumes) the sweep described by `config` in `workdir`; returns the summary."""
-  workdir = start_workdir(config, workdir, may_change=("seeds", "losses", "cpu_devices", "mesh"))
+  # run names carry the seed, loss and label filter: those may change on a rerun (results reused by name)
+  may_change = ("seeds", "losses", "cpu_devices", "mesh", "train.label_filter")
+  workdir = start_workdir(config, workdir, may_change=may_change)
   lc = config.ladder
   names = list(lc.sizes)
   rung_lib.check_names(names)  # before any pretraining or loading
