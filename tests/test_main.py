@@ -180,7 +180,8 @@ def test_resume_under_changed_settings_is_refused_and_config_json_untouched(tmp_
   # Before: a changed optimizer.lr or batch_size continued silently in the same metrics file.
   from w2s_jax.config_files import load_config, write_config
 
-  write_config(load_config("sft_tiny", "smoke"), tmp_path)  # as a run of the smoke command leaves it
+  write_config(load_config("sft_tiny", "smoke"), tmp_path)  # as a run of the smoke command leaves it,
+  (tmp_path / "metrics.jsonl").write_text('{"step": 1, "loss": 5.5}\n')  # with a logged step to resume
   before = (tmp_path / "config.json").read_bytes()
   out = _usage(tmp_path, "--config.optimizer.lr=0.001", "--config.batch_size=4", "--config.log_every_steps=5")
   assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr[-2000:]
@@ -188,7 +189,25 @@ def test_resume_under_changed_settings_is_refused_and_config_json_untouched(tmp_
   assert "log_every_steps" not in out.stderr.split("(only")[0]  # a logging cadence may change
   assert "--allow_config_change" in out.stderr
   assert (tmp_path / "config.json").read_bytes() == before
-  assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json"]
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "metrics.jsonl"]
+
+
+def test_a_folder_without_progress_is_no_resume(tmp_path):
+  # A run that stopped before training (e.g. "raise data.max_prompt_len to at least 403") left only its
+  # config.json: the corrected rerun must not be refused as a changed resume. A saved step or a logged
+  # metric (here or in a sub-run's folder, e.g. an RL run's SFT start) is progress.
+  from w2s_jax.config_files import has_progress, load_config, write_config
+
+  write_config(load_config("sft_tiny", "smoke"), tmp_path)
+  (tmp_path / "checkpoints").mkdir()
+  (tmp_path / "metrics.jsonl").write_text("")
+  assert not has_progress(tmp_path) and not has_progress(tmp_path / "absent")
+  (tmp_path / "sft" / "checkpoints" / "20").mkdir(parents=True)
+  assert has_progress(tmp_path)
+  other = tmp_path / "other"
+  other.mkdir()
+  (other / "metrics.jsonl").write_text('{"step": 1, "loss": 5.5}\n')
+  assert has_progress(other)
 
 
 def test_allow_config_change_resumes_and_records_the_new_config(uninterrupted, tmp_path):

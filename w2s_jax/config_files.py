@@ -82,6 +82,20 @@ def check_resume(
                       f"use a new --workdir{hint} (only {', '.join(may_change)} may change on resume)")
 
 
+def has_progress(workdir: str | Path) -> bool:
+  """Whether `workdir` holds work a rerun would resume: a saved checkpoint step (in it or in a sub-run's
+  folder one level down, e.g. an RL run's SFT start) or a non-empty `metrics.jsonl`. A folder where a run
+  stopped before training (a usage or length error) holds none, so a corrected rerun may change settings."""
+  workdir = Path(workdir)
+  if not workdir.is_dir():
+    return False
+  for ckpt in (workdir / "checkpoints", *workdir.glob("*/checkpoints")):
+    if ckpt.is_dir() and any(p.name.isdigit() for p in ckpt.iterdir()):
+      return True
+  return any(f.is_file() and f.stat().st_size > 0
+             for f in (workdir / "metrics.jsonl", *workdir.glob("*/metrics.jsonl")))
+
+
 def start_workdir(
   config: ml_collections.ConfigDict, workdir: str | Path, *, may_change: tuple[str, ...] | None = None
 ) -> Path:

@@ -74,14 +74,14 @@ def _usage_exit(message: str) -> None:
 
 def _check_before_work(config, workdir: str) -> None:
   """Validates the config, the task and (on resume) the settings; a usage error exits with status 2."""
-  from w2s_jax.config_files import ConfigError, check_resume
+  from w2s_jax.config_files import ConfigError, check_resume, has_progress
   from w2s_jax.train.config_lib import validate_config
 
   task = config.get("task")
   one_loop = task not in PIPELINES or task in ("rl", "onpolicy_distill")
   try:
     validate_config(config, workdir, loop_cadences=one_loop)
-    if task not in SELF_CHECKED and not _ALLOW_CHANGE.value:
+    if task not in SELF_CHECKED and not _ALLOW_CHANGE.value and has_progress(workdir):
       check_resume(config, workdir, may_change=RESUME_MAY_CHANGE, hint=", or pass --allow_config_change")
   except ConfigError as e:
     _usage_exit(str(e))

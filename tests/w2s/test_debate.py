@@ -66,7 +66,8 @@ def _run(workdir):
   cmd = [sys.executable, "-m", "w2s_jax.main", "--config=configs/debate_w2s.py:smoke", f"--workdir={workdir}"]
   out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
   assert out.returncode == 0, out.stderr[-3000:]
-  *table, last = out.stdout.strip().splitlines()  # the Markdown table, then the summary's JSON line
+  *lines, last = out.stdout.strip().splitlines()  # progress lines, the Markdown table, the summary's JSON
+  table = [line for line in lines if line.startswith("|")]
   return {**json.loads(last), "table": "\n".join(table).strip()}
 
 
