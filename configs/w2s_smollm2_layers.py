@@ -23,26 +23,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   smoke = arg == "smoke"
   if arg not in (None, "", "smoke"):
     raise ValueError(f"unknown config arg {arg!r}; use 'smoke' or nothing")
-  c = load_config("w2s_sweep", "smoke" if smoke else None)
-  c.data.task = "sentence_reordering"
-  c.data.template = "Sentence: {candidate}"
-  c.data.max_len = 48  # SmolLM2 tokens; the longest sentence of 2,500 is ~30
-  c.train.mode = "top"
-  c.train.pretrained_mode = "top"
-  c.train.top_blocks = 1
-  c.train.batch_size = 32
-  c.train.lr = 1e-4
-  if smoke:
-    c.ladder.sizes = ("gguf:smollm2-135m@1", "gguf:smollm2-135m@2")
-    c.losses = ("xent",)
-    c.data.n_train = 64
-    c.data.n_test = 32
-    c.train.steps = 10
-  else:
-    c.ladder.sizes = ("gguf:smollm2-135m@2", "gguf:smollm2-135m@8", "gguf:smollm2-135m@16")
+  c = load_config("quickstart", "smoke" if smoke else None)  # rungs, template, top mode, sizes
+  c.data.distractors = ()  # the task's default: one ADJACENT pair of words swapped
+  if not smoke:
     c.losses = ("xent", "logconf")
-    c.seeds = (0, 1, 2, 3, 4, 5)
-    c.data.n_train = 2000
     c.data.n_test = 500
     c.train.steps = 200
   return c
