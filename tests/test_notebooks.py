@@ -29,3 +29,19 @@ def test_notebook_executes(name, tmp_path, monkeypatch):
   text, output = EXPECTED[name]
   assert text in rendered and "image/png" in rendered
   assert (tmp_path / output).exists()
+
+
+def test_install_cell_names_what_to_set_when_nothing_is_installed(tmp_path):
+  # The install cell, run by an interpreter that cannot import w2s_jax (-S: no site-packages) in a folder
+  # with no checkout above it, stops with a message naming SOURCE instead of a pip traceback.
+  import subprocess
+  import sys
+  nb = nbformat.read(ROOT / "colab" / "quickstart.ipynb", as_version=4)
+  cell = nb.cells[1].source
+  others = [nbformat.read(ROOT / "colab" / f"{n}.ipynb", as_version=4).cells[1].source
+            for n in ("preference", "tree_advantages")]
+  assert others == [cell, cell]
+  done = subprocess.run([sys.executable, "-S", "-c", cell], cwd=tmp_path, capture_output=True, text=True,
+                        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": ""})
+  assert done.returncode == 1
+  assert "set SOURCE in this cell" in done.stderr
