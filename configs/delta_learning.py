@@ -2,8 +2,8 @@
 rejected side from an even weaker one, applied to a stronger student; compared with SFT on the chosen side.
 
 COMMAND:
-  python experiments/delta_learning.py --config=configs/delta_learning.py:smoke --workdir=/tmp/delta_smoke
-  python experiments/delta_learning.py --config=configs/delta_learning.py --workdir=runs/delta_learning
+  python -m w2s_jax.main --config=configs/delta_learning.py:smoke --workdir=/tmp/delta_smoke
+  python -m w2s_jax.main --config=configs/delta_learning.py --workdir=runs/delta_learning
 
 Models (all the byte-level decoder fine-tuned on `chain_sum` worked solutions, cached by config hash):
 `weaker` and `weak` are SFT'd for fewer steps than the `student`. The weak and weaker models each sample one

@@ -235,3 +235,18 @@ def test_damaged_latest_checkpoint_resumes_from_the_previous_one(uninterrupted, 
   assert _losses(workdir) == reference  # resumed at 30, bit-identical from there
   steps = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
   assert steps == [20, 30, 40] and list((workdir / "checkpoints").glob("damaged-40-*"))
+
+
+def test_every_config_names_a_task_main_runs():
+  # A config whose task `main` does not know is a README command that cannot work (delta_learning once was).
+  from tests.helpers import load_config
+  from w2s_jax.main import PIPELINES
+  from w2s_jax.train.tasks import TASKS
+
+  unknown = {}
+  for path in sorted((ROOT / "configs").glob("*.py")):
+    for arg in (None, "smoke"):
+      task = load_config(path, arg).get("task")
+      if task not in PIPELINES and task not in TASKS:
+        unknown[f"{path.stem}:{arg}"] = task
+  assert not unknown

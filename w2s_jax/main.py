@@ -48,6 +48,7 @@ PIPELINES = {
   "easy_to_hard": "w2s_jax.w2s.easy_to_hard:run_easy_to_hard",
   "onpolicy_distill": "w2s_jax.w2s.onpolicy_distill:run_onpolicy_distill",
   "w2sr": "w2s_jax.w2s.w2sr:run_w2sr",
+  "delta_learning": "w2s_jax.recipes.delta_learning:run_delta_learning",
 }
 
 

@@ -1,26 +1,22 @@
-"""Delta learning: the experiment's pairs on hand-made solutions, and its config's keys (the run itself is
-minutes on CPU: `python experiments/delta_learning.py --config=configs/delta_learning.py:smoke ...`)."""
+"""Delta learning: the recipe's pairs on hand-made solutions, its config's keys, its smoke through `main`."""
 
-import importlib.util
+import json
+import os
+import subprocess
+import sys
 
 import pytest
 
 from tests.helpers import ROOT, load_config
 from w2s_jax.data import reasoning
-
-
-def _experiment():
-  spec = importlib.util.spec_from_file_location("delta_learning", ROOT / "experiments" / "delta_learning.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from w2s_jax.recipes import delta_learning
 
 
 def test_delta_pairs_weak_chosen_weaker_rejected():
   problems = reasoning.generate("chain_sum", "train", 4, seed=9)
   weak = [problems[0].solution, "Answer: 1", "same", ""]
   weaker = ["Answer: -1", problems[1].solution, "same", "x"]
-  pairs, stats = _experiment().delta_pairs(problems, weak, weaker)
+  pairs, stats = delta_learning.delta_pairs(problems, weak, weaker)
   # No correctness filter: the weak side is chosen even when the weaker one is right (pair 2).
   assert [(p["chosen"], p["rejected"]) for p in pairs] == [(weak[0], weaker[0]), (weak[1], weaker[1])]
   assert [p["prompt"] for p in pairs] == [f"Question: {q.prompt}\nSolution:\n" for q in problems[:2]]
@@ -33,3 +29,19 @@ def test_delta_learning_config(arg):
   assert c.total_steps > 0 and c.checkpoint_every_steps > 0 and isinstance(c.seed, int)
   steps = [c.models[name].steps for name in ("weaker", "weak", "student")]
   assert steps == sorted(steps) and len(set(steps)) == 3  # weaker < weak < student
+
+
+@pytest.mark.slow
+def test_smoke_runs_through_main(tmp_path):
+  env = dict(os.environ, JAX_PLATFORMS="cpu", W2S_JAX_CACHE=str(tmp_path / "cache"))
+  cmd = [sys.executable, "-m", "w2s_jax.main", "--config=configs/delta_learning.py:smoke",
+         f"--workdir={tmp_path / 'run'}"]
+  done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
+  assert done.returncode == 0, done.stderr[-3000:]
+  results = json.loads((tmp_path / "run" / "results.json").read_text())
+  assert set(results["accuracy"]) == {"weaker", "weak", "student", "student + DPO(weak vs weaker)",
+                                      "student + SFT(weak only)"}
+  # The policy starts equal to its reference: every held-out DPO margin is 0, so no pair is "right" yet.
+  assert results["dpo_start"]["eval_reward_accuracy_start"] == 0.0
+  assert "| student + DPO(weak vs weaker) |" in done.stdout
+  assert json.loads((tmp_path / "run" / "config.json").read_text())["task"] == "delta_learning"

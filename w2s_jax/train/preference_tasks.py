@@ -27,7 +27,7 @@
    at zero. The loop evaluates only after steps, so the setup evaluates the start model itself and the
    loop logs `eval_loss_start` and `eval_reward_accuracy_start` with every record (`eval_at_start`).
 
-`records_setup` is the same for records and a start model already in hand (experiments/delta_learning.py).
+`records_setup` is the same for records and a start model already in hand (the delta-learning recipe, w2s_jax/recipes/delta_learning.py).
 
 Objective names (`objective.name`; the other keys of `objective` are the loss's keyword arguments):
 the pairwise losses of `preference_objectives.PAIRWISE_INPUTS` (`dpo`, `ipo`, `simpo`, `orpo`, `rpo`,

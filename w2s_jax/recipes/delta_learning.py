@@ -1,8 +1,8 @@
 """Delta learning: DPO on (weak, weaker) pairs for a student stronger than both, vs SFT on the weak side.
 
 COMMAND:
-  python experiments/delta_learning.py --config=configs/delta_learning.py:smoke --workdir=/tmp/delta_smoke
-  python experiments/delta_learning.py --config=configs/delta_learning.py --workdir=runs/delta_learning
+  python -m w2s_jax.main --config=configs/delta_learning.py:smoke --workdir=/tmp/delta_smoke
+  python -m w2s_jax.main --config=configs/delta_learning.py --workdir=runs/delta_learning
 
 Steps (see configs/delta_learning.py): SFT the weaker, weak and student models on worked solutions (cached
 under $W2S_JAX_CACHE/sft); sample one solution per train prompt from weak and weaker; DPO the student on
@@ -14,8 +14,8 @@ resumable) and prints the accuracy table.
 
 from __future__ import annotations
 
-import argparse
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from w2s_jax.config_files import load_config
+from w2s_jax.config_files import start_workdir
 from w2s_jax.data import pipeline, reasoning
 from w2s_jax.data.preference_pairs import read_pairs, sample_completions, write_records
 from w2s_jax.data.sft_sources import reasoning_problems, reasoning_prompt
@@ -96,11 +96,14 @@ def _train_config(c: ml_collections.ConfigDict, lr: float) -> ml_collections.Con
   return config
 
 
-def run(c: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
-  """Runs (or resumes) the experiment; returns and writes the results."""
-  workdir = Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
-  (workdir / "config.json").write_text(json.dumps(json.loads(c.to_json_best_effort()), indent=2))
+def run_delta_learning(c: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
+  """Runs (or resumes) the experiment (the `delta_learning` task of `main`).
+
+  Returns:
+    the results (also `WORKDIR/results.json`): held-out accuracy per model, pair statistics, the DPO run's
+    held-out reward accuracy at its start and end, and `table` (the accuracy table as Markdown).
+  """
+  workdir = start_workdir(c, workdir)
   tok = ByteTokenizer()
   train_problems = reasoning_problems(c.data_task, "train", size=c.train_prompts, train_size=c.train_prompts,
                                       seed=c.data_seed + 1)  # prompts other than the SFT data's
@@ -148,8 +151,10 @@ def run(c: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
     "sft_steps": {name: int(c.models[name].steps) for name in ORDER},
     "dpo_eval": dpo.get("eval", {}), "dpo_start": dpo_setup.info["metrics"],
   }
-  (workdir / "results.json").write_text(json.dumps(results, indent=2))
-  return results
+  tmp = workdir / f".results.json.{os.getpid()}.tmp"
+  tmp.write_text(json.dumps(results, indent=2))
+  os.replace(tmp, workdir / "results.json")
+  return {**results, "table": table(results)}
 
 
 def table(results: dict[str, Any]) -> str:
@@ -167,18 +172,3 @@ def table(results: dict[str, Any]) -> str:
                f"{results['dpo_eval'].get('eval_reward_accuracy', float('nan')):.3f}")
   return "\n".join(lines)
 
-
-def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--config", default="configs/delta_learning.py", help="PATH[:ARG], e.g. ...py:smoke")
-  parser.add_argument("--workdir", default="runs/delta_learning")
-  args = parser.parse_args()
-  # The SFT and student runs compile the same programs: keep compilations across runs and processes.
-  jax.config.update("jax_compilation_cache_dir", str(ladder.cache_root() / "xla"))
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-  path, _, arg = args.config.partition(":")
-  print(table(run(load_config(path, arg or None), args.workdir)))
-
-
-if __name__ == "__main__":
-  main()

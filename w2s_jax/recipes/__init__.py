@@ -1,0 +1,1 @@
+"""Recipes: multi-run pipelines built from the library's loops, losses and protocol (one module each)."""
