@@ -14,10 +14,10 @@ import pytest
 from flax import nnx
 
 from tests.helpers import ROOT, load_config
-from w2s_jax.data import preference_pairs as pp
 from w2s_jax.data.tokenizers import ByteTokenizer
 from w2s_jax.models.presets import get_preset
 from w2s_jax.models.transformer import Transformer
+from w2s_jax.sampling.texts import sample_completions
 from w2s_jax.train import preference_tasks as pt
 from w2s_jax.train.loop import train
 from w2s_jax.train.tasks import TASKS
@@ -127,8 +127,8 @@ def test_sample_completions_greedy_matches_plain_decode():
   model = Transformer(cfg, rngs=nnx.Rngs(3))
   graphdef, params = nnx.split(model)
   prompts = ["Question: 1 + 2\n", "Q: 7"]
-  out = pp.sample_completions(graphdef, params, tok, prompts, n=2, max_new_tokens=6, temperature=0.0,
-                              batch_rows=3)
+  out = sample_completions(graphdef, params, tok, prompts, n=2, max_new_tokens=6, temperature=0.0,
+                           batch_rows=3)
   # Reference: argmax of the plain no-cache forward over the whole sequence, one token at a time (the
   # sequence right-padded to 32 tokens: causal attention keeps the padding out of earlier positions).
   forward = jax.jit(lambda tokens_1L: model(tokens_1L)[0])

@@ -26,10 +26,11 @@ from flax import nnx
 
 from w2s_jax.config_files import start_workdir
 from w2s_jax.data import pipeline, reasoning
-from w2s_jax.data.preference_pairs import read_pairs, sample_completions, write_records
+from w2s_jax.data.preference_pairs import read_pairs, write_records
 from w2s_jax.data.sft_sources import reasoning_problems, reasoning_prompt
 from w2s_jax.data.tokenizers import ByteTokenizer
 from w2s_jax.models.transformer import Transformer
+from w2s_jax.sampling.texts import sample_completions
 from w2s_jax.train.config_lib import train_defaults
 from w2s_jax.train.loop import Setup, train
 from w2s_jax.train.objectives import OBJECTIVES

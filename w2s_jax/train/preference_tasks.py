@@ -27,7 +27,7 @@
    at zero. The loop evaluates only after steps, so the setup evaluates the start model itself and the
    loop logs `eval_loss_start` and `eval_reward_accuracy_start` with every record (`eval_at_start`).
 
-`records_setup` is the same for records and a start model already in hand (the delta-learning recipe, w2s_jax/recipes/delta_learning.py).
+`records_setup` is the same for records and a start model already in hand (w2s_jax/recipes/delta_learning.py).
 
 Objective names (`objective.name`; the other keys of `objective` are the loss's keyword arguments):
 the pairwise losses of `preference_objectives.PAIRWISE_INPUTS` (`dpo`, `ipo`, `simpo`, `orpo`, `rpo`,
@@ -57,6 +57,7 @@ from w2s_jax.data.tokenizers import Tokenizer
 from w2s_jax.models.heads import SequenceClassifier, ValueModel
 from w2s_jax.models.presets import ModelConfig, get_preset
 from w2s_jax.models.transformer import Transformer
+from w2s_jax.sampling.texts import sample_completions
 from w2s_jax.train import preference_objectives as po
 from w2s_jax.train.loop import Setup
 from w2s_jax.train.step import Batch, Objective
@@ -285,7 +286,7 @@ def preference_records(
       raise ValueError(f"unknown data.source {d.source!r}; choose 'sampled', 'perturbed' or 'files'")
     from w2s_jax.data.sft_sources import reasoning_prompt
 
-    completions = preference_pairs.sample_completions(
+    completions = sample_completions(
       graphdef, params, tokenizer, [reasoning_prompt(p) for p in problems], n=int(d.samples_per_prompt),
       max_new_tokens=int(d.max_new_tokens), temperature=float(d.temperature),
       seed=int(d.data_seed) + (split == "eval"),
