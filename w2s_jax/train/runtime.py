@@ -236,6 +236,8 @@ class Runtime:
       state = jax.jit(init, out_shardings=self.shardings)()
     self.final = self.start
     self.summary["start_step"] = self.start
+    filename = "metrics.jsonl" if self.lead else f"metrics.process{jax.process_index()}.jsonl"
+    self._log = self._writer(filename, tensorboard=self.lead)  # kept up to `start` (see MetricsWriter)
     return state
 
   def train_step(self, objective: step_lib.Objective, graphdef: nnx.GraphDef, *, form: str = "jit",
@@ -259,8 +261,6 @@ class Runtime:
           evaluator: Evaluator | None = None, until: Callable[[], bool] | None = None) -> TrainState:
     """Runs steps `start … total − 1` (stopping early when `until()` or an `Update.stop`); see the module
     docstring. Returns the final state; `summary` holds `last`, `eval`, `eval_initial`, `final_step`."""
-    filename = "metrics.jsonl" if self.lead else f"metrics.process{jax.process_index()}.jsonl"
-    self._log = self._writer(filename, tensorboard=self.lead)
     self._timing = self._eval_log = None
     if evaluator is not None:
       self._eval_log = self._writer(evaluator.log)
