@@ -52,6 +52,7 @@ from w2s_jax.losses.distill import generalized_jsd_loss, reverse_kl_token_reward
 from w2s_jax.losses.policy import policy_loss
 from w2s_jax.models.presets import ModelConfig, from_section
 from w2s_jax.models.transformer import Transformer
+from w2s_jax.pipeline_shell import write_json
 from w2s_jax.rl.batch import minibatches
 from w2s_jax.rl.evaluate import pass_maj_metrics, sample_eval
 from w2s_jax.rl.loop import prompt_indices
@@ -361,7 +362,7 @@ class _DistillRun:
       t_sampler = Sampler(self.t_graphdef, self.sampling, mesh=self.rt.mesh, rules=self.rt.rules)
       t_eval = evaluate_model(t_sampler, self.teacher_params, prompts, self.config.eval, self.eval_key,
                               self.tokenizer, self.chunk)
-      path.write_text(json.dumps(t_eval, indent=2))
+      write_json(path, t_eval, indent=2)
     return json.loads(path.read_text())
 
   def _rows(self, state, it: int, on_policy: bool, stats: dict[str, float]) -> dict[str, np.ndarray]:
