@@ -127,3 +127,27 @@ def test_distill_loop_step0_eval_then_exception_then_a_second_run_is_not_refused
     evals = _records(tmp_path, "eval.jsonl")
     assert [e["step"] for e in evals] == [0] and "reverse_kl" in evals[0]
     assert "pass@1" in json.loads((tmp_path / "teacher_eval.json").read_text())
+
+
+def test_preference_step0_evaluation_is_the_reference_itself(tmp_path):
+  """DPO with the start model as reference: at step 0 every margin is 0, so the held-out loss is log 2
+  and no pair is ranked right (accuracy 0); the runtime's step-0 evaluation logs exactly that."""
+  from w2s_jax.data.tokenizers import ByteTokenizer
+  from w2s_jax.models.presets import get_preset
+  from w2s_jax.train import preference_tasks as pt
+
+  tok = ByteTokenizer()
+  cfg = get_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=32)
+  graphdef, params = nnx.split(Transformer(cfg, rngs=nnx.Rngs(0)))
+  pairs = [{"prompt": f"q{i}", "chosen": f"yes {i}", "rejected": f"no {i}"} for i in range(4)]
+  records = {"train": {"pairs": pairs, "unpaired": []}, "eval": {"pairs": pairs, "unpaired": []}}
+  setup = pt.records_setup(records, cfg, graphdef, params, tok, objective={"name": "dpo", "beta": 0.1},
+                           batch_size=2, seq_len=24, eval_batches=2, seed=0)
+  c = train_defaults(total_steps=1, batch_size=2, lr=1e-3)
+  c.mesh.data, c.eval_every_steps = 1, 1
+  train(c, tmp_path, setup)
+  start = _records(tmp_path, "eval.jsonl")[0]
+  assert start["step"] == 0 and start["eval_reward_accuracy"] == 0.0
+  np.testing.assert_allclose(start["eval_loss"], np.log(2), atol=1e-5)
+  (record,) = _records(tmp_path)
+  assert record["eval_loss_start"] == start["eval_loss"] and record["eval_reward_accuracy_start"] == 0.0
