@@ -104,5 +104,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, setup: Setup) 
       evaluator = Evaluator(lambda s: _eval(eval_fn, s.params, setup.eval_batches, rt.mesh), every=every,
                             at_start=bool(setup.start_eval), at_end=bool(every), keep_start=setup.start_eval)
     state = rt.run(state, step_fn, evaluator=evaluator)
+  if setup.start_eval:  # the start model's values, as logged with every record (`<name>_start`)
+    setup.info.setdefault("metrics", {}).update(rt.constant_metrics)
   return {**rt.summary, "info": setup.info, "final_step": int(jax.device_get(state.step)),
           "wall_s": rt.wall_s, "nonfinite_total": int(jax.device_get(state.nonfinite_total)), "state": state}
