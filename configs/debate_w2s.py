@@ -9,7 +9,7 @@ transcripts are cached in WORKDIR/transcripts.jsonl. Weak ensembles (k seeds) ar
 truth once on plain items and once with both arguments as context; the strong student (full: a linear
 probe on SmolLM2's frozen features; smoke: ladder-1 fine-tuned) learns from each ensemble's soft labels.
 OUTPUT: results.json (per seed and medians with 95 % bootstrap CIs: weak accuracy, weak-label accuracy,
-  transfer accuracy, PGR per arm), transcripts.jsonl, metrics.jsonl, runs/*/ (each training, resumable).
+  transfer accuracy, PGR per arm), transcripts.jsonl, runs/*/ (each training, resumable).
 It reuses configs/w2s_sweep.py's data/ladder/train sections; override any key with --config.x=y.
 """
 

@@ -84,11 +84,14 @@ def check_resume(
 
 def has_progress(workdir: str | Path) -> bool:
   """Whether `workdir` holds work a rerun would resume: a saved checkpoint step (in it or in a sub-run's
-  folder one level down, e.g. an RL run's SFT start) or a non-empty `metrics.jsonl`. A folder where a run
-  stopped before training (a usage or length error) holds none, so a corrected rerun may change settings."""
+  folder one level down, e.g. an RL run's SFT start), a non-empty `metrics.jsonl` or a pipeline's
+  `results.json`. A folder where a run stopped before training (a usage or length error) holds none, so a
+  corrected rerun may change settings."""
   workdir = Path(workdir)
   if not workdir.is_dir():
     return False
+  if (workdir / "results.json").is_file():
+    return True
   for ckpt in (workdir / "checkpoints", *workdir.glob("*/checkpoints")):
     if ckpt.is_dir() and any(p.name.isdigit() for p in ckpt.iterdir()):
       return True

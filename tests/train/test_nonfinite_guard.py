@@ -12,6 +12,7 @@ from flax import nnx
 from tests.helpers import load_config
 from w2s_jax.checkpoint import Checkpointer
 from w2s_jax.models.transformer import Transformer
+from w2s_jax.train import runtime
 from w2s_jax.train import step as step_lib
 from w2s_jax.train.config_lib import train_defaults
 from w2s_jax.train.loop import Setup, train
@@ -85,7 +86,7 @@ def test_rl_loop_releases_the_checkpoint_lock_on_error(tmp_path, monkeypatch):
   c = load_config("grpo_tiny", "smoke")
   c.mesh.data, c.data.train_size, c.data.eval_size = 1, 16, 4
   monkeypatch.setattr(rl_loop, "run_sft", lambda config, workdir: (_random_params(config, config.model), {}))
-  monkeypatch.setattr(rl_loop, "MetricsWriter", _boom)
+  monkeypatch.setattr(runtime, "MetricsWriter", _boom)
   with pytest.raises(_Boom):
     rl_loop.train_rl(c, tmp_path)
   with Checkpointer(tmp_path / "checkpoints") as again:  # before: "being written by another process"
@@ -99,7 +100,7 @@ def test_distill_loop_releases_the_checkpoint_lock_on_error(tmp_path, monkeypatc
   c.mesh.data, c.data.train_size, c.data.eval_size = 1, 16, 4
   monkeypatch.setattr(od, "prepare_role", lambda config, role, workdir: (
     od.role_model_config(config, role), _random_params(config, config[role].model), {}))
-  monkeypatch.setattr(od, "MetricsWriter", _boom)
+  monkeypatch.setattr(runtime, "MetricsWriter", _boom)
   with pytest.raises(_Boom):
     od.run_onpolicy_distill(c, tmp_path)
   with Checkpointer(tmp_path / "checkpoints") as again:

@@ -36,6 +36,7 @@ from w2s_jax.evals.metrics import auroc, bootstrap_ci
 from w2s_jax.models.heads import ValueModel
 from w2s_jax.models.presets import from_section
 from w2s_jax.models.transformer import Transformer
+from w2s_jax.pipeline_shell import finish
 from w2s_jax.prm.data import CyclingBatches, fixed_batches, prm_rows, step_scores
 from w2s_jax.prm.labels import METHODS, label_solutions, step_end_indices
 from w2s_jax.prm.mc import Solutions, prefix_completions, solutions_from_rollout
@@ -284,7 +285,7 @@ def run_prm(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str,
     "wall_s": {"sft": t_sft - t0, "labels": t_labels - t_sft, "prm_train": t_prm - t_labels,
                "eval": t_eval - t_prm, "total": t_eval - t0},
   }
-  (workdir / "results.json").write_text(json.dumps(results, indent=2, default=float))
+  finish(workdir, results, default=float)
   return results
 
 

@@ -17,15 +17,14 @@ statistics, `eval_*` at evaluations), `eval.jsonl` (every evaluation, step 0 inc
 (wall seconds of each iteration, evaluation excluded), TensorBoard
 events, `checkpoints/` (train state + {iteration, prompt cursor}), `sft/` (the SFT phase). Rerunning
 the same command resumes; everything random is keyed by (seed, iteration), so the resumed run's metrics
-equal the uninterrupted run's.
+equal the uninterrupted run's. The mesh, optimizer, checkpointer, writers, SIGTERM and non-finite guards
+and the evaluation cadence are the one runtime's (`w2s_jax.train.runtime`); which inputs an estimator
+needs (a critic, a tree, Monte Carlo returns, a kept-rows filter) is read from `ADVANTAGES[name].needs`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import json
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,12 +32,10 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
-from absl import logging
 from flax import nnx
-from tqdm import tqdm
 
 from w2s_jax import sharding as shd
-from w2s_jax.checkpoint import Checkpointer
+from w2s_jax.advantages.registry import ADVANTAGES
 from w2s_jax.config_files import start_workdir
 from w2s_jax.data.chat import resolve_template
 from w2s_jax.data.limits import check_model_length
@@ -51,13 +48,11 @@ from w2s_jax.rl import batch as batch_lib
 from w2s_jax.rl import tree_rollout
 from w2s_jax.rl.evaluate import evaluate
 from w2s_jax.rl.objective import ActorCritic, completion_logprobs_jit, critic_values_jit, rl_objective
-from w2s_jax.rl.rollout import RewardConfig, collect_groups, encode_prompts, sample_groups
+from w2s_jax.rl.rollout import PromptSet, RewardConfig, collect_groups, encode_prompts, sample_groups
 from w2s_jax.rl.sft_init import run_sft
 from w2s_jax.sampling.sampler import Sampler, SamplingConfig
 from w2s_jax.train import step as step_lib
-from w2s_jax.train.loop import Preempted, SigTermGuard
-from w2s_jax.train.metrics_log import MetricsWriter
-from w2s_jax.train.optim import make_optimizer, make_schedule
+from w2s_jax.train.runtime import Evaluator, Runtime, Update
 from w2s_jax.train.state import create_train_state
 from w2s_jax.train.tasks import make_tokenizer
 
@@ -87,7 +82,7 @@ def make_objective(config: ml_collections.ConfigDict):
     positive_weight=float(loss.positive_weight), negative_weight=float(loss.negative_weight),
     kl_coef=float(kl.coef) if kl.where == "loss" else 0.0, kl_kind=kl.kind,
     temperature=float(config.rollout.temperature),
-    value_coef=float(loss.value_coef) if config.advantage.name == "gae" else 0.0,
+    value_coef=float(loss.value_coef) if "values" in ADVANTAGES[config.advantage.name].needs else 0.0,
     value_clip=_none_if_zero(loss.value_clip),
   )
 
@@ -101,15 +96,16 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ValueError("rollout.temperature must be > 0 (policy gradients need a sampling distribution)")
   if config.rollout.group_size < 1 or config.rollout.prompts_per_step < 1:
     raise ValueError("rollout.group_size and rollout.prompts_per_step must be >= 1")
-  if config.advantage.name == "gae" and config.loss.value_coef <= 0:
-    raise ValueError("advantage 'gae' trains a critic: set loss.value_coef > 0")
-  if config.advantage.name == "rft" and config.loss.kind != "reinforce":
-    raise ValueError("advantage 'rft' (rejection-sampling SFT) needs loss.kind='reinforce'")
   ro, name = config.rollout, config.advantage.name
+  needs = ADVANTAGES[name].needs
+  if "values" in needs and config.loss.value_coef <= 0:
+    raise ValueError(f"advantage {name!r} trains a critic: set loss.value_coef > 0")
+  if "keep" in needs and config.loss.kind != "reinforce":
+    raise ValueError(f"advantage {name!r} (rejection-sampling SFT) needs loss.kind='reinforce'")
   kind = ro.get("kind", "group")
   if kind not in ("group", "tree"):
     raise ValueError(f"rollout.kind must be 'group' or 'tree', got {kind!r}")
-  if (kind == "tree") != (name == "treerl"):
+  if (kind == "tree") != ("tree" in needs):
     raise ValueError(f"advantage 'treerl' and rollout.kind='tree' go together (got {name!r}, {kind!r})")
   if kind == "tree":
     t = ro.tree
@@ -117,14 +113,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if min(t.n_roots, t.n_forks) < 1 or min(t.n_iters, t.top_n) < 0 or ro.group_size != leaves:
       raise ValueError(f"rollout.group_size={ro.group_size} must equal the tree's leaves n_roots + "
                        f"n_iters·top_n·n_forks = {leaves} (rollout.tree; n_roots, n_forks >= 1)")
-  if name in ("treerl", "vineppo"):
+  if {"tree", "mc_returns"} & set(needs):
     if config.dynamic_sampling.enabled:
       raise ValueError(f"advantage {name!r} does not support dynamic_sampling.enabled")
     if config.kl.coef > 0 and config.kl.where == "reward":
       raise ValueError(f"advantage {name!r} takes the KL in the loss: set kl.where='loss'")
-  if name == "vineppo" and (config.advantage.mc_rollouts < 1 or config.advantage.mc_max_steps < 1
-                            or not config.advantage.step_boundary):
-    raise ValueError("vineppo needs advantage.mc_rollouts >= 1, advantage.mc_max_steps >= 1 and a "
+  if "mc_returns" in needs and (config.advantage.mc_rollouts < 1 or config.advantage.mc_max_steps < 1
+                                or not config.advantage.step_boundary):
+    raise ValueError(f"{name} needs advantage.mc_rollouts >= 1, advantage.mc_max_steps >= 1 and a "
                      "non-empty advantage.step_boundary")
   rows = config.rollout.prompts_per_step * config.rollout.group_size
   if config.train.minibatch_size <= 0 or rows % config.train.minibatch_size:
@@ -140,6 +136,32 @@ def _mean_metrics(records: list[dict[str, Any]]) -> dict[str, float]:
   out = {k: float(np.mean([float(r[k]) for r in records])) for k in keys}
   out["lr"] = float(records[-1].get("lr", 0.0))
   return out
+
+
+def make_reward(
+  config: ml_collections.ConfigDict, reward_fn: Callable[[Sequence[Any], Sequence[str]], np.ndarray] | None
+) -> RewardConfig:
+  """The rollouts' reward (`config.reward` + an optional learned `reward_fn`), checked before any work."""
+  reward_cfg = RewardConfig(**config.reward.to_dict(), learned=reward_fn)
+  if reward_cfg.learned_coef and reward_fn is None:
+    raise ValueError("reward.learned_coef > 0 but train_rl got no reward_fn (a learned reward is passed "
+                     "in code: train_rl(config, workdir, reward_fn=...))")
+  if reward_cfg.custom:
+    resolve_reference(reward_cfg.custom, "reward.custom")  # fails here, not after the SFT phase
+  return reward_cfg
+
+
+def _encode_splits(config: ml_collections.ConfigDict, tokenizer) -> tuple[PromptSet, PromptSet]:
+  """Train and eval prompts; a too-long prompt stops the run here (data.long_prompts: error | skip)."""
+  d = config.data
+  on_long, template = d.get("long_prompts", "error"), resolve_template(d.get("chat_template", ""), tokenizer)
+  train, evals = (encode_prompts(problems_from_config(d, split), tokenizer, d.max_prompt_len, on_long=on_long,
+                                 chat_template=template) for split in ("train", "eval"))
+  max_seq_len = from_section(config.model).max_seq_len
+  check_model_length(int(d.max_prompt_len) + int(config.rollout.max_new_tokens), max_seq_len,
+                     "prompts + completions (data.max_prompt_len + rollout.max_new_tokens)")
+  check_model_length(int(config.sft.seq_len), max_seq_len, "SFT rows (sft.seq_len)")
+  return train, evals
 
 
 def train_rl(
@@ -158,279 +180,219 @@ def train_rl(
     summary: `final_step`, `last` (the last metrics record), `eval` (the last evaluation), `eval_initial`,
     `sft` (the SFT phase's summary), `wall_s` and the final `state`.
   """
-  with contextlib.ExitStack() as closing:  # closes the checkpointer (and its folder lock) on any exit
-    return _train_rl(config, workdir, reward_fn, closing)
-
-
-def _train_rl(
-  config: ml_collections.ConfigDict, workdir: str | Path,
-  reward_fn: Callable[[Sequence[Any], Sequence[str]], np.ndarray] | None, closing: contextlib.ExitStack,
-) -> dict[str, Any]:
   validate(config)
   workdir = start_workdir(config, workdir)
-  t0 = time.perf_counter()
   tokenizer = make_tokenizer(config.data.tokenizer)
-  d, ro, adv_cfg = config.data, config.rollout, config.advantage
-  # Prompts first: a too-long prompt stops the run before the SFT phase (data.long_prompts: error | skip).
-  on_long, template = d.get("long_prompts", "error"), resolve_template(d.get("chat_template", ""), tokenizer)
-  train_prompts, eval_prompts = (encode_prompts(problems_from_config(d, split), tokenizer, d.max_prompt_len,
-                                                on_long=on_long, chat_template=template)
-                                 for split in ("train", "eval"))
-  reward_cfg = RewardConfig(**config.reward.to_dict(), learned=reward_fn)
-  if reward_cfg.learned_coef and reward_fn is None:
-    raise ValueError("reward.learned_coef > 0 but train_rl got no reward_fn (a learned reward is passed "
-                     "in code: train_rl(config, workdir, reward_fn=...))")
-  if reward_cfg.custom:
-    resolve_reference(reward_cfg.custom, "reward.custom")  # fails here, not after the SFT phase
-  max_seq_len = from_section(config.model).max_seq_len
-  check_model_length(int(d.max_prompt_len) + int(ro.max_new_tokens), max_seq_len,
-                     "prompts + completions (data.max_prompt_len + rollout.max_new_tokens)")
-  check_model_length(int(config.sft.seq_len), max_seq_len, "SFT rows (sft.seq_len)")
+  train_prompts, eval_prompts = _encode_splits(config, tokenizer)
+  reward_cfg = make_reward(config, reward_fn)
   sft_params, sft_summary = run_sft(config, workdir)
-  B, G, N = int(ro.prompts_per_step), int(ro.group_size), int(ro.max_new_tokens)
-  temperature = float(ro.temperature)
-  use_critic = adv_cfg.name == "gae"
-  kind = ro.get("kind", "group")
+  ro = config.rollout
+  updates = int(config.train.epochs) * (int(ro.prompts_per_step) * int(ro.group_size)
+                                        // int(config.train.minibatch_size))
+  rt = Runtime(config, workdir, total_steps=int(config.total_steps),
+               total_updates=int(config.total_steps) * updates, desc="rl")
+  with rt:
+    run = _RLRun(config, rt, tokenizer, train_prompts, reward_cfg, sft_params)
+    state = rt.init_or_restore(params=run.start_params)
+    run.cursor = int(rt.data_state.get("prompt_cursor", 0))
+    run.spent = int(rt.data_state.get("sampled_tokens", 0))
+    ev = config.eval
+    evaluator = Evaluator(
+      lambda s: evaluate(run.sampler, run.policy(s), eval_prompts, int(ev.samples), list(ev.ks),
+                         jax.random.fold_in(jax.random.key(config.seed), 1_000_003), tokenizer,
+                         chunk_prompts=max(run.B * run.G // int(ev.samples), 1)),
+      every=int(ev.every_steps or 0), at_start=True, prefix="eval_") if ev.samples else None
+    state = rt.run(state, run.iteration, evaluator=evaluator, until=run.spent_budget)
+  return {"sft": sft_summary, **rt.summary, "wall_s": rt.wall_s, "state": state}
 
-  mesh = shd.make_mesh(dict(config.mesh))
-  rules = shd.get_rules(config.sharding)
-  total = int(config.total_steps)
-  updates_per_iter = int(config.train.epochs) * (B * G // int(config.train.minibatch_size))
-  schedule = make_schedule(config.optimizer.get("schedule", "constant"), peak_lr=config.optimizer.lr,
-                           total_steps=total * updates_per_iter,
-                           warmup_steps=config.optimizer.get("warmup_steps", 0),
-                           end_lr_frac=config.optimizer.get("end_lr_frac", 0.0))
-  tx = make_optimizer(config.optimizer, total * updates_per_iter)
-  model_cfg = from_section(config.model)
-  make_model = (lambda rngs: ActorCritic(model_cfg, rngs=rngs)) if use_critic else (
-    lambda rngs: Transformer(model_cfg, rngs=rngs))
 
-  with jax.set_mesh(mesh), nnx.logical_axis_rules(rules):
-    abstract = nnx.eval_shape(lambda: make_model(nnx.Rngs(config.seed)))
-    graphdef, abstract_params = nnx.split(abstract)
-    policy_graphdef = nnx.split(abstract.policy)[0] if use_critic else graphdef
-    abstract_state = jax.eval_shape(lambda: create_train_state(abstract_params, tx, config.seed))
-    shardings = shd.tree_shardings(abstract_state, mesh, rules)
-    abstract_state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                                  abstract_state, shardings)
-    policy_shardings = shardings.params["policy"] if use_critic else shardings.params
-    ref_params = jax.device_put(sft_params, policy_shardings)
+class _RLRun:
+  """One RL run's models, sampler and data position; `iteration` is the runtime's step function."""
 
-    step = step_lib.make_train_step(make_objective(config), tx, graphdef, schedule=schedule)
-    train_step = step_lib.jit_train_step(step, shardings, mesh)
-    sampler = Sampler(policy_graphdef, SamplingConfig(
-      max_new_tokens=N, temperature=temperature, top_p=_none_if_zero(ro.top_p),
-      stop_ids=(tokenizer.eos_id,), pad_id=tokenizer.pad_id), mesh=mesh, rules=rules)
-    # VinePPO forks the finished rows of each draw: keep the draw's decode state.
-    group_sampler = tree_rollout.KeepStateSampler(sampler) if adv_cfg.name == "vineppo" else sampler
-    boundary_ids = tuple(tokenizer.encode(adv_cfg.get("step_boundary", "\n")))
-
-    ckpt = closing.enter_context(Checkpointer(workdir / "checkpoints", keep=config.keep_checkpoints))
-    latest = ckpt.latest_step()
-    if latest is None:
-      if use_critic:
-        _, params = nnx.split(make_model(nnx.Rngs(config.seed)))
-        params["policy"] = sft_params
-        params["critic"]["backbone"] = sft_params
-      else:
-        params = sft_params
-      params = jax.device_put(params, shardings.params)
-      state = jax.jit(lambda p: create_train_state(p, tx, config.seed), out_shardings=shardings)(params)
-      start, cursor, spent = 0, 0, 0
-    else:
-      state, data_state, _ = ckpt.restore(abstract_state)  # the newest intact step
-      start, cursor = int(data_state["iteration"]), int(data_state["prompt_cursor"])
-      spent = int(data_state.get("sampled_tokens", 0))
-      logging.info("resumed RL from %s at iteration %d", ckpt.directory, start)
-
-    policy_params = lambda s: s.params["policy"] if use_critic else s.params
-    ev_cfg = config.eval
-    eval_key = jax.random.fold_in(jax.random.key(config.seed), 1_000_003)
+  def __init__(self, config: ml_collections.ConfigDict, rt: Runtime, tokenizer, prompts: PromptSet,
+               reward_cfg: RewardConfig, sft_params: Any):
+    self.config, self.rt, self.tokenizer, self.prompts = config, rt, tokenizer, prompts
+    self.reward_cfg = reward_cfg
+    ro, self.adv = config.rollout, config.advantage
+    self.needs = ADVANTAGES[self.adv.name].needs
+    self.B, self.G, self.N = int(ro.prompts_per_step), int(ro.group_size), int(ro.max_new_tokens)
+    self.temperature, self.critic = float(ro.temperature), "values" in self.needs
+    model_cfg = from_section(config.model)
+    self.make_model = (lambda rngs: ActorCritic(model_cfg, rngs=rngs)) if self.critic else (
+      lambda rngs: Transformer(model_cfg, rngs=rngs))
+    abstract = nnx.eval_shape(lambda: self.make_model(nnx.Rngs(config.seed)))
+    self.graphdef, abstract_params = nnx.split(abstract)
+    self.policy_graphdef = nnx.split(abstract.policy)[0] if self.critic else self.graphdef
+    shardings = rt.shard(lambda: create_train_state(abstract_params, rt.tx, config.seed))
+    self.sft_params = sft_params
+    self.ref_params = jax.device_put(sft_params, self.policy(shardings))
+    self.train_step = rt.train_step(make_objective(config), self.graphdef)
+    self.sampler = Sampler(self.policy_graphdef, SamplingConfig(
+      max_new_tokens=self.N, temperature=self.temperature, top_p=_none_if_zero(ro.top_p),
+      stop_ids=(tokenizer.eos_id,), pad_id=tokenizer.pad_id), mesh=rt.mesh, rules=rt.rules)
+    # Estimators with Monte Carlo step returns fork the finished rows of each draw: keep the draw's state.
+    self.group_sampler = (tree_rollout.KeepStateSampler(self.sampler) if "mc_returns" in self.needs
+                          else self.sampler)
+    self.boundary_ids = tuple(tokenizer.encode(self.adv.get("step_boundary", "\n")))
     # rl_seed (>= 0) varies the RL draws, prompt order and minibatches but not the model, SFT or evaluation.
     rl_seed = int(config.get("rl_seed", -1))
-    rl_seed = int(config.seed) if rl_seed < 0 else rl_seed
-    rollout_key = jax.random.key(rl_seed)
-    budget = int(config.get("sample_budget", 0))  # stop once this many tokens were sampled (0 = off)
-    # eval.jsonl: one record per evaluation, truncated to the resume step like metrics.jsonl.
-    eval_log = MetricsWriter(workdir, start_step=start, filename="eval.jsonl", tensorboard=False)
+    self.rl_seed = int(config.seed) if rl_seed < 0 else rl_seed
+    self.budget = int(config.get("sample_budget", 0))  # stop once this many tokens were sampled (0 = off)
+    self.cursor = self.spent = 0
 
-    def run_eval(s) -> dict[str, float]:
-      return evaluate(sampler, policy_params(s), eval_prompts, int(ev_cfg.samples), list(ev_cfg.ks), eval_key,
-                      tokenizer, chunk_prompts=max(B * G // int(ev_cfg.samples), 1))
+  def start_params(self) -> Any:
+    """The SFT policy (and, with a critic, the critic's backbone too)."""
+    if not self.critic:
+      return self.sft_params
+    _, params = nnx.split(self.make_model(nnx.Rngs(self.config.seed)))
+    params["policy"] = self.sft_params
+    params["critic"]["backbone"] = self.sft_params
+    return params
 
-    summary: dict[str, Any] = {"sft": sft_summary, "start_step": start}
-    if ev_cfg.samples and start == 0 and not eval_log.kept:
-      summary["eval_initial"] = run_eval(state)
-      eval_log.write(0, summary["eval_initial"])
-    writer = MetricsWriter(workdir, start_step=start, tensorboard=jax.process_index() == 0)
-    # timing.jsonl: wall seconds of each iteration without its evaluation (machine-dependent, so kept out
-    # of metrics.jsonl, whose records a resumed run reproduces exactly).
-    timing_log = MetricsWriter(workdir, start_step=start, filename="timing.jsonl", tensorboard=False)
-    bar = tqdm(total=total, initial=start, desc="rl", unit="iter")
+  def policy(self, state) -> Any:
+    """The policy's part of a state's params (or of its shardings)."""
+    return state.params["policy"] if self.critic else state.params
 
-    def put(arrays: dict[str, np.ndarray]) -> dict[str, jax.Array]:
-      return shd.put_batch(arrays, mesh)
+  def spent_budget(self) -> bool:
+    return bool(self.budget and self.spent >= self.budget)
 
-    with SigTermGuard() as sigterm:
-      final = start
-      for it in range(start, total):
-        if budget and spent >= budget:
-          break
-        it_key, params_now = jax.random.fold_in(rollout_key, it), policy_params(state)
-        t_iter, sampled = time.perf_counter(), [0]
-        tree = None
-        if kind == "tree":  # TreeRL: one entropy-forked tree per prompt, its leaves as rows
-          idx = prompt_indices(cursor, B, len(train_prompts.problems), rl_seed)
-          cursor += B
-          rollout, tree = tree_rollout.sample_tree_rollout(
-            sampler, params_now, train_prompts.take(idx), G, jax.random.fold_in(it_key, 0), tokenizer,
-            reward_cfg, **{k: int(v) for k, v in ro.tree.items()})
-          real_B, drawn, row_valid_R = np.ones(B, bool), {"first": rollout, "rounds": 1}, tree.row_valid_R
-          drawn["groups_kept_frac"], sampled[0] = 1.0, tree.sampled_tokens
-        else:
-          # --- rollout, with DAPO dynamic sampling (drop groups whose samples all score the same; refill)
-          def draw(round_: int, it_key=it_key, params=params_now, sampled=sampled):
-            nonlocal cursor
-            idx = prompt_indices(cursor, B, len(train_prompts.problems), rl_seed)
-            cursor += B
-            out = sample_groups(group_sampler, params, train_prompts.take(idx), G,
-                                jax.random.fold_in(it_key, round_), tokenizer, reward_cfg)
-            sampled[0] += int(out.lengths_R.sum())
-            return out
+  def _next_prompts(self, count: int) -> PromptSet:
+    idx = prompt_indices(self.cursor, count, len(self.prompts.problems), self.rl_seed)
+    self.cursor += count
+    return self.prompts.take(idx)
 
-          rollout, real_B, drawn = collect_groups(
-            draw, B, dynamic=bool(config.dynamic_sampling.enabled),
-            max_rounds=int(config.dynamic_sampling.max_rounds), metric=config.dynamic_sampling.metric)
-          row_valid_R = np.ones(B * G, np.float32)
-        if adv_cfg.name == "vineppo":  # K rollouts from each step boundary of every response
-          mc_returns_RCK, mc_mask_RCK, mc_tokens = tree_rollout.mc_step_returns(
-            sampler, params_now, group_sampler.state, rollout, jax.random.fold_in(it_key, 1_000_003),
-            tokenizer, reward_cfg, boundary_ids=boundary_ids, rollouts=int(adv_cfg.mc_rollouts),
-            max_steps=int(adv_cfg.mc_max_steps))
-          sampled[0] += mc_tokens
-        first = drawn["first"]
-        first_w = row_valid_R if tree is not None else np.ones(len(first.rewards_R), np.float32)
-        valid_R = np.repeat(real_B, G).astype(np.float32) * row_valid_R
+  def rollout(self, it_key: jax.Array, params: Any) -> dict[str, Any]:
+    """One iteration's samples: a tree per prompt (TreeRL) or G samples per prompt (with DAPO refills)."""
+    B, G, ro = self.B, self.G, self.config.rollout
+    out: dict[str, Any] = {"tree": None, "sampled": 0}
+    if "tree" in self.needs:  # TreeRL: one entropy-forked tree per prompt, its leaves as rows
+      out["rollout"], tree = tree_rollout.sample_tree_rollout(
+        self.sampler, params, self._next_prompts(B), G, jax.random.fold_in(it_key, 0), self.tokenizer,
+        self.reward_cfg, **{k: int(v) for k, v in ro.tree.items()})
+      drawn = {"first": out["rollout"], "rounds": 1, "groups_kept_frac": 1.0}
+      out.update(tree=tree, real_B=np.ones(B, bool), row_valid_R=tree.row_valid_R,
+                 sampled=tree.sampled_tokens, drawn=drawn)
+    else:  # DAPO dynamic sampling: drop groups whose samples all score the same, refill
+      def draw(round_: int) -> Any:
+        groups = sample_groups(self.group_sampler, params, self._next_prompts(B), G,
+                               jax.random.fold_in(it_key, round_), self.tokenizer, self.reward_cfg)
+        out["sampled"] += int(groups.lengths_R.sum())
+        return groups
 
-        # --- old / reference log-probs, critic values, advantages
-        arrays = put({"tokens": rollout.tokens_RS, "mask": rollout.mask_RS.astype(np.int32)})
-        cmask_RN = rollout.completion_mask_RN.astype(np.float32) * valid_R[:, None]
-        if adv_cfg.name == "rft":
-          keep_R = batch_lib.rft_keep(rollout.correct_R, float(config.rft.threshold))
-          cmask_RN = cmask_RN * keep_R[:, None]
-        if ro.old_logprobs == "recompute":
-          old_logp_RN = np.asarray(completion_logprobs_jit(
-            policy_graphdef, policy_params(state), arrays["tokens"], arrays["mask"], num_new=N,
-            temperature=temperature))
-        elif ro.old_logprobs == "sampler":
-          old_logp_RN = rollout.sampler_logp_RN
-        else:
-          raise ValueError(f"rollout.old_logprobs must be 'sampler' or 'recompute', got {ro.old_logprobs!r}")
-        batch = {"tokens": rollout.tokens_RS, "mask": rollout.mask_RS.astype(np.int32),
-                 "completion_mask": cmask_RN, "old_logp": old_logp_RN.astype(np.float32)}
-        kl_RN, kl_coef = None, float(config.kl.coef)
-        if kl_coef > 0:
-          ref_logp_RN = np.asarray(completion_logprobs_jit(
-            policy_graphdef, ref_params, arrays["tokens"], arrays["mask"], num_new=N,
-            temperature=temperature))
-          if config.kl.where == "loss":
-            batch["ref_logp"] = ref_logp_RN
-          else:
-            kl_RN = batch_lib.token_kl(old_logp_RN, ref_logp_RN, cmask_RN, config.kl.kind)
-        rewards_R = rollout.rewards_R
-        if adv_cfg.unlikeliness_rank_penalty > 0:  # He et al. 2025: rank-penalise likely correct samples
-          seq_logp_R = (old_logp_RN * cmask_RN).sum(1) / np.maximum(cmask_RN.sum(1), 1.0)
-          rewards_R = np.asarray(unlikeliness_rewards(
-            rewards_R.reshape(B, G), seq_logp_R.reshape(B, G), mask_BG=valid_R.reshape(B, G),
-            rank_penalty=float(adv_cfg.unlikeliness_rank_penalty))).reshape(-1)
-        completion_RN = rollout.tokens_RS[:, -N:]
-        if adv_cfg.name == "rft":
-          adv_RN = cmask_RN.copy()
-        elif adv_cfg.name == "treerl":
-          adv_RN = batch_lib.treerl_token_advantages(
-            tree.parent_BM, tree.valid_BM, tree.leaf_node_R, tree.node_RN, rewards_R, valid_R, G,
-            global_weight=float(adv_cfg.global_weight), local_weight=float(adv_cfg.local_weight),
-            weighting=adv_cfg.tree_weighting, leaf_baseline=adv_cfg.tree_leaf_baseline) * cmask_RN
-        elif adv_cfg.name == "vineppo":
-          adv_RN = batch_lib.vineppo_token_advantages(
-            completion_RN, cmask_RN, rewards_R, valid_R, mc_returns_RCK, mc_mask_RCK,
-            boundary_ids=boundary_ids, gamma=float(adv_cfg.gamma))
-        else:
-          values_RN = None
-          if use_critic:
-            values_RN = np.asarray(critic_values_jit(graphdef, state.params, arrays["tokens"], arrays["mask"],
-                                                     num_new=N))
-          adv_RN, returns_RN = batch_lib.compute_advantages(
-            adv_cfg.name, rewards_R, cmask_RN, G, group_valid_R=valid_R, kl_RN=kl_RN,
-            kl_coef=kl_coef if config.kl.where == "reward" else 0.0, values_RN=values_RN,
-            gamma=float(adv_cfg.gamma), lam=float(adv_cfg.lam), whiten=bool(adv_cfg.whiten),
-            positive_weight=float(adv_cfg.positive_weight), negative_weight=float(adv_cfg.negative_weight),
-            grpo_eps=float(adv_cfg.eps), tokens_RN=completion_RN, td_weight=float(adv_cfg.td_weight),
-            root_td=bool(adv_cfg.root_td))
-          if use_critic:
-            batch["returns"], batch["old_values"] = returns_RN, values_RN * cmask_RN
-        batch["advantages"] = adv_RN
+      ds = self.config.dynamic_sampling
+      out["rollout"], out["real_B"], out["drawn"] = collect_groups(
+        draw, B, dynamic=bool(ds.enabled), max_rounds=int(ds.max_rounds), metric=ds.metric)
+      out["row_valid_R"] = np.ones(B * G, np.float32)
+    if "mc_returns" in self.needs:  # K rollouts from each step boundary of every response
+      mc_returns_RCK, mc_mask_RCK, mc_tokens = tree_rollout.mc_step_returns(
+        self.sampler, params, self.group_sampler.state, out["rollout"], jax.random.fold_in(it_key, 1_000_003),
+        self.tokenizer, self.reward_cfg, boundary_ids=self.boundary_ids, rollouts=int(self.adv.mc_rollouts),
+        max_steps=int(self.adv.mc_max_steps))
+      out["mc"], out["sampled"] = (mc_returns_RCK, mc_mask_RCK), out["sampled"] + mc_tokens
+    return out
 
-        # --- epochs of minibatch updates through the one train step
-        records = []
-        order_rng = np.random.default_rng([rl_seed, it])
-        for _ in range(int(config.train.epochs)):
-          for rows in batch_lib.minibatches(B * G, int(config.train.minibatch_size), order_rng):
-            if cmask_RN[rows].sum() == 0:
-              continue  # nothing to learn from (e.g. RFT with no correct sample): no optimizer step
-            state, m = train_step(state, put({k: v[rows] for k, v in batch.items()}))
-            records.append(m)
-        metrics = _mean_metrics(records) or {"loss": 0.0}
-        streak = int(jax.device_get(state.nonfinite_streak))
-        if streak >= config.max_nonfinite_streak:
-          cause = int(jax.device_get(records[-1]["nonfinite_cause"])) if records else 0
-          raise step_lib.NonFiniteError(f"iteration {it + 1}: " + step_lib.nonfinite_message(
-            streak, cause, int(jax.device_get(state.step)), config.optimizer.lr))
-        mean = lambda x, w=first_w: float(np.average(np.asarray(x, np.float64), weights=w))
-        metrics.update(
-          updates=len(records), reward_mean=mean(first.rewards_R),
-          train_accuracy=mean(first.correct_R), format_rate=mean(first.format_R),
-          response_len=mean(first.lengths_R), truncated_frac=mean(first.truncated_R),
-          groups_kept_frac=drawn["groups_kept_frac"], sample_rounds=drawn["rounds"],
-          batch_groups_real=int(real_B.sum()),
-          trained_rows=int((cmask_RN.sum(axis=1) > 0).sum()), prompt_cursor=cursor, sampled_tokens=sampled[0],
-          **{f"reward_{k}": mean(v) for k, v in first.reward_terms.items()},  # each reward term on its own
-        )
-        if first.credit_R is not None:
-          metrics["partial_credit"] = mean(first.credit_R)
-        s = final = it + 1
-        spent += sampled[0]
-        metrics["sampled_tokens_total"] = spent
-        stop = bool(budget and spent >= budget)
-        timing_log.write(s, {"iter_s": time.perf_counter() - t_iter, "sampled_tokens": sampled[0]})
-        if ev_cfg.samples and (s == total or stop or (ev_cfg.every_steps and s % ev_cfg.every_steps == 0)):
-          ev = run_eval(state)
-          eval_log.write(s, ev)
-          summary["eval"] = ev
-          metrics.update({f"eval_{k}": v for k, v in ev.items()})
-        summary["last"] = writer.write(s, metrics)
-        bar.update(1)
-        bar.set_postfix(loss=f"{metrics['loss']:.4f}", acc=f"{metrics['train_accuracy']:.2f}")
-        if streak and (s % config.checkpoint_every_steps == 0 or s == total or stop or sigterm.received):
-          logging.warning("iteration %d: no checkpoint while %d updates in a row were non-finite", s, streak)
-        elif s % config.checkpoint_every_steps == 0 or s == total or stop or sigterm.received:
-          ckpt.save(s, state, data_state={"iteration": s, "prompt_cursor": cursor, "sampled_tokens": spent},
-                    config=json.loads(config.to_json_best_effort()),
-                    force=sigterm.received or s == total or stop)
-        if sigterm.received:
-          ckpt.wait()
-          writer.close()
-          timing_log.close()
-          eval_log.close()
-          bar.close()
-          raise Preempted()
-        if stop:
-          break
-    ckpt.wait()
-    ckpt.close()
-    writer.close()
-    timing_log.close()
-    eval_log.close()
-    bar.close()
-  summary.update(final_step=final, wall_s=time.perf_counter() - t0, state=state)
-  return summary
+  def _logprobs(self, params: Any, arrays: dict[str, jax.Array]) -> np.ndarray:
+    return np.asarray(completion_logprobs_jit(self.policy_graphdef, params, arrays["tokens"], arrays["mask"],
+                                              num_new=self.N, temperature=self.temperature))
+
+  def build_batch(self, state, out: dict[str, Any], valid_R: np.ndarray) -> dict[str, np.ndarray]:
+    """Old / reference log-probs, critic values and advantages of a rollout: the updates' batch."""
+    config, rollout, adv = self.config, out["rollout"], self.adv
+    arrays = shd.put_batch({"tokens": rollout.tokens_RS, "mask": rollout.mask_RS.astype(np.int32)},
+                           self.rt.mesh)
+    cmask_RN = rollout.completion_mask_RN.astype(np.float32) * valid_R[:, None]
+    if "keep" in self.needs:
+      cmask_RN = cmask_RN * batch_lib.rft_keep(rollout.correct_R, float(config.rft.threshold))[:, None]
+    old_logprobs = config.rollout.old_logprobs
+    if old_logprobs == "recompute":
+      old_logp_RN = self._logprobs(self.policy(state), arrays)
+    elif old_logprobs == "sampler":
+      old_logp_RN = rollout.sampler_logp_RN
+    else:
+      raise ValueError(f"rollout.old_logprobs must be 'sampler' or 'recompute', got {old_logprobs!r}")
+    batch = {"tokens": rollout.tokens_RS, "mask": rollout.mask_RS.astype(np.int32),
+             "completion_mask": cmask_RN, "old_logp": old_logp_RN.astype(np.float32)}
+    kl_RN = None
+    if float(config.kl.coef) > 0:
+      ref_logp_RN = self._logprobs(self.ref_params, arrays)
+      if config.kl.where == "loss":
+        batch["ref_logp"] = ref_logp_RN
+      else:
+        kl_RN = batch_lib.token_kl(old_logp_RN, ref_logp_RN, cmask_RN, config.kl.kind)
+    rewards_R = rollout.rewards_R
+    if adv.unlikeliness_rank_penalty > 0:  # He et al. 2025: rank-penalise likely correct samples
+      B, G = self.B, self.G
+      seq_logp_R = (old_logp_RN * cmask_RN).sum(1) / np.maximum(cmask_RN.sum(1), 1.0)
+      rewards_R = np.asarray(unlikeliness_rewards(
+        rewards_R.reshape(B, G), seq_logp_R.reshape(B, G), mask_BG=valid_R.reshape(B, G),
+        rank_penalty=float(adv.unlikeliness_rank_penalty))).reshape(-1)
+    batch["advantages"] = self._advantages(state, out, batch, arrays, rewards_R, valid_R, kl_RN)
+    return batch
+
+  def _advantages(self, state, out, batch, arrays, rewards_R, valid_R, kl_RN) -> np.ndarray:
+    """Per-token advantages by `ADVANTAGES[advantage.name].needs`; a critic's targets join `batch`."""
+    adv, cmask_RN, needs = self.adv, batch["completion_mask"], self.needs
+    completion_RN = out["rollout"].tokens_RS[:, -self.N:]
+    if "keep" in needs:
+      return cmask_RN.copy()
+    if "tree" in needs:
+      t = out["tree"]
+      return batch_lib.treerl_token_advantages(
+        t.parent_BM, t.valid_BM, t.leaf_node_R, t.node_RN, rewards_R, valid_R, self.G,
+        global_weight=float(adv.global_weight), local_weight=float(adv.local_weight),
+        weighting=adv.tree_weighting, leaf_baseline=adv.tree_leaf_baseline) * cmask_RN
+    if "mc_returns" in needs:
+      return batch_lib.vineppo_token_advantages(
+        completion_RN, cmask_RN, rewards_R, valid_R, *out["mc"], boundary_ids=self.boundary_ids,
+        gamma=float(adv.gamma))
+    values_RN = None
+    if self.critic:
+      values_RN = np.asarray(critic_values_jit(self.graphdef, state.params, arrays["tokens"], arrays["mask"],
+                                               num_new=self.N))
+    kl = self.config.kl
+    adv_RN, returns_RN = batch_lib.compute_advantages(
+      adv.name, rewards_R, cmask_RN, self.G, group_valid_R=valid_R, kl_RN=kl_RN,
+      kl_coef=float(kl.coef) if kl.where == "reward" else 0.0, values_RN=values_RN,
+      gamma=float(adv.gamma), lam=float(adv.lam), whiten=bool(adv.whiten),
+      positive_weight=float(adv.positive_weight), negative_weight=float(adv.negative_weight),
+      grpo_eps=float(adv.eps), tokens_RN=completion_RN, td_weight=float(adv.td_weight),
+      root_td=bool(adv.root_td))
+    if self.critic:
+      batch["returns"], batch["old_values"] = returns_RN, values_RN * cmask_RN
+    return adv_RN
+
+  def iteration(self, state, it: int) -> tuple[Any, Update]:
+    """Rollout → batch → `train.epochs` passes of minibatch updates; the runtime's step function."""
+    it_key = jax.random.fold_in(jax.random.key(self.rl_seed), it)
+    out = self.rollout(it_key, self.policy(state))
+    valid_R = np.repeat(out["real_B"], self.G).astype(np.float32) * out["row_valid_R"]
+    batch = self.build_batch(state, out, valid_R)
+    cmask_RN, records = batch["completion_mask"], []
+    order_rng = np.random.default_rng([self.rl_seed, it])
+    for _ in range(int(self.config.train.epochs)):
+      for rows in batch_lib.minibatches(self.B * self.G, int(self.config.train.minibatch_size), order_rng):
+        if cmask_RN[rows].sum() == 0:
+          continue  # nothing to learn from (e.g. RFT with no correct sample): no optimizer step
+        state, m = self.train_step(state, shd.put_batch({k: v[rows] for k, v in batch.items()}, self.rt.mesh))
+        records.append(m)
+    first = out["drawn"]["first"]
+    first_w = out["row_valid_R"] if out["tree"] is not None else np.ones(len(first.rewards_R), np.float32)
+    mean = lambda x: float(np.average(np.asarray(x, np.float64), weights=first_w))
+    metrics = _mean_metrics(records) or {"loss": 0.0}
+    metrics.update(
+      updates=len(records), reward_mean=mean(first.rewards_R), train_accuracy=mean(first.correct_R),
+      format_rate=mean(first.format_R), response_len=mean(first.lengths_R),
+      truncated_frac=mean(first.truncated_R), groups_kept_frac=out["drawn"]["groups_kept_frac"],
+      sample_rounds=out["drawn"]["rounds"], batch_groups_real=int(out["real_B"].sum()),
+      trained_rows=int((cmask_RN.sum(axis=1) > 0).sum()), prompt_cursor=self.cursor,
+      sampled_tokens=out["sampled"],
+      **{f"reward_{k}": mean(v) for k, v in first.reward_terms.items()},  # each reward term on its own
+    )
+    if first.credit_R is not None:
+      metrics["partial_credit"] = mean(first.credit_R)
+    self.spent += out["sampled"]
+    metrics["sampled_tokens_total"] = self.spent
+    cause = records[-1]["nonfinite_cause"] if records else 0
+    data_state = {"iteration": it + 1, "prompt_cursor": self.cursor, "sampled_tokens": self.spent}
+    return state, Update(metrics, state.nonfinite_streak, cause, state.step, data_state,
+                         timing={"sampled_tokens": out["sampled"]}, stop=self.spent_budget())

@@ -24,8 +24,8 @@
    implicit reward margin is positive: (log π − log π_ref)(chosen) > (log π − log π_ref)(rejected) for
    DPO/IPO/hinge/RPO/KTO, β·mean log π for SimPO/ORPO, the scalar score for the reward model. With the
    start model as reference every margin is zero before training, so the reference-based share starts
-   at zero. The loop evaluates only after steps, so the setup evaluates the start model itself and the
-   loop logs `eval_loss_start` and `eval_reward_accuracy_start` with every record (`eval_at_start`).
+   at zero. The runtime's evaluator also scores the start model (step 0, in `eval.jsonl`), and the loop
+   logs `eval_loss_start` and `eval_reward_accuracy_start` with every record (`eval_at_start`).
 
 `records_setup` is the same for records and a start model already in hand (w2s_jax/recipes/delta_learning.py).
 
@@ -191,20 +191,6 @@ def make_objective(objective_cfg: dict[str, Any]) -> tuple[str, Objective]:
       f"unknown preference objective {name!r}; choose one of {sorted(po.PREFERENCE_OBJECTIVES)}"
     )
   return name, with_reward_accuracy(po.PREFERENCE_OBJECTIVES[name](**cfg), name)
-
-
-def evaluate(
-  graphdef: nnx.GraphDef, params: Any, objective: Objective, batches: Sequence[Batch]
-) -> dict[str, float]:
-  """Mean eval loss and metrics over `batches`, as the loop logs them (`eval_loss`, `eval_<metric>`)."""
-  fn = jax.jit(lambda p, b: objective(nnx.merge(graphdef, p), b, jax.random.key(0)))
-  totals = None
-  for b in batches:
-    out = jax.device_get(fn(params, b))
-    totals = out if totals is None else jax.tree.map(np.add, totals, out)
-  loss_sum, weight, sums = totals
-  w = max(float(weight), 1e-12)
-  return {"eval_loss": float(loss_sum) / w, **{f"eval_{k}": float(v) / w for k, v in sums.items()}}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -465,11 +451,6 @@ def records_setup(
 
   info = {"data": {"train_examples": n_train, "eval_pairs": n_eval_pairs, "objective": name},
           "metrics": {"pairs_dropped_overlong": dropped_train + dropped_eval}}
-  if eval_at_start:  # the loop evaluates after steps only: record the start here
-    start_graphdef = nnx.split(nnx.eval_shape(lambda: make_model(nnx.Rngs(0))))[0]
-    start = evaluate(start_graphdef, init_params(), objective_fn, held_out)
-    info["metrics"].update(
-      {f"{k}_start": v for k, v in start.items() if k in ("eval_loss", "eval_reward_accuracy")}
-    )
   return Setup(make_model=make_model, objective=objective_fn, train_batches=train, eval_batches=held_out,
-               info=info, init_params=init_params)
+               info=info, init_params=init_params,
+               start_eval=("eval_loss", "eval_reward_accuracy") if eval_at_start else ())

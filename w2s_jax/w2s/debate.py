@@ -35,9 +35,11 @@ import jax
 import ml_collections
 import numpy as np
 
+from w2s_jax.config_files import start_workdir
 from w2s_jax.data import w2s_sets
 from w2s_jax.data.tokenizers import ByteTokenizer
 from w2s_jax.evals.metrics import accuracy, bootstrap_ci
+from w2s_jax.pipeline_shell import finish
 from w2s_jax.sampling.sampler import Sampler, SamplingConfig, left_pad
 from w2s_jax.w2s import classify, ladder, protocol
 from w2s_jax.w2s import rungs as rung_lib
@@ -241,9 +243,7 @@ def _weak_ensemble(sweep: protocol.Sweep, rung: Rung, tag: str, half_a: classify
 
 def run_debate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
   """Runs (or resumes) the debate-vs-plain weak supervision comparison; writes results.json."""
-  workdir = Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
-  (workdir / "config.json").write_text(json.dumps(json.loads(config.to_json_best_effort()), indent=2))
+  workdir = start_workdir(config, workdir)
   d, dc = config.data, config.debate
   if config.ensemble < 1:
     raise ValueError(f"ensemble must be >= 1; got {config.ensemble}")
@@ -311,12 +311,9 @@ def run_debate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[s
                     "example": {"item": example["txt"], **transcripts[example["id"]]}},
     "summary": summary, "per_seed": per_seed,
   }
-  (workdir / "results.json").write_text(json.dumps(results, indent=2))
-  lines = [json.dumps({"step": i + 1, "loss": 1.0 - s["arms"]["debate"]["transfer_acc"], **s})
-           for i, s in enumerate(per_seed)]
-  (workdir / "metrics.jsonl").write_text("\n".join(lines) + "\n")
-  return {"table": results_table(results), "transcripts": {k: gen[k] for k in ("cached", "generated")},
-          "generation_s": round(gen["generation_s"], 1), "results": str(workdir / "results.json")}
+  return {**finish(workdir, results, table=results_table(results)),
+          "transcripts": {k: gen[k] for k in ("cached", "generated")},
+          "generation_s": round(gen["generation_s"], 1)}
 
 
 def results_table(results: dict[str, Any]) -> str:

@@ -31,7 +31,6 @@ Legend: N items, C classes (2), B batch, D feature width.
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -42,8 +41,10 @@ import ml_collections
 import numpy as np
 import optax
 
+from w2s_jax.config_files import start_workdir
 from w2s_jax.data import w2s_sets
 from w2s_jax.losses.w2s import W2S_LOSSES
+from w2s_jax.pipeline_shell import finish
 from w2s_jax.train.step import Objective
 from w2s_jax.w2s import classify, protocol
 from w2s_jax.w2s import rungs as rung_lib
@@ -169,10 +170,8 @@ def _concat(a: classify.Encoded, b: classify.Encoded) -> classify.Encoded:
 
 
 def run_deception(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
-  """Runs (or resumes) the deception study over `config.pairs`; writes results.json and metrics.jsonl."""
-  workdir = Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
-  (workdir / "config.json").write_text(json.dumps(json.loads(config.to_json_best_effort()), indent=2))
+  """Runs (or resumes) the deception study over `config.pairs`; writes results.json."""
+  workdir = start_workdir(config, workdir)
   pairs = [tuple(p) for p in config.pairs]
   if not pairs or any(len(p) != 2 or p[0] == p[1] for p in pairs):
     raise ValueError(f"pairs must be a non-empty list of [weak, strong] rung names; got {pairs}")
@@ -247,10 +246,7 @@ def run_deception(config: ml_collections.ConfigDict, workdir: str | Path) -> dic
              "confidence": float(dc.confidence), "seeds": list(config.seeds),
              "data": {"train": len(train_records), "test": n_test},
              "summary": summary, "rows": rows, "per_seed": per_seed}
-  (workdir / "results.json").write_text(json.dumps(results, indent=2))
-  lines = [json.dumps({"step": i + 1, "loss": 1.0 - r["transfer_acc"], **r}) for i, r in enumerate(rows)]
-  (workdir / "metrics.jsonl").write_text("\n".join(lines) + "\n")
-  return {"table": results_table(results), "results": str(workdir / "results.json")}
+  return finish(workdir, results, table=results_table(results))
 
 
 def results_table(results: dict[str, Any]) -> str:

@@ -49,6 +49,7 @@ from w2s_jax.data.sft_sources import reasoning_problems, reasoning_prompt
 from w2s_jax.evals.metrics import auroc, majority_vote
 from w2s_jax.evals.selection import best_of_n, weighted_vote
 from w2s_jax.models.presets import from_section
+from w2s_jax.pipeline_shell import finish
 from w2s_jax.rl.loop import train_rl
 from w2s_jax.rl.sft_init import run_sft
 from w2s_jax.w2s import classify, protocol
@@ -326,7 +327,7 @@ def run_easy_to_hard(config: ml_collections.ConfigDict, workdir: str | Path) -> 
                               verifier_reward(v_graphdef, v_params, tok, max_len,
                                               log_path=stages / "rl_verifier_rewards.jsonl"))
   summary["wall_s"] = time.perf_counter() - t0
-  (workdir / "results.json").write_text(json.dumps(summary, indent=2))
+  finish(workdir, summary)
   return summary
 
 

@@ -32,10 +32,8 @@ Legend: B prompts, G samples per prompt, R rows, P prompt slots, N completion sl
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -43,12 +41,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from absl import logging as absl_logging
 from flax import nnx
-from tqdm import tqdm
 
 from w2s_jax import sharding as shd
-from w2s_jax.checkpoint import Checkpointer
 from w2s_jax.config_files import start_workdir
 from w2s_jax.data.sft_sources import reasoning_problems
 from w2s_jax.data.tokenizers import Tokenizer
@@ -57,6 +52,7 @@ from w2s_jax.losses.distill import generalized_jsd_loss, reverse_kl_token_reward
 from w2s_jax.losses.policy import policy_loss
 from w2s_jax.models.presets import ModelConfig, from_section
 from w2s_jax.models.transformer import Transformer
+from w2s_jax.pipeline_shell import write_json
 from w2s_jax.rl.batch import minibatches
 from w2s_jax.rl.evaluate import pass_maj_metrics, sample_eval
 from w2s_jax.rl.loop import prompt_indices
@@ -66,9 +62,7 @@ from w2s_jax.rl.sft_init import run_sft
 from w2s_jax.sampling.sampler import Sampler, SamplingConfig
 from w2s_jax.sampling.score import token_positions
 from w2s_jax.train import step as step_lib
-from w2s_jax.train.loop import Preempted, SigTermGuard
-from w2s_jax.train.metrics_log import MetricsWriter
-from w2s_jax.train.optim import make_optimizer, make_schedule
+from w2s_jax.train.runtime import Evaluator, Runtime, Update
 from w2s_jax.train.state import create_train_state
 from w2s_jax.train.step import Batch, Objective
 from w2s_jax.train.tasks import make_tokenizer
@@ -290,150 +284,123 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 
 def run_onpolicy_distill(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
-  """Runs (or resumes) on-policy distillation; see the module docstring.
+  """Runs (or resumes) on-policy distillation on the one runtime (`train.runtime`); see the module
+  docstring.
 
   Returns:
     summary: `final_step`, `last`, `teacher_eval`, `student_eval_initial`, `student_eval`, the SFT
     summaries, `wall_s`.
   """
-  with contextlib.ExitStack() as closing:  # closes the checkpointer (and its folder lock) on any exit
-    return _run(config, workdir, closing)
-
-
-def _run(
-  config: ml_collections.ConfigDict, workdir: str | Path, closing: contextlib.ExitStack
-) -> dict[str, Any]:
   validate(config)
   workdir = start_workdir(config, workdir)
-  t0 = time.perf_counter()
   tokenizer = make_tokenizer(config.data.tokenizer)
   t_cfg, teacher_params, t_sft = prepare_role(config, "teacher", workdir)
   s_cfg, student_params, s_sft = prepare_role(config, "student", workdir)
-
-  d, ro, dist = config.data, config.rollout, config.distill
+  d, ro = config.data, config.rollout
   train_prompts = encode_prompts(reasoning_problems(d.task, "train", size=d.train_size, seed=d.data_seed),
                                  tokenizer, d.max_prompt_len)
   eval_prompts = encode_prompts(reasoning_problems(d.task, "eval", size=d.eval_size, train_size=d.train_size,
                                                    seed=d.data_seed), tokenizer, d.max_prompt_len)
-  B, G, N, T = int(ro.prompts_per_step), int(ro.group_size), int(ro.max_new_tokens), float(ro.temperature)
-  n_train, total = len(train_prompts.problems), int(config.total_steps)
-  mesh, rules = shd.make_mesh(dict(config.mesh)), shd.get_rules(config.sharding)
-  updates = total * int(config.train.epochs) * (B * G // int(config.train.minibatch_size))
-  o = config.optimizer
-  schedule = make_schedule(o.schedule, peak_lr=o.lr, total_steps=updates, warmup_steps=o.warmup_steps,
-                           end_lr_frac=o.end_lr_frac)
-  tx = make_optimizer(o, updates)
-
-  with jax.set_mesh(mesh), nnx.logical_axis_rules(rules):
-    s_graphdef, t_graphdef = abstract_graphdef(s_cfg), abstract_graphdef(t_cfg)
-    abstract_state = jax.eval_shape(lambda: create_train_state(student_params, tx, config.seed))
-    shardings = shd.tree_shardings(abstract_state, mesh, rules)
-    abstract_state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                                  abstract_state, shardings)
-    objective = onpolicy_distill_objective(estimator=dist.estimator, beta=float(dist.beta), temperature=T,
-                                           reduction=config.train.reduction)
-    train_step = step_lib.jit_train_step(
-      step_lib.make_train_step(objective, tx, s_graphdef, schedule=schedule), shardings, mesh)
-    sampling = SamplingConfig(max_new_tokens=N, temperature=T, stop_ids=(tokenizer.eos_id,),
-                              pad_id=tokenizer.pad_id)
-    s_sampler = Sampler(s_graphdef, sampling, mesh=mesh, rules=rules)
-
-    ckpt = closing.enter_context(Checkpointer(workdir / "checkpoints", keep=config.keep_checkpoints))
-    latest = ckpt.latest_step()
-    if latest is None:
-      params = jax.device_put(student_params, shardings.params)
-      state = jax.jit(lambda p: create_train_state(p, tx, config.seed), out_shardings=shardings)(params)
-      start, cursor = 0, 0
-    else:
-      state, data_state, _ = ckpt.restore(abstract_state)  # the newest intact step
-      start, cursor = int(data_state["iteration"]), int(data_state["prompt_cursor"])
-
-    ev = config.eval
-    eval_key = jax.random.fold_in(jax.random.key(config.seed), 1_000_003)
-    chunk = max(B * G // max(int(ev.samples), 1), 1)
-    teacher = (t_graphdef, teacher_params)
-    run_eval = lambda p: evaluate_model(s_sampler, p, eval_prompts, ev, eval_key, tokenizer, chunk,
-                                        kl_against=teacher, graphdef=s_graphdef)
-    summary: dict[str, Any] = {"teacher_sft": t_sft, "student_sft": s_sft, "start_step": start}
-    eval_log = MetricsWriter(workdir, start_step=start, filename="eval.jsonl", tensorboard=False)
-    teacher_file = workdir / "teacher_eval.json"
+  B, G = int(ro.prompts_per_step), int(ro.group_size)
+  total = int(config.total_steps)
+  rt = Runtime(config, workdir, total_steps=total, desc="distill",
+               total_updates=total * int(config.train.epochs) * (B * G // int(config.train.minibatch_size)))
+  summary: dict[str, Any] = {"teacher_sft": t_sft, "student_sft": s_sft}
+  with rt:
+    run = _DistillRun(config, rt, tokenizer, train_prompts, (t_cfg, teacher_params), (s_cfg, student_params))
+    state = rt.init_or_restore(params=lambda: student_params)
+    run.cursor = int(rt.data_state.get("prompt_cursor", 0))
+    ev, evaluator = config.eval, None
     if ev.samples:
-      if not teacher_file.exists():
-        t_sampler = Sampler(t_graphdef, sampling, mesh=mesh, rules=rules)
-        t_eval = evaluate_model(t_sampler, teacher_params, eval_prompts, ev, eval_key, tokenizer, chunk)
-        teacher_file.write_text(json.dumps(t_eval, indent=2))
-      summary["teacher_eval"] = json.loads(teacher_file.read_text())
-      if start == 0 and not eval_log.kept:
-        eval_log.write(0, run_eval(state.params))
-      summary["student_eval_initial"] = json.loads((workdir / "eval.jsonl").read_text().splitlines()[0])
-    writer = MetricsWriter(workdir, start_step=start, tensorboard=jax.process_index() == 0)
-    bar = tqdm(total=total, initial=start, desc="distill", unit="iter")
-    rollout_key = jax.random.key(config.seed)
-
-    with SigTermGuard() as sigterm:
-      for it in range(start, total):
-        rng = np.random.default_rng([int(config.seed), it])
-        on_policy = bool(rng.random() < float(dist.on_policy_frac))
-        stats: dict[str, float] = {"on_policy": float(on_policy)}
-        if on_policy:
-          idx = prompt_indices(cursor, B, n_train, config.seed)
-          cursor += B
-          ro_ = sample_groups(s_sampler, state.params, train_prompts.take(idx), G,
-                              jax.random.fold_in(rollout_key, it), tokenizer, RewardConfig())
-          host = {"tokens": ro_.tokens_RS, "mask": ro_.mask_RS.astype(np.int32),
-                  "completion_mask": ro_.completion_mask_RN.astype(np.int32), "old_logp": ro_.sampler_logp_RN}
-          stats.update(train_accuracy=float(ro_.correct_R.mean()), response_len=float(ro_.lengths_R.mean()))
-        else:
-          idx = prompt_indices(cursor, B * G, n_train, config.seed)
-          cursor += B * G
-          host = gold_rows(train_prompts.take(idx), tokenizer, N)
-        records = []
-        for _ in range(int(config.train.epochs)):
-          for rows in minibatches(B * G, int(config.train.minibatch_size), rng):
-            batch = shd.put_batch({k: v[rows] for k, v in host.items()}, mesh)
-            if dist.estimator == "full":
-              batch["teacher_logits"] = completion_logits_jit(t_graphdef, teacher_params, batch["tokens"],
-                                                              batch["mask"], num_new=N)
-            else:
-              batch["teacher_logp"] = completion_logprobs_jit(t_graphdef, teacher_params, batch["tokens"],
-                                                              batch["mask"], num_new=N, temperature=T)
-            state, m = train_step(state, batch)
-            records.append(m)
-        records = jax.device_get(records)
-        metrics = {k: float(np.mean([r[k] for r in records])) for k in records[0]
-                   if k not in ("weight", *step_lib.GUARD_METRICS)}
-        streak = int(records[-1]["nonfinite_streak"])
-        if streak >= config.max_nonfinite_streak:
-          raise step_lib.NonFiniteError(f"iteration {it + 1}: " + step_lib.nonfinite_message(
-            streak, int(records[-1]["nonfinite_cause"]), int(jax.device_get(state.step)),
-            config.optimizer.lr))
-        metrics.update(stats, prompt_cursor=cursor)
-        s = it + 1
-        if ev.samples and (s == total or (ev.every_steps and s % ev.every_steps == 0)):
-          e = run_eval(state.params)
-          eval_log.write(s, e)
-          summary["student_eval"] = e
-          metrics.update({f"eval_{k}": v for k, v in e.items()})
-        summary["last"] = writer.write(s, metrics)
-        bar.update(1)
-        bar.set_postfix(loss=f"{metrics['loss']:.4f}")
-        if streak and (s % config.checkpoint_every_steps == 0 or s == total or sigterm.received):
-          absl_logging.warning("iteration %d: no checkpoint while %d updates in a row were non-finite", s,
-                               streak)
-        elif s % config.checkpoint_every_steps == 0 or s == total or sigterm.received:
-          ckpt.save(s, state, data_state={"iteration": s, "prompt_cursor": cursor},
-                    config=json.loads(config.to_json_best_effort()), force=sigterm.received or s == total)
-        if sigterm.received:
-          ckpt.wait()
-          writer.close()
-          eval_log.close()
-          raise Preempted()
-    ckpt.wait()
-    ckpt.close()
-    writer.close()
-    eval_log.close()
-    bar.close()
-  if ev.samples and "student_eval" not in summary:  # resumed after the last iteration: read it back
-    summary["student_eval"] = json.loads((workdir / "eval.jsonl").read_text().splitlines()[-1])
-  summary.update(final_step=total, wall_s=time.perf_counter() - t0)
+      summary["teacher_eval"] = run.teacher_eval(workdir / "teacher_eval.json", eval_prompts)
+      evaluator = Evaluator(lambda s: run.evaluate(s.params, eval_prompts), every=int(ev.every_steps or 0),
+                            at_start=True, prefix="eval_")
+    rt.run(state, run.iteration, evaluator=evaluator)
+  if ev.samples:
+    summary["student_eval_initial"] = rt.summary.get("eval_initial")
+    # resumed after the last iteration: the last evaluation is read back
+    summary["student_eval"] = rt.summary.get("eval") or _last_eval(workdir)
+  summary.update(start_step=rt.start, last=rt.summary.get("last"), final_step=total, wall_s=rt.wall_s)
   return summary
+
+
+def _last_eval(workdir: Path) -> dict[str, float]:
+  return json.loads((workdir / "eval.jsonl").read_text().splitlines()[-1])
+
+
+class _DistillRun:
+  """One distillation run's models, samplers and prompt position; `iteration` is the runtime's step."""
+
+  def __init__(self, config: ml_collections.ConfigDict, rt: Runtime, tokenizer: Tokenizer, prompts: PromptSet,
+               teacher: tuple[ModelConfig, Any], student: tuple[ModelConfig, Any]):
+    self.config, self.rt, self.tokenizer, self.prompts = config, rt, tokenizer, prompts
+    ro, self.dist = config.rollout, config.distill
+    self.B, self.G, self.N, self.T = (int(ro.prompts_per_step), int(ro.group_size), int(ro.max_new_tokens),
+                                      float(ro.temperature))
+    self.s_graphdef, self.t_graphdef = abstract_graphdef(student[0]), abstract_graphdef(teacher[0])
+    self.teacher_params = teacher[1]
+    rt.shard(lambda: create_train_state(student[1], rt.tx, config.seed))
+    objective = onpolicy_distill_objective(estimator=self.dist.estimator, beta=float(self.dist.beta),
+                                           temperature=self.T, reduction=config.train.reduction)
+    self.train_step = rt.train_step(objective, self.s_graphdef)
+    self.sampling = SamplingConfig(max_new_tokens=self.N, temperature=self.T, stop_ids=(tokenizer.eos_id,),
+                                   pad_id=tokenizer.pad_id)
+    self.sampler = Sampler(self.s_graphdef, self.sampling, mesh=rt.mesh, rules=rt.rules)
+    self.eval_key = jax.random.fold_in(jax.random.key(config.seed), 1_000_003)
+    self.chunk = max(self.B * self.G // max(int(config.eval.samples), 1), 1)
+    self.cursor = 0
+
+  def evaluate(self, params: Any, prompts: PromptSet) -> dict[str, float]:
+    """The student's held-out evaluation, with its KL to the teacher."""
+    teacher = (self.t_graphdef, self.teacher_params)
+    return evaluate_model(self.sampler, params, prompts, self.config.eval, self.eval_key, self.tokenizer,
+                          self.chunk, kl_against=teacher, graphdef=self.s_graphdef)
+
+  def teacher_eval(self, path: Path, prompts: PromptSet) -> dict[str, float]:
+    """The teacher's held-out evaluation, made once and kept in `path`."""
+    if not path.exists():
+      t_sampler = Sampler(self.t_graphdef, self.sampling, mesh=self.rt.mesh, rules=self.rt.rules)
+      t_eval = evaluate_model(t_sampler, self.teacher_params, prompts, self.config.eval, self.eval_key,
+                              self.tokenizer, self.chunk)
+      write_json(path, t_eval, indent=2)
+    return json.loads(path.read_text())
+
+  def _rows(self, state, it: int, on_policy: bool, stats: dict[str, float]) -> dict[str, np.ndarray]:
+    """The iteration's rows: the student's samples (on-policy) or gold worked solutions."""
+    B, G, n = self.B, self.G, len(self.prompts.problems)
+    if not on_policy:
+      idx = prompt_indices(self.cursor, B * G, n, self.config.seed)
+      self.cursor += B * G
+      return gold_rows(self.prompts.take(idx), self.tokenizer, self.N)
+    idx = prompt_indices(self.cursor, B, n, self.config.seed)
+    self.cursor += B
+    key = jax.random.fold_in(jax.random.key(self.config.seed), it)
+    ro_ = sample_groups(self.sampler, state.params, self.prompts.take(idx), G, key, self.tokenizer,
+                        RewardConfig())
+    stats.update(train_accuracy=float(ro_.correct_R.mean()), response_len=float(ro_.lengths_R.mean()))
+    return {"tokens": ro_.tokens_RS, "mask": ro_.mask_RS.astype(np.int32),
+            "completion_mask": ro_.completion_mask_RN.astype(np.int32), "old_logp": ro_.sampler_logp_RN}
+
+  def iteration(self, state, it: int) -> tuple[Any, Update]:
+    """Rows (sampled with probability λ) → teacher scores → `train.epochs` passes of minibatch updates."""
+    rng = np.random.default_rng([int(self.config.seed), it])
+    on_policy = bool(rng.random() < float(self.dist.on_policy_frac))
+    stats: dict[str, float] = {"on_policy": float(on_policy)}
+    host = self._rows(state, it, on_policy, stats)
+    records = []
+    for _ in range(int(self.config.train.epochs)):
+      for rows in minibatches(self.B * self.G, int(self.config.train.minibatch_size), rng):
+        batch = shd.put_batch({k: v[rows] for k, v in host.items()}, self.rt.mesh)
+        scored = (self.t_graphdef, self.teacher_params, batch["tokens"], batch["mask"])
+        if self.dist.estimator == "full":
+          batch["teacher_logits"] = completion_logits_jit(*scored, num_new=self.N)
+        else:
+          batch["teacher_logp"] = completion_logprobs_jit(*scored, num_new=self.N, temperature=self.T)
+        state, m = self.train_step(state, batch)
+        records.append(m)
+    records = jax.device_get(records)
+    metrics = {k: float(np.mean([r[k] for r in records])) for k in records[0]
+               if k not in ("weight", *step_lib.GUARD_METRICS)}
+    metrics.update(stats, prompt_cursor=self.cursor)
+    return state, Update(metrics, records[-1]["nonfinite_streak"], records[-1]["nonfinite_cause"], state.step,
+                         {"iteration": it + 1, "prompt_cursor": self.cursor})

@@ -7,7 +7,6 @@ per finished training, `loss` being its test cross-entropy), `config.json` and `
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from w2s_jax.config_files import start_workdir
 from w2s_jax.data import w2s_sets
 from w2s_jax.data.tokenizers import ByteTokenizer
 from w2s_jax.models.presets import count_params
+from w2s_jax.pipeline_shell import RunLog, finish
 from w2s_jax.w2s import classify, ladder, plots, protocol
 from w2s_jax.w2s import rungs as rung_lib
 
@@ -69,13 +69,7 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[st
     rungs.append(ladder.pretrain(pcfg, cache))
   ladder_report = {r.preset: rung_lib.describe(r) for r in rungs}
 
-  finished: list[dict[str, Any]] = []
-
-  def log(result: dict[str, Any]) -> None:
-    finished.append(result)
-    lines = [json.dumps({"step": i + 1, "loss": r["test_loss"], **r}) for i, r in enumerate(finished)]
-    (workdir / "metrics.jsonl").write_text("\n".join(lines) + "\n")
-
+  log = RunLog(workdir, "test_loss")  # metrics.jsonl: one record per finished training
   # several candidates per question: the halves are split by question (one candidate keeps the old split)
   groups = [r["question"] for r in train_records] if _candidates(config) > 1 else None
   sweep = protocol.Sweep(rungs, train, test, protocol.sweep_spec(config), workdir, per_rung=per_rung,
@@ -90,7 +84,7 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[st
              "test_positive_rate": float(test.hard_N.mean())},
     "summary": summary, **raw,
   }
-  (workdir / "results.json").write_text(json.dumps(results, indent=2))
+  finish(workdir, results)
   params = {r.preset: count_params(r.model_cfg) for r in rungs}
   depths = {r.preset: r.model_cfg.n_layers for r in rungs}
   plots.plot_sweep(summary, [r.preset for r in rungs], params, workdir / "plots", depths=depths)

@@ -48,6 +48,7 @@ from w2s_jax.config_files import start_workdir
 from w2s_jax.data import preference_pairs, reasoning
 from w2s_jax.data.sft_sources import reasoning_prompt
 from w2s_jax.evals.metrics import majority_vote
+from w2s_jax.pipeline_shell import finish, write_json
 from w2s_jax.rl.evaluate import pass_maj_metrics, sample_eval
 from w2s_jax.rl.rollout import Rollout, encode_prompts
 from w2s_jax.sampling.sampler import Sampler, SamplingConfig
@@ -129,11 +130,7 @@ def memo(path: Path, build: Callable[[], Any]) -> Any:
   """`build()`'s JSON result, computed once and kept at `path` (written atomically)."""
   if path.exists():
     return json.loads(path.read_text())
-  value = build()
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_suffix(".tmp")
-  tmp.write_text(json.dumps(value))
-  os.replace(tmp, path)
+  write_json(path, build())
   return json.loads(path.read_text())
 
 
@@ -463,5 +460,5 @@ def run_w2s_reasoning(config: ml_collections.ConfigDict, workdir: str | Path) ->
     values = {k: pgr(w, c, heldout[k]["pass@1"]) for k in ("stage1", "stage2", "naive_w2s") if k in heldout}
     summary["pgr"] = {k: None if np.isnan(v) else v for k, v in values.items()}
   summary["wall_s"] = time.perf_counter() - t0
-  (workdir / "results.json").write_text(json.dumps(summary, indent=2))
+  finish(workdir, summary)
   return summary

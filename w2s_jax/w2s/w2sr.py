@@ -40,6 +40,7 @@ from w2s_jax.data.reasoning import Problem
 from w2s_jax.data.sft_sources import reasoning_problems, reasoning_prompt
 from w2s_jax.data.tokenizers import Tokenizer
 from w2s_jax.models.presets import from_section
+from w2s_jax.pipeline_shell import finish
 from w2s_jax.rl.evaluate import evaluate, sample_eval
 from w2s_jax.rl.loop import prompt_indices, train_rl
 from w2s_jax.rl.rollout import PromptSet, encode_prompts
@@ -217,5 +218,5 @@ def run_w2sr(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str
     "share_reason": reason, "weak_solutions": stats, "problems": int(config.w2sr.problems),
     "evals": evals, "weak_sft": weak_sft, "start_sft": start_sft, "wall_s": time.perf_counter() - t0,
   }
-  (workdir / "results.json").write_text(json.dumps(summary, indent=2, default=str))
+  finish(workdir, summary, default=str)
   return summary

@@ -1,0 +1,65 @@
+"""The one shell of multi-run pipelines (debate, deception, w2sr, easy_to_hard, w2s_reasoning, the PRM
+pipeline, the W2S sweep): what every pipeline does around its own work.
+
+- the folder and its `config.json`: always `config_files.start_workdir` (with the pipeline's own
+  changed-settings check when it reuses finished work, e.g. the sweep), never written by hand.
+- `write_json`: any JSON file written atomically (a temporary file renamed into place), so a killed run
+  leaves the old file or the new one, never half of one; `finish` writes `results.json` this way.
+- `RunLog`: `metrics.jsonl` for pipelines that log real progress as they go (one record per finished
+  training, its `step` the count of trainings done so far); pipelines without such progress write none.
+- the printed table: `finish` returns the summary with its Markdown `table`, which `main` prints above
+  the summary's JSON line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+
+def write_json(path: str | Path, obj: Any, **dumps_kwargs: Any) -> Path:
+  """Writes `obj` as JSON to `path` atomically (write a temporary file, then rename it into place)."""
+  path = Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+  tmp.write_text(json.dumps(obj, **dumps_kwargs))
+  os.replace(tmp, path)
+  return path
+
+
+def finish(workdir: str | Path, results: Mapping[str, Any], *, table: str | None = None,
+           default: Any = None) -> dict[str, Any]:
+  """Writes `WORKDIR/results.json` atomically.
+
+  Args:
+    workdir: the pipeline's folder.
+    results: the results (JSON-serialisable; `default` converts the rest, as in `json.dumps`).
+    table: the Markdown table `main` prints, or None.
+    default: `json.dumps`' fallback for other values (e.g. `float` for NumPy scalars).
+
+  Returns:
+    {"table": table, "results": the file's path} when a table is given, else `results` itself.
+  """
+  path = write_json(Path(workdir) / "results.json", results, indent=2, default=default)
+  return dict(results) if table is None else {"table": table, "results": str(path)}
+
+
+class RunLog:
+  """`WORKDIR/metrics.jsonl` of a pipeline's finished trainings, rewritten atomically after each one.
+
+  Record i is `{"step": i + 1, "loss": <the training's loss>, ...}`: step counts the trainings finished so
+  far, the only steps a multi-run pipeline has.
+  """
+
+  def __init__(self, workdir: str | Path, loss_key: str):
+    self.path, self.loss_key, self.records = Path(workdir) / "metrics.jsonl", loss_key, []
+
+  def __call__(self, result: Mapping[str, Any]) -> None:
+    self.records.append(dict(result))
+    lines = [json.dumps({"step": i + 1, "loss": r[self.loss_key], **r}) for i, r in enumerate(self.records)]
+    tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, self.path)
