@@ -47,11 +47,12 @@ from w2s_jax.losses.policy import unlikeliness_rewards
 from w2s_jax.models.presets import from_section
 from w2s_jax.models.transformer import Transformer
 from w2s_jax.references import resolve_reference
+from w2s_jax.rewards.compose import make_reward_config
 from w2s_jax.rl import batch as batch_lib
 from w2s_jax.rl import tree_rollout
 from w2s_jax.rl.evaluate import evaluate
 from w2s_jax.rl.objective import ActorCritic, completion_logprobs_jit, critic_values_jit, rl_objective
-from w2s_jax.rl.rollout import RewardConfig, collect_groups, encode_prompts, sample_groups
+from w2s_jax.rl.rollout import collect_groups, encode_prompts, sample_groups
 from w2s_jax.rl.sft_init import run_sft
 from w2s_jax.sampling.sampler import Sampler, SamplingConfig
 from w2s_jax.train import step as step_lib
@@ -176,7 +177,7 @@ def _train_rl(
   train_prompts, eval_prompts = (encode_prompts(problems_from_config(d, split), tokenizer, d.max_prompt_len,
                                                 on_long=on_long, chat_template=template)
                                  for split in ("train", "eval"))
-  reward_cfg = RewardConfig(**config.reward.to_dict(), learned=reward_fn)
+  reward_cfg = make_reward_config(config.reward, learned=reward_fn)  # loads learned terms' runs
   if reward_cfg.learned_coef and reward_fn is None:
     raise ValueError("reward.learned_coef > 0 but train_rl got no reward_fn (a learned reward is passed "
                      "in code: train_rl(config, workdir, reward_fn=...))")
