@@ -306,14 +306,27 @@ def generate(
   task: str, split: str, size: int, *, seed: int = 0, exclude: set[str] | None = None, candidates: int = 1,
   template: str = "", distractors: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
-  """W2S records of `task` (a `W2S_TASKS` task or any reasoning-gym dataset name) for `split`: `size`
-  problems whose questions are not in `exclude`, with `candidates` records each (see `make_records`)."""
+  """W2S records of `task` (a `W2S_TASKS` task, any reasoning-gym dataset name, or a user task of
+  `task_registry`: a .jsonl/.parquet file or "module:function", whose "eval" split is the test split) for
+  `split`: `size` problems whose questions are not in `exclude`, with `candidates` records each (see
+  `make_records`)."""
   if task in VARIANTS:
     problems = variant_problems(task, f"w2s_{split}", size, pool="w2s", seed=seed, exclude=exclude)
     if len(problems) < size:
       raise ValueError(f"{task}: its W2S pool has {len(problems)} questions left for {split!r}, "
                        f"asked for {size} (data.n_train / data.n_test count questions)")
     return make_records(problems, seed=seed, variant=task, candidates=candidates, template=template,
+                        distractors=distractors)
+  from w2s_jax.data import task_registry
+
+  if task_registry.kind(task) in ("file", "function", "registered"):  # the user's own problems
+    problems = task_registry.generate(task, "train" if split == "train" else "eval", size, seed=seed,
+                                      exclude=exclude)
+    if len(problems) < size:
+      raise ValueError(f"{task}: {len(problems)} distinct {split} questions, asked for {size} (lower "
+                       "data.n_train / data.n_test, or add records; a file's split field or eval_frac "
+                       "decides which records are test questions)")
+    return make_records(problems, seed=seed, candidates=candidates, template=template,
                         distractors=distractors)
   problems = reasoning.generate(task, f"w2s_{split}", size, seed=seed, exclude=exclude)
   if len(problems) < size:
