@@ -19,7 +19,7 @@ import orbax.checkpoint as ocp
 import pytest
 from flax import nnx
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, load_config
 from w2s_jax.advantages.process import implicit_prm_step_rewards, pav_progress, prm_solution_scores
 from w2s_jax.data import reasoning
 from w2s_jax.data.sft_sources import reasoning_problems, reasoning_prompt
@@ -177,6 +177,7 @@ def test_bad_reward_settings_name_the_key(tmp_path):
     make_reward_config({"prm_workdir": str(tmp_path / "sft")})
   with pytest.raises(ValueError, match=r"reward\.model_workdir=.*not a reward model"):
     make_reward_config({"model_workdir": str(tmp_path / "sft")})
+  assert make_reward_config(load_config("grpo_tiny", "smoke").reward).scorers == {}  # the defaults: none
   with pytest.raises(ValueError, match=r"unknown key reward\.model_dir"):
     make_reward_config({"model_dir": "x"})
   with pytest.raises(ValueError, match=r"reward\.process must be"):
@@ -215,3 +216,18 @@ def test_rl_through_main_with_learned_terms(runs, tmp_path):
     terms = [r[f"reward_{k}"] for k in ("correct", "model", "prm", "implicit_prm")]
     assert all(np.isfinite(terms)) and r["reward_mean"] == pytest.approx(sum(terms), abs=1e-5)
     assert r["reward_prm"] > 0  # min of σ(step logits) of sampled completions
+
+
+@pytest.mark.slow
+def test_learned_terms_score_the_same_under_the_rl_loops_mesh(runs, problems):
+  """The RL loop scores inside its own mesh (the tests' 8 CPU devices); the scorers' params sit on one."""
+  from w2s_jax import sharding as shd
+
+  cfg = make_reward_config({"model_workdir": str(runs["rm"]), "prm_workdir": str(runs["prm"]),
+                            "process": "implicit_prm", "process_workdir": str(runs["dpo"])})
+  plain = _terms(problems, cfg)
+  with jax.set_mesh(shd.make_mesh({"data": 2, "fsdp": -1})), nnx.logical_axis_rules(shd.get_rules("fsdp")):
+    meshed = _terms(problems, cfg)
+  assert set(plain) == set(meshed) == {"correct", "model", "prm", "implicit_prm"}
+  for k in plain:
+    np.testing.assert_allclose(meshed[k], plain[k], rtol=1e-5, atol=1e-7)

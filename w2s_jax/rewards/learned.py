@@ -33,6 +33,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from w2s_jax import sharding as shd
 from w2s_jax.advantages.process import (
   SOLUTION_REDUCTIONS,
   implicit_prm_step_rewards,
@@ -96,6 +97,12 @@ def restore_params(
   return state.params
 
 
+def _one_device() -> Any:
+  """The first device as the mesh in force: the scorers' params live there, whatever mesh the caller (the
+  RL loop) runs under."""
+  return jax.set_mesh(shd.make_mesh({"data": 1}))
+
+
 def _graphdef(make_model: Callable[[nnx.Rngs], nnx.Module]) -> nnx.GraphDef:
   return nnx.split(nnx.eval_shape(lambda: make_model(nnx.Rngs(0))))[0]
 
@@ -155,7 +162,8 @@ class RewardModelScorer:
     for r, row in enumerate(ids):
       rows["inputs"][r, :len(row)], rows["positions"][r, :len(row)] = row, np.arange(len(row))
       rows["segment_ids"][r, :len(row)] = 1
-    return np.asarray(_sequence_scores_jit(self.graphdef, self.params, rows), np.float32)
+    with _one_device():
+      return np.asarray(_sequence_scores_jit(self.graphdef, self.params, rows), np.float32)
 
 
 class PRMScorer:
@@ -201,7 +209,8 @@ class PRMScorer:
       rows["segment_ids"][r, :len(p) + len(c)] = 1
       rows["step_pos_RS"][r, :len(e) + 1] = [len(p) - 1, *(len(p) + e)]
       step_mask_RS[r, :len(e)] = True
-    return step_scores(self.graphdef, self.params, rows, chunk=R), step_mask_RS
+    with _one_device():
+      return step_scores(self.graphdef, self.params, rows, chunk=R), step_mask_RS
 
   def prm(self, reduce: str) -> Scorer:
     """Scorer: `prm_solution_scores` (min / last / prod / mean) of the step probabilities, float32 [R]."""
@@ -261,8 +270,9 @@ class ImplicitPRMScorer:
     for r, c in enumerate(completions):
       c_tokens[r, :len(c)], c_mask[r, :len(c)] = c, True
     tokens, mask = np.concatenate([p_tokens, c_tokens], 1), np.concatenate([p_mask, c_mask], 1)
-    logp = [np.asarray(completion_logprobs_jit(self.graphdef, params, tokens, mask, num_new=N,
-                                               temperature=1.0)) for params in (self.params, self.ref_params)]
+    with _one_device():
+      logp = [np.asarray(completion_logprobs_jit(self.graphdef, p, tokens, mask, num_new=N, temperature=1.0))
+              for p in (self.params, self.ref_params)]
     ends = [step_end_indices(c, self.boundary_ids) if c else np.zeros(0, np.int32) for c in completions]
     return (logp[0] - logp[1]) * c_mask, c_mask, ends
 
