@@ -80,7 +80,7 @@ def _raw_params(folder, model):
   fill = lambda node, stored: {k: fill(v, stored[str(k)]) if isinstance(v, dict) else jnp.asarray(
     stored[str(k)]["value"]) for k, v in node.items()}
   graphdef, state = nnx.split(model)
-  state.replace_by_pure_dict(fill(nnx.to_pure_dict(state), raw))
+  nnx.replace_by_pure_dict(state, fill(nnx.to_pure_dict(state), raw))
   return nnx.merge(graphdef, state)
 
 

@@ -22,9 +22,9 @@ FAST = {
 _RAISE = re.compile(r"raise (\S+) to at least (\d+)")
 
 
-def _main(args, env=None, cwd=ROOT):
+def _main(args, env=None, cwd=ROOT, timeout=600):
   return subprocess.run([sys.executable, "-m", "w2s_jax.main", *args], cwd=cwd, capture_output=True,
-                        text=True, timeout=600, env=env)
+                        text=True, timeout=timeout, env=env)
 
 
 def _records(workdir):
@@ -101,7 +101,7 @@ def w2s_env(tmp_path_factory):
 
 def _w2s_sweep(task, workdir, env, n_test=32):
   out = _main(["--config=configs/w2s_sweep.py:smoke", f"--workdir={workdir}", f"--config.data.task={task}",
-               *W2S_FAST, f"--config.data.n_test={n_test}"], env=env)
+               *W2S_FAST, f"--config.data.n_test={n_test}"], env=env, timeout=1200)  # three trainings
   assert out.returncode == 0, out.stderr[-3000:]
   results = json.loads((workdir / "results.json").read_text())
   assert results["task"] == task and (results["data"]["train"], results["data"]["test"]) == (48, n_test)
