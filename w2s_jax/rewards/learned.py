@@ -305,15 +305,17 @@ def learned_scorers(cfg: Any) -> dict[str, Scorer]:
       prms[str(workdir)] = PRMScorer(workdir, key)
     return prms[str(workdir)]
 
-  if cfg.model_workdir:
+  if cfg.model_workdir and cfg.model_coef:  # a term with weight 0 is not loaded (as the others: off)
     out["model"] = RewardModelScorer(cfg.model_workdir)
-  if cfg.prm_workdir:
+  if cfg.prm_workdir and cfg.prm_coef:
     out["prm"] = _prm(str(cfg.prm_workdir), "reward.prm_workdir").prm(cfg.prm_reduce)
   if cfg.process not in ("", "pav", "implicit_prm"):
     raise ValueError(f"reward.process must be '', 'pav' or 'implicit_prm', got {cfg.process!r}")
   if cfg.process and not cfg.process_workdir:
     raise ValueError(f"reward.process={cfg.process!r} needs reward.process_workdir (a PRM run for 'pav', a "
                      "DPO-family run for 'implicit_prm')")
+  if not cfg.process_coef:
+    return out
   if cfg.process == "pav":
     out["pav"] = _prm(str(cfg.process_workdir), "reward.process_workdir").pav
   elif cfg.process == "implicit_prm":
