@@ -83,6 +83,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.reward.custom = ""  # "module:function": fn(problem, completion, answer) -> float; "" = off
   c.reward.custom_coef = 1.0
   c.reward.learned_coef = 0.0  # weight of a learned reward passed as train_rl(reward_fn=...); 0 = off
+  # Learned terms from earlier runs' folders (w2s_jax.rewards.learned), each logged as reward_<name>:
+  c.reward.model_workdir = ""  # a reward-model run (configs/reward_model_tiny.py): term `model`; "" = off
+  c.reward.model_coef = 1.0
+  c.reward.prm_workdir = ""  # a PRM run (configs/prm_tiny.py): term `prm`, its solution score; "" = off
+  c.reward.prm_coef = 1.0
+  c.reward.prm_reduce = "min"  # step probabilities -> solution score: min | last | prod | mean
+  c.reward.process = ""  # "pav" (PRM run as the prover) | "implicit_prm" (a DPO-family run); "" = off
+  c.reward.process_workdir = ""  # the run behind reward.process
+  c.reward.process_coef = 1.0  # weight of the process term (PAV's alpha), summed over the steps
+  c.reward.implicit_prm_beta = 0.0  # 0 = the DPO run's objective.beta
+  c.reward.process_boundary = "\n"  # implicit_prm: text that ends a step (PAV uses the PRM's label.boundary)
 
   c.dynamic_sampling = ml_collections.ConfigDict()
   c.dynamic_sampling.enabled = False

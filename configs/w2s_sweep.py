@@ -29,7 +29,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict()
   # chain_sum (easy) | gcd (medium) | gsm_symbolic (hard) | chain_sum_3x1, chain_sum_2x2 (small variants,
   # with ladder.corpus = "w2s:<variant>" to pretrain the ladder on that task: configs/quickstart.py:ladder) |
-  # any reasoning-gym dataset, e.g. sentence_reordering, syllogism, word_sorting (w2s_sets.TASK_KINDS)
+  # any reasoning-gym dataset, e.g. sentence_reordering, syllogism, word_sorting (w2s_sets.TASK_KINDS) |
+  # your own task: a .jsonl/.parquet file of prompt/answer records or "module:function" (task_registry)
   c.data.task = "chain_sum"
   c.data.n_train = 256 if smoke else 4000
   c.data.n_test = 128 if smoke else 1000

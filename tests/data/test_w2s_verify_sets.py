@@ -2,6 +2,7 @@
 
 import collections
 import random
+import re
 
 import pytest
 
@@ -112,7 +113,7 @@ STRING_TASKS = {  # task -> the distractor kinds its records must use
   "sentence_reordering": {"word_swap"}, "spell_backward": {"char_swap"},
   "word_sorting": {"list_swap", "list_drop"}, "syllogism": {"other_problem"},
   "family_relationships": {"other_problem"}, "leg_counting": {"perturbed", "other_problem"},
-  "letter_counting": {"perturbed", "other_problem"},
+  "letter_counting": {"perturbed", "other_problem"}, "countdown": {"op_swap"},
 }
 
 
@@ -144,6 +145,10 @@ def test_string_answer_sets_have_near_miss_distractors_that_the_scorer_rejects(t
       assert (got[diff[0]], got[diff[1]]) == (gold[diff[1]], gold[diff[0]])
     if r["distractor"] == "list_drop":
       assert len(r["candidate"].split(", ")) == len(p.answer.split(", ")) - 1
+    if r["distractor"] == "op_swap":  # the same numbers and brackets, one binary operator changed
+      got, gold = (re.findall(r"\d+|[-+*/()]", t) for t in (r["candidate"], p.answer))
+      diff = [i for i, (a, b) in enumerate(zip(got, gold, strict=True)) if a != b]
+      assert len(diff) == 1 and {got[diff[0]], gold[diff[0]]} <= set("+-*/"), (r["candidate"], p.answer)
   kinds = {r["distractor"] for r in train if not r["hard_label"]}
   assert kinds == STRING_TASKS[task], kinds
 
@@ -158,6 +163,10 @@ def test_hand_made_near_misses():
   assert w2s_sets.swap_chars("aa", rng) is None
   assert w2s_sets.edit_list("b, a", rng, drop=False) == "a, b"
   assert w2s_sets.edit_list("b, a", rng, drop=True) in {"a", "b"}
+  # spaced as the expression spaces each operator: "+" with spaces, "*" without
+  assert {w2s_sets.swap_operator("2*3 + 4", random.Random(k)) for k in range(60)} == {
+    "2 + 3 + 4", "2 - 3 + 4", "2/3 + 4", "2*3 - 4", "2*3*4", "2*3/4"}
+  assert w2s_sets.swap_operator("42", rng) is None and w2s_sets.swap_operator("-5", rng) is None
   with pytest.raises(ValueError, match="data.template 'X {answer}'"):
     w2s_sets.make_records([], seed=0, template="X {answer}")
 

@@ -22,9 +22,9 @@ FAST = {
 _RAISE = re.compile(r"raise (\S+) to at least (\d+)")
 
 
-def _main(args, env=None, cwd=ROOT):
+def _main(args, env=None, cwd=ROOT, timeout=600):
   return subprocess.run([sys.executable, "-m", "w2s_jax.main", *args], cwd=cwd, capture_output=True,
-                        text=True, timeout=600, env=env)
+                        text=True, timeout=timeout, env=env)
 
 
 def _records(workdir):
@@ -87,3 +87,54 @@ def test_readme_own_task_example_trains(tmp_path):
   assert config["data"]["task"] == "my_task:problems"
   sft = _records(tmp_path / "run" / "sft")
   assert sft[-1]["loss"] < sft[0]["loss"]  # it learned the user's task's solutions
+
+
+# The W2S sweep smoke, shrunk: one loss, few questions and steps; one ladder (pretrained once, shared cache).
+W2S_FAST = ['--config.losses=("xent",)', "--config.data.n_train=48", "--config.data.n_test=32",
+            "--config.train.steps=4", "--config.ladder.steps=4"]
+
+
+@pytest.fixture(scope="module")
+def w2s_env(tmp_path_factory):
+  return {**os.environ, "W2S_JAX_CACHE": str(tmp_path_factory.mktemp("w2s_cache"))}
+
+
+def _w2s_sweep(task, workdir, env, n_test=32):
+  out = _main(["--config=configs/w2s_sweep.py:smoke", f"--workdir={workdir}", f"--config.data.task={task}",
+               *W2S_FAST, f"--config.data.n_test={n_test}"], env=env, timeout=1200)  # three trainings
+  assert out.returncode == 0, out.stderr[-3000:]
+  results = json.loads((workdir / "results.json").read_text())
+  assert results["task"] == task and (results["data"]["train"], results["data"]["test"]) == (48, n_test)
+  (transfer,) = results["summary"]["transfer"]
+  assert (transfer["weak"], transfer["strong"], transfer["loss"]) == ("ladder-0", "ladder-1", "xent")
+  assert 0.0 <= transfer["accuracy"]["median"] <= 1.0
+  return results
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", TASKS)
+def test_w2s_sweep_smoke_runs_each_task(task, w2s_env, tmp_path):
+  results = _w2s_sweep(task, tmp_path, w2s_env)
+  assert 0.25 <= results["data"]["test_positive_rate"] <= 0.75  # both labels present: a real test set
+
+
+def _words_file(path):
+  """A user task file: reverse a made-up word; every fourth record is a held-out (eval) one (25 of 100)."""
+  with open(path, "w") as f:
+    for i in range(100):
+      word = f"{['amber', 'brook', 'cedar', 'delta', 'ember', 'fjord'][i % 6]}{i}"
+      f.write(json.dumps({"prompt": f"Spell {word} backwards.", "answer": word[::-1],
+                          "steps": [f"{word} backwards is {word[::-1]}"],
+                          "split": "eval" if i % 4 == 0 else "train"}) + "\n")
+  return path
+
+
+@pytest.mark.slow
+def test_user_file_task_runs_rl_and_w2s_sweep_from_the_command_line(w2s_env, tmp_path):
+  task = str(_words_file(tmp_path / "words.jsonl"))
+  out = _main(["--config=configs/grpo_tiny.py:smoke", f"--workdir={tmp_path / 'rl'}",
+               f"--config.data.task={task}", *FAST["grpo_tiny"]])
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert [r["step"] for r in _records(tmp_path / "rl")] == [1, 2]
+  assert json.loads((tmp_path / "rl" / "config.json").read_text())["data"]["task"] == task
+  _w2s_sweep(task, tmp_path / "w2s", w2s_env, n_test=24)

@@ -14,8 +14,9 @@ Answers that are not integers (any reasoning-gym task by name, e.g. `sentence_re
 (`STRING_KINDS`): `word_swap` (one adjacent pair of words swapped, punctuation kept in place: a fully
 shuffled sentence is far too easy to spot), `word_swap_any` (any two different words swapped),
 `char_swap` (two adjacent letters of a single word swapped), `list_swap` / `list_drop` (two adjacent
-elements of a comma-separated list swapped, or one dropped), and `other_problem`. `TASK_KINDS` fixes the
-kinds of known tasks, `kinds_for` picks by the answer's shape otherwise; `distractors=` (config
+elements of a comma-separated list swapped, or one dropped), `op_swap` (one operator of an arithmetic
+expression replaced: the same numbers, another value; `countdown`), and `other_problem`. `TASK_KINDS`
+fixes the kinds of known tasks, `kinds_for` picks by the answer's shape otherwise; `distractors=` (config
 `data.distractors`) overrides both. A distractor never equals the answer and always scores < 1 with the
 task's own reasoning-gym scorer (redrawn otherwise).
 
@@ -51,13 +52,15 @@ VARIANTS: dict[str, tuple[str, dict[str, int], float]] = {
   "chain_sum_2x2": ("chain_sum", {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2}, 0.6),
 }
 DISTRACTOR_KINDS = ("perturbed", "other_problem", "wrong_step")  # integer answers
-STRING_KINDS = ("word_swap", "word_swap_any", "char_swap", "list_swap", "list_drop", "other_problem")
+STRING_KINDS = ("word_swap", "word_swap_any", "char_swap", "list_swap", "list_drop", "op_swap",
+                "other_problem")
 # reasoning-gym tasks whose distractors are fixed (others: by the answer's shape, `kinds_for`)
 TASK_KINDS: dict[str, tuple[str, ...]] = {
   "sentence_reordering": ("word_swap",), "spell_backward": ("char_swap",),
   "word_sorting": ("list_swap", "list_drop"), "syllogism": ("other_problem",),
-  "family_relationships": ("other_problem",),
+  "family_relationships": ("other_problem",), "countdown": ("op_swap",),
 }
+_EXPRESSION = re.compile(r"^[\d\s+\-*/().]*\d[\d\s()]*[+\-*/][\d\s+\-*/().]*$")
 _PUNCT = re.compile(r"^(.*?)([.,!?;:\"')]*)$")
 
 
@@ -148,6 +151,28 @@ def edit_list(answer: str, rng: random.Random, *, drop: bool) -> str | None:
   return ", ".join(items)
 
 
+def _op_style(op: str, expression: str) -> str:
+  """`op` spaced as `expression` spaces it elsewhere (default: " + ", " - ", "*", "/")."""
+  if re.search(rf"\s\{op}\s", expression):
+    return f" {op} "
+  if re.search(rf"[\d)]\{op}[\d(]", expression):
+    return op
+  return f" {op} " if op in "+-" else op
+
+
+def swap_operator(answer: str, rng: random.Random) -> str | None:
+  """An arithmetic expression with one binary operator (after a digit or ")") replaced by another of
+  + - * /, spaced as the expression spaces that operator (so spacing gives nothing away): the same
+  numbers, a different value; None if it has none."""
+  spots = [m for m in re.finditer(r"\s*([+\-*/])\s*", answer)
+           if answer[:m.start()].rstrip()[-1:] in set("0123456789)")]
+  if not spots:
+    return None
+  m = rng.choice(spots)
+  op = rng.choice([o for o in "+-*/" if o != m.group(1)])
+  return answer[:m.start()] + _op_style(op, answer) + answer[m.end():]
+
+
 def kinds_for(problem: reasoning.Problem) -> tuple[str, ...]:
   """Distractor kinds of a problem: `TASK_KINDS[task]`, else by its answer's shape (integer, list,
   several words, one word)."""
@@ -157,6 +182,8 @@ def kinds_for(problem: reasoning.Problem) -> tuple[str, ...]:
     return DISTRACTOR_KINDS
   if ", " in problem.answer:
     return ("list_swap", "list_drop", "other_problem")
+  if _EXPRESSION.match(problem.answer.strip()):
+    return ("op_swap", "other_problem")
   return ("word_swap", "other_problem") if " " in problem.answer.strip() else ("char_swap", "other_problem")
 
 
@@ -178,6 +205,8 @@ def distractor(
     return swap_chars(problem.answer, rng)
   if kind in ("list_swap", "list_drop"):
     return edit_list(problem.answer, rng, drop=kind == "list_drop")
+  if kind == "op_swap":
+    return swap_operator(problem.answer, rng)
   raise ValueError(f"unknown distractor kind {kind!r}; choose one of {DISTRACTOR_KINDS + STRING_KINDS}")
 
 
@@ -306,14 +335,27 @@ def generate(
   task: str, split: str, size: int, *, seed: int = 0, exclude: set[str] | None = None, candidates: int = 1,
   template: str = "", distractors: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
-  """W2S records of `task` (a `W2S_TASKS` task or any reasoning-gym dataset name) for `split`: `size`
-  problems whose questions are not in `exclude`, with `candidates` records each (see `make_records`)."""
+  """W2S records of `task` (a `W2S_TASKS` task, any reasoning-gym dataset name, or a user task of
+  `task_registry`: a .jsonl/.parquet file or "module:function", whose "eval" split is the test split) for
+  `split`: `size` problems whose questions are not in `exclude`, with `candidates` records each (see
+  `make_records`)."""
   if task in VARIANTS:
     problems = variant_problems(task, f"w2s_{split}", size, pool="w2s", seed=seed, exclude=exclude)
     if len(problems) < size:
       raise ValueError(f"{task}: its W2S pool has {len(problems)} questions left for {split!r}, "
                        f"asked for {size} (data.n_train / data.n_test count questions)")
     return make_records(problems, seed=seed, variant=task, candidates=candidates, template=template,
+                        distractors=distractors)
+  from w2s_jax.data import task_registry
+
+  if task_registry.kind(task) in ("file", "function", "registered"):  # the user's own problems
+    problems = task_registry.generate(task, "train" if split == "train" else "eval", size, seed=seed,
+                                      exclude=exclude)
+    if len(problems) < size:
+      raise ValueError(f"{task}: {len(problems)} distinct {split} questions, asked for {size} (lower "
+                       "data.n_train / data.n_test, or add records; a file's split field or eval_frac "
+                       "decides which records are test questions)")
+    return make_records(problems, seed=seed, candidates=candidates, template=template,
                         distractors=distractors)
   problems = reasoning.generate(task, f"w2s_{split}", size, seed=seed, exclude=exclude)
   if len(problems) < size:

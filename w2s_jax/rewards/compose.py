@@ -14,6 +14,20 @@ per row, and `reward_terms` returns them by name so the RL loop logs each (`rewa
 | `custom`   | user `fn(problem, completion, answer) -> float`                 | `custom`, `custom_coef` (1) |
 | `learned`  | a learned reward passed in code (`train_rl(reward_fn=...)`)     | `learned_coef` (0)         |
 
+Learned terms from earlier runs' folders (`w2s_jax.rewards.learned`), each weighted and logged alike:
+- `model`: a reward model's score (`model_workdir`, `model_coef` 1).
+- `prm`: a PRM's solution score, min/last/prod/mean of its step probabilities (`prm_workdir`,
+  `prm_coef` 1, `prm_reduce` "min").
+- `pav`: Σ_h PAV progress Q^μ(s_{h+1}) − Q^μ(s_h), Q^μ a PRM's probabilities (`process = "pav"`,
+  `process_workdir`, `process_coef` 1 = PAV's α).
+- `implicit_prm`: Σ_k implicit-PRM step rewards from β log π_θ/π_ref of a DPO-family run
+  (`process = "implicit_prm"`, `process_workdir`, `process_coef`, `implicit_prm_beta`, `process_boundary`).
+
+The folder terms (`model`, `prm`, `pav`, `implicit_prm`) load their run once, in `make_reward_config`
+(`w2s_jax.rewards.learned`: the newest intact checkpoint; a missing or incompatible one is an error naming
+the key and the folder). Process rewards enter as their sum over the completion's steps: the RL loop
+takes one reward per completion.
+
 `correct` is the verifier's verdict, not its partial credit: some scorers give partial credit a policy
 can farm (chain_sum: len(gold)/len(answer) when the gold string occurs in a wrong answer), so partial
 credit enters the reward only when asked for (`partial_coef`).
@@ -23,7 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -50,6 +64,18 @@ class RewardConfig:
     learned: `fn(problems_R, texts_R) -> scores [R]`, one score per completion (row r's problem is
       `problems_R[r]`), e.g. a verifier's probability that the completion is correct. Training sees the
       scores; `correct_R` stays the task scorer's, so logs and evaluations show true accuracy.
+    model_workdir: folder of a reward-model run (`configs/reward_model_tiny.py`); "" = off.
+    model_coef: weight of its score.
+    prm_workdir: folder of a PRM run (`configs/prm_tiny.py`); "" = off.
+    prm_coef: weight of the PRM's solution score.
+    prm_reduce: how step probabilities make the solution score: min | last | prod | mean.
+    process: "" (off), "pav" or "implicit_prm".
+    process_workdir: the run behind `process`: a PRM run (pav) or a DPO-family run (implicit_prm).
+    process_coef: weight of the process term (PAV's α).
+    implicit_prm_beta: β of the implicit PRM; 0 = the DPO run's `objective.beta`.
+    process_boundary: text that ends a step for the implicit PRM (PAV uses the PRM's `label.boundary`).
+    scorers: the loaded folder terms by name, `fn(problems_R, texts_R, stopped_R) -> [R]`
+      (`make_reward_config` fills it).
   """
 
   correct_coef: float = 1.0
@@ -62,6 +88,50 @@ class RewardConfig:
   custom_coef: float = 1.0
   learned_coef: float = 0.0
   learned: Callable[[Sequence[reasoning.Problem], Sequence[str]], np.ndarray] | None = None
+  model_workdir: str = ""
+  model_coef: float = 1.0
+  prm_workdir: str = ""
+  prm_coef: float = 1.0
+  prm_reduce: str = "min"
+  process: str = ""
+  process_workdir: str = ""
+  process_coef: float = 1.0
+  implicit_prm_beta: float = 0.0
+  process_boundary: str = "\n"
+  scorers: dict[str, Callable[..., np.ndarray]] | None = None
+
+
+COEFS = {"model": "model_coef", "prm": "prm_coef", "pav": "process_coef", "implicit_prm": "process_coef"}
+
+
+def make_reward_config(section: Mapping[str, Any], learned: Callable[..., np.ndarray] | None = None
+                       ) -> RewardConfig:
+  """The `RewardConfig` of a config's `reward` section, with the learned terms it names loaded.
+
+  Args:
+    section: the `reward` section (a ConfigDict or dict of `RewardConfig` fields).
+    learned: the in-code learned reward (`train_rl(reward_fn=...)`), or None.
+
+  Raises:
+    ValueError: an unknown key (named as `reward.<key>`), or a folder term whose run cannot be used.
+    FileNotFoundError: a folder term's run or checkpoint is missing (names the key and folder).
+  """
+  from w2s_jax.rewards.learned import learned_scorers
+
+  values = section.to_dict() if hasattr(section, "to_dict") else dict(section)
+  fields = {f.name for f in dataclasses.fields(RewardConfig)} - {"learned", "scorers"}
+  if unknown := sorted(set(values) - fields):
+    raise ValueError(f"unknown key reward.{unknown[0]}; the reward section takes {sorted(fields)}")
+  cfg = RewardConfig(**values, learned=learned)
+  return dataclasses.replace(cfg, scorers=learned_scorers(cfg))
+
+
+def _folder_term(name: str, fn: Callable[..., np.ndarray], problems_R, texts_R, stopped_R) -> np.ndarray:
+  values_R = np.asarray(fn(list(problems_R), list(texts_R), np.asarray(stopped_R, bool)), np.float32)
+  if values_R.shape != (len(texts_R),) or not np.all(np.isfinite(values_R)):
+    raise ValueError(f"the reward term {name!r} gave shape {values_R.shape} (want ({len(texts_R)},)) or "
+                     "non-finite values")
+  return values_R
 
 
 def _custom_term(fn: Callable[..., Any], name: str, problems_R: Sequence[reasoning.Problem],
@@ -113,4 +183,9 @@ def reward_terms(
                                                      [g.answer for g in grades_R])
   if cfg.learned_coef:
     terms["learned"] = cfg.learned_coef * _learned_term(cfg, problems_R, texts_R)
+  if cfg.scorers is None and (cfg.model_workdir or cfg.prm_workdir or cfg.process):
+    raise ValueError("reward.model_workdir / prm_workdir / process need their runs loaded: build the "
+                     "RewardConfig with make_reward_config")
+  for name, fn in (cfg.scorers or {}).items():
+    terms[name] = getattr(cfg, COEFS[name]) * _folder_term(name, fn, problems_R, texts_R, stopped_R)
   return {k: np.asarray(v, np.float32) for k, v in terms.items()}

@@ -44,6 +44,7 @@ from w2s_jax.losses.policy import unlikeliness_rewards
 from w2s_jax.models.presets import from_section
 from w2s_jax.models.transformer import Transformer
 from w2s_jax.references import resolve_reference
+from w2s_jax.rewards.compose import make_reward_config
 from w2s_jax.rl import batch as batch_lib
 from w2s_jax.rl import tree_rollout
 from w2s_jax.rl.evaluate import evaluate
@@ -142,7 +143,7 @@ def make_reward(
   config: ml_collections.ConfigDict, reward_fn: Callable[[Sequence[Any], Sequence[str]], np.ndarray] | None
 ) -> RewardConfig:
   """The rollouts' reward (`config.reward` + an optional learned `reward_fn`), checked before any work."""
-  reward_cfg = RewardConfig(**config.reward.to_dict(), learned=reward_fn)
+  reward_cfg = make_reward_config(config.reward, learned=reward_fn)  # loads learned terms' runs
   if reward_cfg.learned_coef and reward_fn is None:
     raise ValueError("reward.learned_coef > 0 but train_rl got no reward_fn (a learned reward is passed "
                      "in code: train_rl(config, workdir, reward_fn=...))")
