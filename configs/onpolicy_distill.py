@@ -40,7 +40,7 @@ def _model(base: ml_collections.ConfigDict, preset: str, steps: int) -> ml_colle
   m.model.preset = preset
   m.sft = ml_collections.ConfigDict(base.sft.to_dict())  # rl.sft_init.run_sft's keys
   m.sft.total_steps = steps
-  m.sft.warmup_steps = min(int(base.sft.warmup_steps), steps)
+  m.sft.optimizer.warmup_steps = min(int(base.sft.optimizer.warmup_steps), steps)
   return m
 
 
@@ -98,12 +98,13 @@ def _gcd(c: ml_collections.ConfigDict, w2s: bool, base: ml_collections.ConfigDic
   c.teacher.sft.workdir = "runs/grpo_gain/sft"
   c.student = _model(base, "tiny", 150)  # the same decoder, a quarter of the teacher's SFT
   c.student.sft.seq_len = 320
-  c.student.sft.warmup_steps = 15
+  c.student.sft.optimizer.warmup_steps = 15
   if w2s:  # the weak 150-step tiny teaches configs/w2sr.py:gcd's ladder-1 start (SFT settings equal)
     c.teacher = c.student
     c.teacher.sft.workdir = "runs/opd_gcd/student/sft"
     c.student = _model(base, "ladder-1", 200)
-    c.student.sft.update(dict(seq_len=320, warmup_steps=20, workdir="runs/w2sr_gcd/strong_start"))
+    c.student.sft.update(dict(seq_len=320, workdir="runs/w2sr_gcd/strong_start"))
+    c.student.sft.optimizer.warmup_steps = 20
   c.total_steps = 40
   c.checkpoint_every_steps = 10
   c.eval.every_steps = 0  # before and after only

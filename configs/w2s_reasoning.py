@@ -22,11 +22,12 @@ PGR of each stage.
 
 import ml_collections
 
+from w2s_jax.config_files import load_common
 from w2s_jax.train.config_lib import distributed_defaults
 
 
 def _run(steps: int, batch_size: int, lr: float) -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict({"steps": steps, "batch_size": batch_size, "lr": lr})
+  return ml_collections.ConfigDict({"total_steps": steps, "batch_size": batch_size, "lr": lr})
 
 
 def _model(preset: str) -> ml_collections.ConfigDict:
@@ -38,8 +39,8 @@ def _sft_phase(preset: str, steps: int, warmup: int, workdir: str) -> ml_collect
   m = ml_collections.ConfigDict()
   m.model = ml_collections.ConfigDict({"preset": preset, "vocab_size": 512,
                                        "overrides": ml_collections.ConfigDict({"max_seq_len": 512})})
-  m.sft = ml_collections.ConfigDict(dict(total_steps=steps, batch_size=16, seq_len=320, lr=3e-3,
-                                         warmup_steps=warmup, workdir=workdir))
+  m.sft = load_common().sft_phase(total_steps=steps, batch_size=16, seq_len=320, lr=3e-3, warmup_steps=warmup,
+                                  workdir=workdir)
   return m
 
 
@@ -51,7 +52,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.task = "w2s_reasoning"
   c.seed = 0
   c.cpu_devices = 0
-  c.total_steps = 0  # a pipeline: each stage has its own `steps`
+  c.total_steps = 0  # a pipeline: each stage has its own `total_steps`
   c.checkpoint_every_steps = 0  # each stage checkpoints once, at its end
 
   c.data = ml_collections.ConfigDict()
@@ -61,7 +62,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.tokenizer = "bytes"
   c.data.gold_size = 64 if smoke else 400  # worked solutions: the weak model's SFT set
   c.data.pool_size = 48 if smoke else 400  # unlabeled questions the strong model learns from
-  c.data.test_size = 16 if smoke else 100
+  c.data.eval_size = 16 if smoke else 100  # held-out problems
   c.data.data_seed = 0
   c.data.seq_len = 256
   c.data.max_prompt_len = 96  # prompt slots (BOS + "Question: …\nSolution:\n")
@@ -111,7 +112,7 @@ def _gcd(c: ml_collections.ConfigDict) -> None:
   d.train_size = 20000  # the SFT phase's train problems (grpo_gain, w2sr:gcd); pool and test avoid them
   d.gold_size = 0  # no gold set: both models come from the SFT phase
   d.pool_size = 384
-  d.test_size = 128  # = grpo_gain / w2sr:gcd's held-out problems (data.eval_size)
+  d.eval_size = 128  # = grpo_gain / w2sr:gcd's held-out problems
   d.seq_len = 320  # prompt + solution: 99 % of pairs fit
   d.max_prompt_len = 136  # gcd prompts are 128–129 tokens with BOS
   d.max_new_tokens = 200  # 99 % of worked solutions fit in 196 tokens

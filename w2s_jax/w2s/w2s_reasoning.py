@@ -232,7 +232,7 @@ def task_splits(d: ml_collections.ConfigDict) -> dict[str, list[reasoning.Proble
   """
   seed = int(d.data_seed)
   options = d.options.to_dict() if d.get("options") else None
-  sizes = {"gold": int(d.gold_size), "pool": int(d.pool_size), "test": int(d.test_size)}
+  sizes = {"gold": int(d.gold_size), "pool": int(d.pool_size), "test": int(d.eval_size)}
   train_size = int(d.get("train_size", 0))
   if not train_size:
     return split_problems(d.task, sizes, seed=seed, options=options)
@@ -269,7 +269,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   from w2s_jax.models.presets import from_section
 
   d = config.data
-  for key in ("pool_size", "test_size", "seq_len", "max_prompt_len", "max_new_tokens"):
+  for key in ("pool_size", "eval_size", "seq_len", "max_prompt_len", "max_new_tokens"):
     if int(d[key]) <= 0:
       raise ValueError(f"data.{key} must be > 0, got {d[key]}")
   if config.stage1.sources not in ("weak", "strong", "both"):
@@ -379,12 +379,12 @@ def _dpo(stage1: Rung, records: dict[str, Any], cfg: ml_collections.ConfigDict, 
   from w2s_jax.train.preference_tasks import records_setup
 
   s2 = cfg.stage2
-  c = train_defaults(total_steps=int(s2.steps), batch_size=int(s2.batch_size), lr=float(s2.lr),
+  c = train_defaults(total_steps=int(s2.total_steps), batch_size=int(s2.batch_size), lr=float(s2.lr),
                      seed=int(cfg.seed))
   c.task = "preference"
-  c.log_every_steps = max(int(s2.steps) // 10, 1)
-  c.eval_every_steps = int(s2.steps)
-  c.checkpoint_every_steps = int(s2.steps)
+  c.log_every_steps = max(int(s2.total_steps) // 10, 1)
+  c.eval_every_steps = int(s2.total_steps)
+  c.checkpoint_every_steps = int(s2.total_steps)
   c.optimizer.weight_decay = 0.0
   setup = records_setup(records, stage1.model_cfg, stage1.graphdef, stage1.params, tokenizer,
                         objective=s2.objective.to_dict(), batch_size=int(s2.batch_size),
@@ -415,7 +415,7 @@ def run_w2s_reasoning(config: ml_collections.ConfigDict, workdir: str | Path) ->
   seq = dict(seq_len=int(d.seq_len), seed=int(config.seed), tokenizer=d.tokenizer)
 
   def sft(name, model, pairs, run, init=None):
-    return sft_on_pairs(name, model, pairs, eval_pairs, workdir / name, steps=int(run.steps),
+    return sft_on_pairs(name, model, pairs, eval_pairs, workdir / name, steps=int(run.total_steps),
                         batch_size=int(run.batch_size), lr=float(run.lr), init=init, **seq)
 
   if "sft" in config.weak:
