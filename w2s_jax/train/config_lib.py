@@ -142,8 +142,8 @@ def validate_config(
   """Checks the values every run relies on before any work, naming the first bad key.
 
   No old spelling of a renamed key (`OLD_KEYS`); positive sizes (`batch_size`, `grad_accum_steps`, ...
-  in any section), a positive `total_steps` (except for staged pipelines), `*_every_steps` >= 0 (0 = off), finite positive learning rates
-  (`lr`, `*_lr`), and a non-empty workdir.
+  in any section), a positive `total_steps` (except for staged pipelines), `*_every_steps` >= 0 (0 = off),
+  finite positive learning rates (`lr`, `*_lr`), and a non-empty workdir.
 
   Args:
     config: the run's config.
