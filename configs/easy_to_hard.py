@@ -24,6 +24,7 @@ verifier's AUROC.
 
 import ml_collections
 
+from w2s_jax.config_files import load_common
 from w2s_jax.train.config_lib import distributed_defaults
 
 
@@ -63,7 +64,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.policy.sft_levels = "easy,hard"  # "easy" for the paper's easy-only SFT
   c.policy.total_steps = 60 if smoke else 300
   c.policy.batch_size = 8 if smoke else 16
-  c.policy.lr = 3e-3
+  c.policy.optimizer = load_common().optimizer(3e-3, warmup_steps=max(c.policy.total_steps // 20, 1))
 
   c.verifier = ml_collections.ConfigDict()
   c.verifier.samples_per_problem = 4  # policy samples per easy problem, scorer-labelled

@@ -26,8 +26,10 @@ from w2s_jax.config_files import load_common
 from w2s_jax.train.config_lib import distributed_defaults
 
 
-def _run(steps: int, batch_size: int, lr: float) -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict({"total_steps": steps, "batch_size": batch_size, "lr": lr})
+def _run(steps: int, batch_size: int, lr: float, weight_decay: float = 0.01) -> ml_collections.ConfigDict:
+  """A training stage: steps, batch and its optimizer (AdamW, cosine, warmup 5 % of the steps)."""
+  optimizer = load_common().optimizer(lr, warmup_steps=max(steps // 20, 1), weight_decay=weight_decay)
+  return ml_collections.ConfigDict({"total_steps": steps, "batch_size": batch_size, "optimizer": optimizer})
 
 
 def _model(preset: str) -> ml_collections.ConfigDict:
@@ -80,7 +82,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.stage1 = _run(10 if smoke else 150, 4 if smoke else 16, 1e-3)
   c.stage1.sources = "both"  # weak | strong | both: whose solutions of the agreed items are trained on
 
-  c.stage2 = _run(4 if smoke else 50, 4 if smoke else 8, 1e-4)
+  c.stage2 = _run(4 if smoke else 50, 4 if smoke else 8, 1e-4, weight_decay=0.0)  # DPO
   c.stage2.samples = 4  # K samples per pool question
   c.stage2.temperature = 1.0
   c.stage2.min_share = 0.25 if smoke else 0.5  # majority vote share at which its answer is trusted
@@ -123,7 +125,7 @@ def _gcd(c: ml_collections.ConfigDict) -> None:
 
   c.stage1 = _run(60, 16, 1e-3)  # w2sr:gcd's SFT on weak solutions: 60 steps, batch 16, lr 1e-3
   c.stage1.sources = "both"
-  c.stage2 = _run(40, 8, 1e-4)
+  c.stage2 = _run(40, 8, 1e-4, weight_decay=0.0)
   c.stage2.samples = 4
   c.stage2.temperature = 1.0
   c.stage2.min_share = 0.5

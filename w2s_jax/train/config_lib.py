@@ -85,6 +85,8 @@ OLD_KEYS = {
   "stage2.steps": "stage2.total_steps",
   "dpo.lr": "dpo.optimizer.lr",
   "sft_on_chosen.lr": "sft_on_chosen.optimizer.lr",
+  "policy.lr": "policy.optimizer.lr",
+  **{f"{s}.lr": f"{s}.optimizer.lr" for s in ("weak", "strong.start", "stage1", "stage2")},
   "prm.lr": "prm.optimizer.lr",
   "prm.warmup_steps": "prm.optimizer.warmup_steps",
   **{f"{s}.{k}": f"{s}.optimizer.{k}" for s in _SFT_SECTIONS for k in ("lr", "warmup_steps")},

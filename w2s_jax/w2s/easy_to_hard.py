@@ -290,7 +290,7 @@ def run_easy_to_hard(config: ml_collections.ConfigDict, workdir: str | Path) -> 
     pol = config.policy
     policy = sft_on_pairs(
       "policy", pol.model, solution_pairs(sft_problems), solution_pairs(probs["test_easy"][:32]),
-      workdir / "policy", steps=int(pol.total_steps), batch_size=int(pol.batch_size), lr=float(pol.lr),
+      workdir / "policy", steps=int(pol.total_steps), batch_size=int(pol.batch_size), optimizer=pol.optimizer,
       seq_len=int(config.data.seq_len), seed=int(config.seed), tokenizer=config.data.tokenizer)
   stages = workdir / "stages"
   K = int(config.sampling.samples)

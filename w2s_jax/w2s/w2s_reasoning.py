@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -139,10 +139,12 @@ def memo(path: Path, build: Callable[[], Any]) -> Any:
 
 def sft_on_pairs(
   name: str, model: ml_collections.ConfigDict, pairs: Pairs, eval_pairs: Pairs, workdir: Path, *,
-  steps: int, batch_size: int, lr: float, seq_len: int, seed: int, tokenizer: str = "bytes",
-  init: Rung | None = None,
+  steps: int, batch_size: int, optimizer: Mapping[str, Any], seq_len: int, seed: int,
+  tokenizer: str = "bytes", init: Rung | None = None,
 ) -> Rung:
   """SFT of `model` (`preset`, `vocab_size`, `overrides`) on (prompt, response) pairs: a resumable run.
+
+  `optimizer` is the run's `optimizer` section from the pipeline's config (e.g. `stage1.optimizer`).
 
   The pairs are written to `workdir/data/{train,eval}.jsonl` and trained through the `sft` task's
   `jsonl` corpus and the one SFT loop (a finished run is just reloaded). `init` starts from a model's
@@ -162,7 +164,7 @@ def sft_on_pairs(
   to_records = lambda ps: [{"id": f"{name}-{i}", "prompt": p, "response": r} for i, (p, r) in enumerate(ps)]
   _write_jsonl(data / "train.jsonl", to_records(pairs))
   _write_jsonl(data / "eval.jsonl", to_records(eval_pairs or pairs[:batch_size]))
-  c = train_defaults(total_steps=steps, batch_size=batch_size, lr=lr, seed=seed)
+  c = train_defaults(total_steps=steps, batch_size=batch_size, optimizer=optimizer, seed=seed)
   c.task = "sft"
   c.log_every_steps = max(steps // 10, 1)
   c.eval_every_steps = steps
@@ -379,13 +381,12 @@ def _dpo(stage1: Rung, records: dict[str, Any], cfg: ml_collections.ConfigDict, 
   from w2s_jax.train.preference_tasks import records_setup
 
   s2 = cfg.stage2
-  c = train_defaults(total_steps=int(s2.total_steps), batch_size=int(s2.batch_size), lr=float(s2.lr),
+  c = train_defaults(total_steps=int(s2.total_steps), batch_size=int(s2.batch_size), optimizer=s2.optimizer,
                      seed=int(cfg.seed))
   c.task = "preference"
   c.log_every_steps = max(int(s2.total_steps) // 10, 1)
   c.eval_every_steps = int(s2.total_steps)
   c.checkpoint_every_steps = int(s2.total_steps)
-  c.optimizer.weight_decay = 0.0
   setup = records_setup(records, stage1.model_cfg, stage1.graphdef, stage1.params, tokenizer,
                         objective=s2.objective.to_dict(), batch_size=int(s2.batch_size),
                         seq_len=int(cfg.data.seq_len), eval_batches=4, seed=int(cfg.seed))
@@ -416,7 +417,7 @@ def run_w2s_reasoning(config: ml_collections.ConfigDict, workdir: str | Path) ->
 
   def sft(name, model, pairs, run, init=None):
     return sft_on_pairs(name, model, pairs, eval_pairs, workdir / name, steps=int(run.total_steps),
-                        batch_size=int(run.batch_size), lr=float(run.lr), init=init, **seq)
+                        batch_size=int(run.batch_size), optimizer=run.optimizer, init=init, **seq)
 
   if "sft" in config.weak:
     weak = sft_phase_start(config, "weak", workdir)
