@@ -39,14 +39,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     "max_arg_chars": 40 if smoke else 60,  # each argument is cut to this many characters
   })
   c.data.task = "chain_sum"
-  c.data.n_train = 64 if smoke else 128
-  c.data.n_test = 32 if smoke else 64
+  c.data.train_size = 64 if smoke else 128
+  c.data.eval_size = 32 if smoke else 64
   c.data.max_len = 64
   c.ladder.sizes = [c.weak, c.strong]  # for the record; the rungs are `weak` and `strong`
   if smoke:
-    c.train.steps = 20
-    c.ladder.steps = 20
+    c.train.total_steps = 20
+    c.ladder.total_steps = 20
   else:
-    c.ladder.steps = 300
-    c.train.steps = 100
+    c.ladder.total_steps = 300
+    c.train.total_steps = 100
   return c

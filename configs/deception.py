@@ -39,13 +39,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.max_len = 64
   c.ladder.sizes = sorted({n for p in c.pairs for n in p})  # for the record; the rungs are in `pairs`
   if smoke:
-    c.data.n_train = 64
-    c.data.n_test = 32
-    c.train.steps = 20
-    c.ladder.steps = 20
+    c.data.train_size = 64
+    c.data.eval_size = 32
+    c.train.total_steps = 20
+    c.ladder.total_steps = 20
   else:
-    c.data.n_train = 400
-    c.data.n_test = 200
-    c.ladder.steps = 300
-    c.train.steps = 120
+    c.data.train_size = 400
+    c.data.eval_size = 200
+    c.ladder.total_steps = 300
+    c.train.total_steps = 120
   return c

@@ -16,6 +16,8 @@ smoke: a few SFT steps and a handful of prompts (the pipeline in about a minute;
 
 import ml_collections
 
+from w2s_jax.config_files import load_common
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   smoke = arg == "smoke"
@@ -24,29 +26,33 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.task = "delta_learning"
   c.seed = 0
-  c.data_task = "chain_sum"
-  c.data_seed = 0
+  common = load_common()
+  c.data = ml_collections.ConfigDict({"task": "chain_sum", "seed": 0,
+                                      "eval_size": 16 if smoke else 200})  # held-out problems for the table
   c.tokenizer = "bytes"
   c.vocab_size = 512
   c.seq_len = 256
   c.train_prompts = 32 if smoke else 512  # prompts the weak / weaker models answer (the pairs)
-  c.eval_problems = 16 if smoke else 200  # held-out problems for the accuracy table
   c.max_new_tokens = 96 if smoke else 128
   c.sample_temperature = 0.7
 
-  # The SFT'd models: preset and SFT steps (the same SFT data, batch and learning rate).
-  c.models = ml_collections.ConfigDict({
-    "weaker": {"preset": "tiny", "steps": 4 if smoke else 150},
-    "weak": {"preset": "tiny", "steps": 8 if smoke else 250},
-    "student": {"preset": "tiny", "steps": 12 if smoke else 400},
-  })
-  c.sft = ml_collections.ConfigDict({"batch_size": 16, "lr": 3e-3, "train_size": 200 if smoke else 5000})
+  # The SFT'd models: preset, SFT steps and optimizer (the same SFT data and batch; warmup 5 % of the steps).
+  c.models = ml_collections.ConfigDict()
+  for name, steps in (("weaker", 4 if smoke else 150), ("weak", 8 if smoke else 250),
+                      ("student", 12 if smoke else 400)):
+    c.models[name] = ml_collections.ConfigDict({
+      "preset": "tiny", "total_steps": steps,
+      "optimizer": common.optimizer(3e-3, warmup_steps=max(steps // 20, 1))})
+  c.sft = ml_collections.ConfigDict({"batch_size": 16, "train_size": 200 if smoke else 5000})
 
   # Training the student: DPO on the delta pairs vs SFT on the chosen side, same steps and batch.
   c.total_steps = 4 if smoke else 150
   c.batch_size = 8
   c.checkpoint_every_steps = c.get_ref("total_steps")
-  c.dpo = ml_collections.ConfigDict({"beta": 0.1, "lr": 1e-4})
-  c.sft_on_chosen = ml_collections.ConfigDict({"lr": 1e-4})
+  warmup = max(c.total_steps // 20, 1)
+  c.dpo = ml_collections.ConfigDict({"beta": 0.1})
+  c.dpo.optimizer = common.optimizer(1e-4, warmup_steps=warmup, weight_decay=0.0)
+  c.sft_on_chosen = ml_collections.ConfigDict()
+  c.sft_on_chosen.optimizer = common.optimizer(1e-4, warmup_steps=warmup, weight_decay=0.0)
   c.eval_pairs_batches = 2 if smoke else 8
   return c

@@ -24,6 +24,7 @@ verifier's AUROC.
 
 import ml_collections
 
+from w2s_jax.config_files import load_common
 from w2s_jax.train.config_lib import distributed_defaults
 
 
@@ -37,7 +38,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.task = "easy_to_hard"
   c.seed = 0
   c.cpu_devices = 0
-  c.total_steps = 0  # a pipeline: the policy and the verifier have their own `steps`
+  c.total_steps = 0  # a pipeline: the policy and the verifier have their own `total_steps`
   c.checkpoint_every_steps = 0  # each run checkpoints once, at its end
 
   c.data = ml_collections.ConfigDict()
@@ -50,7 +51,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.tokenizer = "bytes"
   c.data.sft_size = 64 if smoke else 400  # problems of each level for the policy's SFT
   c.data.verifier_size = 24 if smoke else 200  # easy problems whose samples train the verifier
-  c.data.test_size = 8 if smoke else 100  # held-out problems of each level
+  c.data.eval_size = 8 if smoke else 100  # held-out problems of each level
   c.data.data_seed = 0
   c.data.draw_factor = 3  # problems drawn per wanted problem of each level (the rest fall outside)
   c.data.seq_len = 256
@@ -61,13 +62,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.policy.model = ml_collections.ConfigDict({"preset": "tiny", "vocab_size": 512,
                                               "overrides": {"max_seq_len": 256}})
   c.policy.sft_levels = "easy,hard"  # "easy" for the paper's easy-only SFT
-  c.policy.steps = 60 if smoke else 300
+  c.policy.total_steps = 60 if smoke else 300
   c.policy.batch_size = 8 if smoke else 16
-  c.policy.lr = 3e-3
+  c.policy.optimizer = load_common().optimizer(3e-3, warmup_steps=max(c.policy.total_steps // 20, 1))
 
   c.verifier = ml_collections.ConfigDict()
   c.verifier.samples_per_problem = 4  # policy samples per easy problem, scorer-labelled
-  c.verifier.steps = 20 if smoke else 150
+  c.verifier.total_steps = 20 if smoke else 150
   c.verifier.batch_size = 8 if smoke else 16
   c.verifier.lr = 5e-4
 
@@ -80,7 +81,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.rl.base = "grpo_gain"  # the RL config (configs/NAME.py) whose model, SFT phase and GRPO settings run
   c.rl.base_arg = ""
   c.rl.sft_workdir = ""  # the policy's SFT folder ("" = WORKDIR/policy_sft)
-  c.rl.iterations = 0
+  c.rl.total_steps = 0
   c.rl.prompts_per_step = 8  # B
   c.rl.group_size = 8  # G
   c.rl.minibatch_size = 32
@@ -105,18 +106,18 @@ def _gcd(smoke: bool) -> ml_collections.ConfigDict:
   c.data.draw_factor = 6
   c.data.sft_size = 0  # the policy is rl.base's SFT (its train split, kept out of these splits)
   c.data.verifier_size = 8 if smoke else 64
-  c.data.test_size = 4 if smoke else 48
+  c.data.eval_size = 4 if smoke else 48
   c.data.max_prompt_len = 136  # gcd prompts are 128–129 tokens with BOS
   c.data.max_new_tokens = 64 if smoke else 200  # = rl.base's rollout.max_new_tokens
   c.data.seq_len = 224 if smoke else 352  # verifier texts: prompt + completion
   c.policy.sft_levels = "easy,hard"  # unused with rl.enabled (the default distribution has both)
   c.verifier.samples_per_problem = 4
-  c.verifier.steps = 10 if smoke else 150
+  c.verifier.total_steps = 10 if smoke else 150
   c.verifier.batch_size = 8 if smoke else 16
   c.sampling.samples = 4 if smoke else 8
   c.rl.enabled = True
   c.rl.base_arg = "smoke" if smoke else ""
-  c.rl.iterations = 2 if smoke else 8
+  c.rl.total_steps = 2 if smoke else 8
   c.rl.prompts_per_step = 2 if smoke else 8
   c.rl.group_size = 4 if smoke else 8
   c.rl.minibatch_size = 8 if smoke else 32

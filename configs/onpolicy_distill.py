@@ -27,10 +27,9 @@ import ml_collections
 from w2s_jax.config_files import load_config
 
 ARGS = ("", "smoke", "w2s", "w2s_smoke", "gcd", "gcd_w2s")
-# rl_base's keys this pipeline does not read: the RL-only ones, and `model` / `sft`, which become the
-# `teacher` and `student` sections (dropped so no flag is silently ignored).
-UNUSED = ("sample_budget", "rl_seed", "reward", "dynamic_sampling", "advantage", "loss", "kl", "rft", "model",
-          "sft")
+# rl_base's sections this pipeline reads as they are (its `model` and `sft` template `teacher` / `student`).
+SHARED = ("seed", "checkpoint_every_steps", "keep_checkpoints", "max_nonfinite_streak", "cpu_devices", "mesh",
+          "sharding", "distributed", "data", "train", "eval", "optimizer")
 
 
 def _model(base: ml_collections.ConfigDict, preset: str, steps: int) -> ml_collections.ConfigDict:
@@ -40,7 +39,7 @@ def _model(base: ml_collections.ConfigDict, preset: str, steps: int) -> ml_colle
   m.model.preset = preset
   m.sft = ml_collections.ConfigDict(base.sft.to_dict())  # rl.sft_init.run_sft's keys
   m.sft.total_steps = steps
-  m.sft.warmup_steps = min(int(base.sft.warmup_steps), steps)
+  m.sft.optimizer.warmup_steps = min(int(base.sft.optimizer.warmup_steps), steps)
   return m
 
 
@@ -49,10 +48,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if arg not in ARGS:
     raise ValueError(f"unknown config arg {arg!r}; use one of {ARGS[1:]} or nothing")
   smoke, w2s = "smoke" in arg, "w2s" in arg
-  c = load_config("rl_base", "smoke" if smoke else None)  # mesh, data, seeds, optimizer keys from there
-  base = c.copy_and_resolve_references()  # its `model` and `sft` template the teacher and the student
-  for key in UNUSED:
-    del c[key]
+  base = load_config("rl_base", "smoke" if smoke else None)
+  c = ml_collections.ConfigDict({key: base[key] for key in SHARED})
   c.task = "onpolicy_distill"
   c.total_steps = 3 if smoke else 100  # distillation iterations
 
@@ -65,7 +62,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   # rl_base's B, G, N and temperature (sampling and loss temperature); its tree and top-p keys are RL-only.
   c.rollout = ml_collections.ConfigDict(
-    {k: c.rollout[k] for k in ("prompts_per_step", "group_size", "max_new_tokens", "temperature")})
+    {k: base.rollout[k] for k in ("prompts_per_step", "group_size", "max_new_tokens", "temperature")})
   c.rollout.prompts_per_step = 4 if smoke else 8  # B
 
   c.distill = ml_collections.ConfigDict()
@@ -98,12 +95,13 @@ def _gcd(c: ml_collections.ConfigDict, w2s: bool, base: ml_collections.ConfigDic
   c.teacher.sft.workdir = "runs/grpo_gain/sft"
   c.student = _model(base, "tiny", 150)  # the same decoder, a quarter of the teacher's SFT
   c.student.sft.seq_len = 320
-  c.student.sft.warmup_steps = 15
+  c.student.sft.optimizer.warmup_steps = 15
   if w2s:  # the weak 150-step tiny teaches configs/w2sr.py:gcd's ladder-1 start (SFT settings equal)
     c.teacher = c.student
     c.teacher.sft.workdir = "runs/opd_gcd/student/sft"
     c.student = _model(base, "ladder-1", 200)
-    c.student.sft.update(dict(seq_len=320, warmup_steps=20, workdir="runs/w2sr_gcd/strong_start"))
+    c.student.sft.update(dict(seq_len=320, workdir="runs/w2sr_gcd/strong_start"))
+    c.student.sft.optimizer.warmup_steps = 20
   c.total_steps = 40
   c.checkpoint_every_steps = 10
   c.eval.every_steps = 0  # before and after only

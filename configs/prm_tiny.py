@@ -16,22 +16,17 @@ Arg `smoke`: `chain_sum`, a 60-step SFT, 6 problems × 4 solutions × 4 completi
 
 import ml_collections
 
-from w2s_jax.config_files import load_config
-
-# rl_base's RL-only keys, which this pipeline does not read (dropped so no flag is silently ignored).
-RL_ONLY = ("sample_budget", "rl_seed", "reward", "dynamic_sampling", "advantage", "loss", "kl", "rft",
-           "train", "optimizer")
+from w2s_jax.config_files import load_common, load_config
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   smoke = arg == "smoke"
-  c = load_config("rl_base", arg)  # raises on an unknown arg; mesh, model, data, sft and seeds from there
-  for key in RL_ONLY:
-    del c[key]
+  base = load_config("rl_base", arg)  # raises on an unknown arg; its model, data and sft sections are shared
+  c = ml_collections.ConfigDict()
   c.task = "prm_pipeline"
-  c.total_steps = 20 if smoke else 400  # PRM updates
-  c.checkpoint_every_steps = 20 if smoke else 200
-  c.keep_checkpoints = 1
+  load_common().loop(c, total_steps=20 if smoke else 400,  # PRM updates
+                     checkpoint_every_steps=20 if smoke else 200, keep_checkpoints=1)
+  c.model, c.data, c.sft = base.model, base.data, base.sft
 
   c.data.task = "chain_sum" if smoke else "gcd"  # a key of w2s_jax.data.reasoning.TASKS
   c.data.max_prompt_len = 128 if smoke else 136  # prompt slots P (gcd prompts are 128–129 tokens)
@@ -41,7 +36,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.sft.seq_len = 256 if smoke else 320
 
   # How the policy samples solutions and MC completions (rl_base's group and tree keys are RL-only).
-  c.rollout = ml_collections.ConfigDict({k: c.rollout[k] for k in ("temperature", "top_p")})
+  c.rollout = ml_collections.ConfigDict({k: base.rollout[k] for k in ("temperature", "top_p")})
   c.rollout.max_new_tokens = 64 if smoke else 200  # N (99 % of gcd worked solutions fit in 196 tokens)
 
   # Phase 2: Monte Carlo step labels (w2s_jax.prm.labels).
@@ -57,8 +52,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Phase 3: PRM training (the `prm` objective through train.loop.train, in WORKDIR/prm).
   c.prm = ml_collections.ConfigDict()
   c.prm.batch_size = 8 if smoke else 16
-  c.prm.lr = 1e-3
-  c.prm.warmup_steps = 2 if smoke else 20
+  c.prm.optimizer = load_common().optimizer(1e-3, warmup_steps=2 if smoke else 20)
   c.prm.log_every_steps = 5 if smoke else 20
 
   # Phase 4: reranking on held-out problems.

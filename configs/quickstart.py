@@ -39,19 +39,19 @@ def _ladder(c: ml_collections.ConfigDict, smoke: bool) -> ml_collections.ConfigD
   # question: 4x the examples for the same questions. 1 candidate: PGR -0.35; 8: 0.00 (README)
   c.data.candidates = 4
   if smoke:
-    c.train.steps = 20
-    c.ladder.steps = 20
-    c.data.n_train = 64
-    c.data.n_test = 96
+    c.train.total_steps = 20
+    c.ladder.total_steps = 20
+    c.data.train_size = 64
+    c.data.eval_size = 96
   else:
     c.seeds = (0, 1, 2, 3, 4, 5)  # seeds 0-2 alone gave PGR xent 0.22 [0.14, 0.24]; six: 0.10 [-0.05, 0.23]
     c.losses = ("xent", "logconf")
     c.ladder.sizes = ("ladder-0", "ladder-1")
-    c.ladder.steps = 1200  # 600: ceilings 55.4 vs 61.2 % (gap 5.8); 1200: 58.4 vs 68.8 % (gap 10.4)
+    c.ladder.total_steps = 1200  # 600: ceilings 55.4 vs 61.2 % (gap 5.8); 1200: 58.4 vs 68.8 % (gap 10.4)
     c.ladder.batch_size = 16
-    c.data.n_train = 1600
-    c.data.n_test = 500
-    c.train.steps = 300
+    c.data.train_size = 1600
+    c.data.eval_size = 500
+    c.train.total_steps = 300
   return c
 
 
@@ -75,15 +75,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if smoke:
     c.ladder.sizes = ("gguf:smollm2-135m@1", "gguf:smollm2-135m@2")
     c.losses = ("xent",)
-    c.data.n_train = 64
-    c.data.n_test = 32
-    c.train.steps = 10
+    c.data.train_size = 64
+    c.data.eval_size = 32
+    c.train.total_steps = 10
   else:
     c.ladder.sizes = ("gguf:smollm2-135m@2", "gguf:smollm2-135m@8", "gguf:smollm2-135m@16")
     c.losses = ("xent",)
     c.seeds = (0, 1, 2, 3, 4, 5)
     # sized for <= 10 min on 2 quiet cores, empty cache (7.8 min); 3,000/1,000 questions, 150 steps: ~13 min
-    c.data.n_train = 2000
-    c.data.n_test = 800
-    c.train.steps = 100
+    c.data.train_size = 2000
+    c.data.eval_size = 800
+    c.train.total_steps = 100
   return c

@@ -11,30 +11,22 @@ Arg `smoke`: a 60-step SFT and 3 RL iterations of 4 prompts × 4 samples, second
 
 import ml_collections
 
-from w2s_jax.train.config_lib import distributed_defaults
+from w2s_jax.config_files import load_common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   smoke = arg == "smoke"
   if arg not in (None, "", "smoke"):
     raise ValueError(f"unknown config arg {arg!r}; use 'smoke' or nothing")
+  common = load_common()
   c = ml_collections.ConfigDict()
   c.task = "rl"
-  c.seed = 0
-  c.total_steps = 3 if smoke else 200  # RL iterations
+  common.loop(c, total_steps=3 if smoke else 200,  # RL iterations
+              checkpoint_every_steps=2 if smoke else 25, keep_checkpoints=2)
   c.sample_budget = 0  # stop early once this many tokens were sampled (all rollouts counted); 0 = off
   c.rl_seed = -1  # >= 0: seeds the RL draws, prompt order and minibatches instead of `seed` (same SFT model)
-  c.checkpoint_every_steps = 2 if smoke else 25
-  c.keep_checkpoints = 2
-  c.max_nonfinite_streak = 5
-  c.cpu_devices = 0
-  c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
-  c.sharding = "dp"
 
-  c.model = ml_collections.ConfigDict()
-  c.model.preset = "tiny"
-  c.model.vocab_size = 512
-  c.model.overrides = ml_collections.ConfigDict({"max_seq_len": 512})
+  c.model = common.model("tiny", max_seq_len=512)
 
   c.data = ml_collections.ConfigDict()
   # Any task spec (w2s_jax.data.task_registry): a reasoning-gym dataset name (chain_sum, countdown, …), a
@@ -51,13 +43,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.long_prompts = "error"  # a prompt over max_prompt_len: "error" (names the length to set) or "skip"
 
   # Phase 1: SFT on worked solutions through the SFT loop (reloaded when already done).
-  c.sft = ml_collections.ConfigDict()
-  c.sft.total_steps = 60 if smoke else 1500
-  c.sft.batch_size = 8 if smoke else 16
-  c.sft.seq_len = 256
-  c.sft.lr = 3e-3
-  c.sft.warmup_steps = 10 if smoke else 100
-  c.sft.workdir = ""  # "" = WORKDIR/sft; a path shares one SFT model between runs (same settings!)
+  # `sft.workdir`: "" = WORKDIR/sft; a path shares one SFT model between runs (same settings!)
+  c.sft = common.sft_phase(total_steps=60 if smoke else 1500, batch_size=8 if smoke else 16, seq_len=256,
+                           lr=3e-3, warmup_steps=10 if smoke else 100)
 
   c.rollout = ml_collections.ConfigDict()
   c.rollout.prompts_per_step = 4 if smoke else 16  # B
@@ -149,17 +137,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.eval.ks = [1, 2, 4] if smoke else [1, 2, 4, 8, 16]
   c.eval.every_steps = 3 if smoke else 25  # 0 = only before RL and after the last iteration
 
-  c.optimizer = ml_collections.ConfigDict()
-  c.optimizer.name = "adamw"
-  c.optimizer.lr = 1e-4
-  c.optimizer.schedule = "constant"
-  c.optimizer.warmup_steps = 0
-  c.optimizer.end_lr_frac = 1.0
-  c.optimizer.weight_decay = 0.0
-  c.optimizer.b1 = 0.9
-  c.optimizer.b2 = 0.999
-  c.optimizer.eps = 1e-8
-  c.optimizer.clip_norm = 1.0
-
-  c.distributed = distributed_defaults()
+  c.optimizer = common.optimizer(1e-4, schedule="constant", warmup_steps=0, end_lr_frac=1.0, weight_decay=0.0,
+                                 b2=0.999)
   return c

@@ -9,34 +9,25 @@ EXPECTED: the smoke loss falls from ~6.8 to ~1.5 and the eval loss ends below 2 
 
 import ml_collections
 
-from w2s_jax.train.config_lib import distributed_defaults
+from w2s_jax.config_files import load_common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   smoke = arg == "smoke"
   if arg not in (None, "", "smoke"):
     raise ValueError(f"unknown config arg {arg!r}; use 'smoke' or nothing")
+  common = load_common()
   c = ml_collections.ConfigDict()
   c.task = "sft"
-  c.seed = 0
-  c.total_steps = 40 if smoke else 2000
+  common.loop(c, total_steps=40 if smoke else 2000, checkpoint_every_steps=10 if smoke else 200,
+              keep_checkpoints=3)  # seed, mesh, sharding, cpu_devices, distributed: common.py's
   c.batch_size = 8
   c.grad_accum_steps = 1
   c.step_form = "jit"  # or "shard_map" (explicit data parallelism; needs sharding="dp")
   c.log_every_steps = 1 if smoke else 10
   c.eval_every_steps = 20 if smoke else 200
-  c.checkpoint_every_steps = 10 if smoke else 200
-  c.keep_checkpoints = 3
-  c.max_nonfinite_streak = 5
-  c.cpu_devices = 0  # >0 sets jax_num_cpu_devices (simulated devices on CPU)
 
-  c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
-  c.sharding = "dp"  # dp | fsdp | fsdp_tp
-
-  c.model = ml_collections.ConfigDict()
-  c.model.preset = "tiny"
-  c.model.vocab_size = 512
-  c.model.overrides = ml_collections.ConfigDict({"max_seq_len": 1024})
+  c.model = common.model("tiny", max_seq_len=1024)
 
   c.data = ml_collections.ConfigDict()
   # smoke: GCDs by Euclid's algorithm (~250-byte worked solutions); full: GSM8K-derived word problems.
@@ -66,17 +57,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.objective.z_loss = 0.0
   c.objective.label_smoothing = 0.0
 
-  c.optimizer = ml_collections.ConfigDict()
-  c.optimizer.name = "adamw"
-  c.optimizer.lr = 3e-3
-  c.optimizer.schedule = "cosine"
-  c.optimizer.warmup_steps = 5 if smoke else 100
-  c.optimizer.end_lr_frac = 0.1
-  c.optimizer.weight_decay = 0.01
-  c.optimizer.b1 = 0.9
-  c.optimizer.b2 = 0.99
-  c.optimizer.eps = 1e-8
-  c.optimizer.clip_norm = 1.0
-
-  c.distributed = distributed_defaults()
+  c.optimizer = common.optimizer(3e-3, warmup_steps=5 if smoke else 100)  # AdamW, cosine to 10 %
   return c

@@ -22,11 +22,14 @@ PGR of each stage.
 
 import ml_collections
 
+from w2s_jax.config_files import load_common
 from w2s_jax.train.config_lib import distributed_defaults
 
 
-def _run(steps: int, batch_size: int, lr: float) -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict({"steps": steps, "batch_size": batch_size, "lr": lr})
+def _run(steps: int, batch_size: int, lr: float, weight_decay: float = 0.01) -> ml_collections.ConfigDict:
+  """A training stage: steps, batch and its optimizer (AdamW, cosine, warmup 5 % of the steps)."""
+  optimizer = load_common().optimizer(lr, warmup_steps=max(steps // 20, 1), weight_decay=weight_decay)
+  return ml_collections.ConfigDict({"total_steps": steps, "batch_size": batch_size, "optimizer": optimizer})
 
 
 def _model(preset: str) -> ml_collections.ConfigDict:
@@ -38,8 +41,8 @@ def _sft_phase(preset: str, steps: int, warmup: int, workdir: str) -> ml_collect
   m = ml_collections.ConfigDict()
   m.model = ml_collections.ConfigDict({"preset": preset, "vocab_size": 512,
                                        "overrides": ml_collections.ConfigDict({"max_seq_len": 512})})
-  m.sft = ml_collections.ConfigDict(dict(total_steps=steps, batch_size=16, seq_len=320, lr=3e-3,
-                                         warmup_steps=warmup, workdir=workdir))
+  m.sft = load_common().sft_phase(total_steps=steps, batch_size=16, seq_len=320, lr=3e-3, warmup_steps=warmup,
+                                  workdir=workdir)
   return m
 
 
@@ -51,7 +54,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.task = "w2s_reasoning"
   c.seed = 0
   c.cpu_devices = 0
-  c.total_steps = 0  # a pipeline: each stage has its own `steps`
+  c.total_steps = 0  # a pipeline: each stage has its own `total_steps`
   c.checkpoint_every_steps = 0  # each stage checkpoints once, at its end
 
   c.data = ml_collections.ConfigDict()
@@ -61,7 +64,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.tokenizer = "bytes"
   c.data.gold_size = 64 if smoke else 400  # worked solutions: the weak model's SFT set
   c.data.pool_size = 48 if smoke else 400  # unlabeled questions the strong model learns from
-  c.data.test_size = 16 if smoke else 100
+  c.data.eval_size = 16 if smoke else 100  # held-out problems
   c.data.data_seed = 0
   c.data.seq_len = 256
   c.data.max_prompt_len = 96  # prompt slots (BOS + "Question: …\nSolution:\n")
@@ -79,7 +82,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.stage1 = _run(10 if smoke else 150, 4 if smoke else 16, 1e-3)
   c.stage1.sources = "both"  # weak | strong | both: whose solutions of the agreed items are trained on
 
-  c.stage2 = _run(4 if smoke else 50, 4 if smoke else 8, 1e-4)
+  c.stage2 = _run(4 if smoke else 50, 4 if smoke else 8, 1e-4, weight_decay=0.0)  # DPO
   c.stage2.samples = 4  # K samples per pool question
   c.stage2.temperature = 1.0
   c.stage2.min_share = 0.25 if smoke else 0.5  # majority vote share at which its answer is trusted
@@ -111,7 +114,7 @@ def _gcd(c: ml_collections.ConfigDict) -> None:
   d.train_size = 20000  # the SFT phase's train problems (grpo_gain, w2sr:gcd); pool and test avoid them
   d.gold_size = 0  # no gold set: both models come from the SFT phase
   d.pool_size = 384
-  d.test_size = 128  # = grpo_gain / w2sr:gcd's held-out problems (data.eval_size)
+  d.eval_size = 128  # = grpo_gain / w2sr:gcd's held-out problems
   d.seq_len = 320  # prompt + solution: 99 % of pairs fit
   d.max_prompt_len = 136  # gcd prompts are 128–129 tokens with BOS
   d.max_new_tokens = 200  # 99 % of worked solutions fit in 196 tokens
@@ -122,7 +125,7 @@ def _gcd(c: ml_collections.ConfigDict) -> None:
 
   c.stage1 = _run(60, 16, 1e-3)  # w2sr:gcd's SFT on weak solutions: 60 steps, batch 16, lr 1e-3
   c.stage1.sources = "both"
-  c.stage2 = _run(40, 8, 1e-4)
+  c.stage2 = _run(40, 8, 1e-4, weight_decay=0.0)
   c.stage2.samples = 4
   c.stage2.temperature = 1.0
   c.stage2.min_share = 0.5

@@ -28,6 +28,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.ladder.sizes = (*c.ladder.sizes, "gguf:smollm2-135m")
   if smoke:
     c.losses = ("xent",)
-    c.data.n_train = 64
-    c.data.n_test = 32
+    c.data.train_size = 64
+    c.data.eval_size = 32
   return c

@@ -27,6 +27,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.distractors = ()  # the task's default: one ADJACENT pair of words swapped
   if not smoke:
     c.losses = ("xent", "logconf")
-    c.data.n_test = 500
-    c.train.steps = 200
+    c.data.eval_size = 500
+    c.train.total_steps = 200
   return c

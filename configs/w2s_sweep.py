@@ -32,8 +32,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # any reasoning-gym dataset, e.g. sentence_reordering, syllogism, word_sorting (w2s_sets.TASK_KINDS) |
   # your own task: a .jsonl/.parquet file of prompt/answer records or "module:function" (task_registry)
   c.data.task = "chain_sum"
-  c.data.n_train = 256 if smoke else 4000
-  c.data.n_test = 128 if smoke else 1000
+  c.data.train_size = 256 if smoke else 4000
+  c.data.eval_size = 128 if smoke else 1000
   c.data.max_len = 64 if smoke else 160
   c.data.seed = 0
   c.data.candidates = 1  # records per train question (each its own coin); A/B halves then split by question
@@ -53,7 +53,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   )
   c.ladder.vocab_size = 512
   c.ladder.seq_len = 128
-  c.ladder.steps = 30 if smoke else 1500
+  c.ladder.total_steps = 30 if smoke else 1500
   c.ladder.batch_size = 8 if smoke else 16
   c.ladder.lr = 3e-3
   c.ladder.seed = 0
@@ -77,7 +77,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train.lora_targets = ("q", "v")
   c.train.lora_rank = 8
   c.train.lora_alpha = 16.0
-  c.train.steps = 30 if smoke else 400
+  c.train.total_steps = 30 if smoke else 400
   c.train.batch_size = 16 if smoke else 32
   c.train.lr = 1e-3 if smoke else 5e-4
   c.train.probe_steps = 300
@@ -86,6 +86,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     "logconf": {"aux_coef": 0.5, "warmup_frac": 0.1, "warmup": "reference"},
     "product": {"alpha": 1.0, "beta": 1.0},
   })
-  c.total_steps = c.train.get_ref("steps")  # the sweep equivalent: steps of each training
+  c.total_steps = c.train.get_ref("total_steps")  # the sweep equivalent: steps of each training
   c.checkpoint_every_steps = 0
   return c

@@ -18,7 +18,9 @@ SFT start; GRPO with grpo_gain's settings (B 8, G 8, lr 2e-4, 200 new tokens), 9
 
 import ml_collections
 
-from w2s_jax.config_files import load_config
+from w2s_jax.config_files import load_common, load_config
+
+common = load_common()
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -31,7 +33,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.task = "w2sr"
   c.model.preset = "tiny" if smoke else "ladder-1"  # the strong student (3 layers, d_ff 192 vs tiny's 2, 128)
   c.sft.total_steps = 20 if smoke else 200  # its short SFT start (shared with the RL arm)
-  c.sft.warmup_steps = 10 if smoke else 20
+  c.sft.optimizer.warmup_steps = 10 if smoke else 20
   c.rollout.prompts_per_step = 4 if smoke else 8
   c.rollout.group_size = 4 if smoke else 8
   c.train.minibatch_size = 8 if smoke else 16
@@ -44,17 +46,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.weak = ml_collections.ConfigDict()
   c.weak.model = ml_collections.ConfigDict({"preset": "ladder-0" if smoke else "tiny", "vocab_size": 512,
                                             "overrides": ml_collections.ConfigDict({"max_seq_len": 512})})
-  c.weak.sft = ml_collections.ConfigDict(dict(
-    total_steps=40 if smoke else 1500, batch_size=8 if smoke else 16, seq_len=256, lr=3e-3,
-    warmup_steps=10 if smoke else 100, workdir=""))
+  c.weak.sft = common.sft_phase(total_steps=40 if smoke else 1500, batch_size=8 if smoke else 16, seq_len=256,
+                                lr=3e-3, warmup_steps=10 if smoke else 100)
 
   c.w2sr = ml_collections.ConfigDict()
   c.w2sr.problems = 8 if smoke else 64  # train problems both arms see (a multiple of prompts_per_step)
   c.w2sr.samples_per_problem = 4  # weak solutions per problem
   c.w2sr.temperature = 1.0  # the weak reasoner's sampling temperature
   c.w2sr.correct_only = False  # True: keep only the weak solutions the task's scorer accepts
-  c.w2sr.sft = ml_collections.ConfigDict(dict(total_steps=10 if smoke else 100, batch_size=8 if smoke else 16,
-                                              lr=1e-3, warmup_steps=2 if smoke else 10))
+  c.w2sr.sft = ml_collections.ConfigDict()
+  c.w2sr.sft.total_steps = 10 if smoke else 100
+  c.w2sr.sft.batch_size = 8 if smoke else 16
+  c.w2sr.sft.optimizer = common.optimizer(1e-3, warmup_steps=2 if smoke else 10)
   return c
 
 
@@ -64,7 +67,7 @@ def _gcd() -> ml_collections.ConfigDict:
   c.task = "w2sr"
   c.model.preset = "ladder-1"  # the strong student
   c.sft.total_steps = 200  # its short SFT start (shared with the RL arm), in WORKDIR/strong_start
-  c.sft.warmup_steps = 20
+  c.sft.optimizer.warmup_steps = 20
   c.checkpoint_every_steps = 4
   c.eval.every_steps = 0
 
@@ -72,13 +75,14 @@ def _gcd() -> ml_collections.ConfigDict:
   c.weak.model = ml_collections.ConfigDict({"preset": "tiny", "vocab_size": 512,
                                             "overrides": ml_collections.ConfigDict({"max_seq_len": 512})})
   # Exactly grpo_gain's SFT phase, so its folder is reused (run_sft refuses a folder of other settings).
-  c.weak.sft = ml_collections.ConfigDict(dict(total_steps=600, batch_size=16, seq_len=320, lr=3e-3,
-                                              warmup_steps=100, workdir="runs/grpo_gain/sft"))
+  c.weak.sft = common.sft_phase(total_steps=600, batch_size=16, seq_len=320, lr=3e-3, warmup_steps=100,
+                                workdir="runs/grpo_gain/sft")
 
   c.w2sr = ml_collections.ConfigDict()
   c.w2sr.problems = 96  # 12 GRPO iterations of B = 8
   c.w2sr.samples_per_problem = 4
   c.w2sr.temperature = 1.0
   c.w2sr.correct_only = False
-  c.w2sr.sft = ml_collections.ConfigDict(dict(total_steps=60, batch_size=16, lr=1e-3, warmup_steps=6))
+  c.w2sr.sft = ml_collections.ConfigDict(dict(total_steps=60, batch_size=16))
+  c.w2sr.sft.optimizer = common.optimizer(1e-3, warmup_steps=6)
   return c

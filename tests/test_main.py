@@ -240,13 +240,33 @@ def test_damaged_latest_checkpoint_resumes_from_the_previous_one(uninterrupted, 
 def test_every_config_names_a_task_main_runs():
   # A config whose task `main` does not know is a README command that cannot work (delta_learning once was).
   from tests.helpers import load_config
+  from w2s_jax.config_files import config_names
   from w2s_jax.main import PIPELINES
   from w2s_jax.train.tasks import TASKS
 
   unknown = {}
-  for path in sorted((ROOT / "configs").glob("*.py")):
+  for name in config_names():
     for arg in (None, "smoke"):
-      task = load_config(path, arg).get("task")
+      task = load_config(name, arg).get("task")
       if task not in PIPELINES and task not in TASKS:
-        unknown[f"{path.stem}:{arg}"] = task
+        unknown[f"{name}:{arg}"] = task
   assert not unknown
+
+
+def test_old_key_flag_names_the_new_key(tmp_path):
+  out = _usage(tmp_path / "run", "--config.data.n_test=5")
+  assert out.returncode == 2, out.stderr[-2000:]
+  assert out.stderr == "error: config.data.n_test was renamed config.data.eval_size\n"
+  assert not (tmp_path / "run").exists()
+
+
+def test_old_key_in_a_config_file_names_the_new_key(tmp_path):
+  # A user's config written before the rename: stops before any work, naming the key to use.
+  old = tmp_path / "old_sft.py"
+  old.write_text("from w2s_jax.config_files import load_config\n\n\ndef get_config(arg=None):\n"
+                 "  c = load_config('sft_tiny', 'smoke')\n  c.data.test_size = 5\n  return c\n")
+  args = [sys.executable, "-m", "w2s_jax.main", f"--config={old}", f"--workdir={tmp_path / 'run'}"]
+  out = subprocess.run(args, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120)
+  assert out.returncode == 2, out.stderr[-2000:]
+  assert out.stderr == "error: config.data.test_size was renamed config.data.eval_size\n"
+  assert not (tmp_path / "run").exists()

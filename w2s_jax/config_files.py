@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
+import types
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,24 @@ def load_config(name_or_path: str | Path, arg: str | None = None) -> ml_collecti
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.get_config(arg) if arg is not None else module.get_config()
+
+
+# Files in configs/ that are not configs: the shared sections the configs build on.
+SHARED_MODULES = ("common",)
+
+
+def config_names() -> list[str]:
+  """The configs in `configs/` (the names `--config=configs/NAME.py` takes), sorted."""
+  return sorted(p.stem for p in CONFIG_DIR.glob("*.py") if p.stem not in SHARED_MODULES)
+
+
+@functools.cache
+def load_common() -> types.ModuleType:
+  """`configs/common.py`, the shared config sections (optimizer, mesh, loop keys, the `sft` sub-run)."""
+  spec = importlib.util.spec_from_file_location("w2s_config_common", CONFIG_DIR / "common.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
 
 
 class ConfigError(ValueError):

@@ -140,9 +140,9 @@ def _report(task: str, summary: Any) -> str:
 
 
 def _help_text() -> str:
-  from w2s_jax.config_files import CONFIG_DIR
+  from w2s_jax.config_files import CONFIG_DIR, config_names
 
-  names = sorted(p.stem for p in CONFIG_DIR.glob("*.py"))
+  names = config_names()
   return (f"{__doc__}\nUsage: python -m w2s_jax.main --config=configs/NAME.py[:smoke] --workdir=DIR "
           "[--config.KEY=VALUE ...] [--allow_config_change]\n\n"
           f"Configs (in {CONFIG_DIR}; each takes the arg `smoke`):\n  " + "\n  ".join(names) + "\n")
@@ -153,6 +153,7 @@ def _parse_flags(argv: list[str]) -> list[str]:
   if any(a in ("-h", "--help", "-help", "--helpshort", "--helpfull", "-?") for a in argv[1:]):
     print(_help_text())
     sys.exit(0)
+  _check_renamed_flags(argv[1:])
   try:
     return flags.FLAGS(argv)
   except (AttributeError, KeyError) as e:  # ml_collections: an unknown `--config.KEY` (with a suggestion)
@@ -162,6 +163,18 @@ def _parse_flags(argv: list[str]) -> list[str]:
     lines = [line.strip() for line in str(e).splitlines() if line.strip()]
     # A config file that fails to load carries its traceback: keep the flag and the exception's line.
     _usage_exit(lines[0] if len(lines) < 2 else f"{lines[0]} {lines[-1]}")
+
+
+def _check_renamed_flags(args: list[str]) -> None:
+  """A `--config.KEY` flag of an old spelling (`config_lib.OLD_KEYS`) is a usage error naming the new key."""
+  from w2s_jax.train.config_lib import renamed_key
+
+  for arg in args:
+    if arg.startswith("--config."):
+      key = arg[len("--config."):].split("=", 1)[0]
+      new = renamed_key(key)
+      if new is not None:
+        _usage_exit(f"config.{key} was renamed config.{new}")
 
 
 def run() -> None:

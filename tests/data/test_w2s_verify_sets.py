@@ -102,7 +102,7 @@ def test_sweep_splits_share_no_question():
 
   from w2s_jax.w2s.run import _records
 
-  data = {"task": "chain_sum", "n_train": 600, "n_test": 600, "seed": 0}
+  data = {"task": "chain_sum", "train_size": 600, "eval_size": 600, "seed": 0}
   config = ml_collections.ConfigDict({"data": data})
   train, test = _records(config)
   assert len(test) == 600

@@ -27,7 +27,7 @@ def test_delta_pairs_weak_chosen_weaker_rejected():
 def test_delta_learning_config(arg):
   c = load_config("delta_learning", arg)
   assert c.total_steps > 0 and c.checkpoint_every_steps > 0 and isinstance(c.seed, int)
-  steps = [c.models[name].steps for name in ("weaker", "weak", "student")]
+  steps = [c.models[name].total_steps for name in ("weaker", "weak", "student")]
   assert steps == sorted(steps) and len(set(steps)) == 3  # weaker < weak < student
 
 

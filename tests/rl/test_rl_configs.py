@@ -6,7 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from tests.helpers import ROOT, load_config
+from tests.helpers import load_config
+from w2s_jax.config_files import config_names
 from w2s_jax.rl.batch import ADVANTAGES
 from w2s_jax.rl.loop import validate
 
@@ -16,9 +17,9 @@ NEW_CONFIGS = ["gspo_tiny", "cispo_tiny", "dr_grpo_tiny"]
 def _rl_config_names() -> list[str]:
   """Config files whose config is an RL run (`task == "rl"`); found by loading, not by a hand-kept list."""
   names = []
-  for path in sorted((ROOT / "configs").glob("*.py")):
-    if load_config(path, "smoke").get("task") == "rl":
-      names.append(path.stem)
+  for name in config_names():
+    if load_config(name, "smoke").get("task") == "rl":
+      names.append(name)
   return names
 
 

@@ -86,7 +86,7 @@ def test_every_rl_config_smoke_runs(name, sft_dir, tmp_path):
 
 def test_sft_folder_of_another_config_is_refused(sft_dir, grpo_run, tmp_path):
   with pytest.raises(ValueError, match="different config"):
-    train_rl(_config("grpo_tiny", sft_dir, **{"sft.lr": 1e-3}), tmp_path)
+    train_rl(_config("grpo_tiny", sft_dir, **{"sft.optimizer.lr": 1e-3}), tmp_path)
 
 
 def test_bad_config_fails_before_training(tmp_path):

@@ -32,13 +32,13 @@ def _config(sizes, tmp_path):
   config = load_config("w2s_sweep", "smoke")
   with config.unlocked():
     config.ladder.sizes = sizes
-    config.ladder.steps = 4
+    config.ladder.total_steps = 4
     config.ladder.cache_dir = str(tmp_path / "cache")
     config.train.mode = "probe"
     config.train.probe_steps = 50
     config.losses = ["xent"]
-    config.data.n_train = 32
-    config.data.n_test = 16
+    config.data.train_size = 32
+    config.data.eval_size = 16
     config.data.max_len = 48
   return config
 

@@ -110,8 +110,8 @@ def test_smoke_sweep_runs_and_resumes(tmp_path, monkeypatch):
   monkeypatch.setenv("W2S_JAX_CACHE", str(tmp_path / "cache"))
   config = load_config("w2s_sweep", "smoke")
   with config.unlocked():
-    config.train.steps = 12
-    config.ladder.steps = 10
+    config.train.total_steps = 12
+    config.ladder.total_steps = 10
   results = run_sweep(config, tmp_path / "run")
   out = tmp_path / "run"
   saved = json.loads((out / "results.json").read_text())

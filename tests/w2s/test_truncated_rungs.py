@@ -163,10 +163,10 @@ def test_sweep_of_truncated_rungs_is_deterministic_and_reuses_the_cache(llama, t
   with config.unlocked():
     config.data.task = "sentence_reordering"
     config.data.template = "Sentence: {candidate}"
-    config.data.n_train, config.data.n_test, config.data.max_len = 48, 24, 32
+    config.data.train_size, config.data.eval_size, config.data.max_len = 48, 24, 32
     config.ladder.sizes = (f"hf:{folder}@1", f"hf:{folder}@4")
     config.train.pretrained_mode = "top"
-    config.train.steps = 6
+    config.train.total_steps = 6
     config.losses = ("xent",)
   passes = []
   real = feature_cache._forward

@@ -73,7 +73,7 @@ def test_gcd_config_shares_the_gcd_sft_starts_and_validates():
   assert sft_config(role_config(c, "strong")).to_dict() == sft_config(load_config("w2sr", "gcd")).to_dict()
   assert c.weak.sft.workdir == "runs/grpo_gain/sft"
   assert c.strong.sft.workdir == "runs/w2sr_gcd/strong_start"
-  assert c.data.test_size == load_config("grpo_gain").data.eval_size == 128  # the same held-out problems
+  assert c.data.eval_size == load_config("grpo_gain").data.eval_size == 128  # the same held-out problems
   assert c.baselines.naive_w2s and c.baselines.ceiling
   with pytest.raises(ValueError, match="unknown config arg 'gsm'"):
     load_config("w2s_reasoning", "gsm")
@@ -115,7 +115,7 @@ def test_validate_needs_gold_without_an_sft_phase():
 
 def test_task_splits_follow_the_sft_phase_train_split():
   c = load_config("w2s_reasoning", "gcd").data
-  c.train_size, c.gold_size, c.pool_size, c.test_size = 300, 5, 40, 12
+  c.train_size, c.gold_size, c.pool_size, c.eval_size = 300, 5, 40, 12
   splits = task_splits(c)
   train = [p.prompt for p in generate("gcd", "train", 300, seed=0)]
   # The test set is exactly the held-out split the SFT phase's runs evaluate on.

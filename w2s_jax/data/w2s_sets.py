@@ -343,7 +343,7 @@ def generate(
     problems = variant_problems(task, f"w2s_{split}", size, pool="w2s", seed=seed, exclude=exclude)
     if len(problems) < size:
       raise ValueError(f"{task}: its W2S pool has {len(problems)} questions left for {split!r}, "
-                       f"asked for {size} (data.n_train / data.n_test count questions)")
+                       f"asked for {size} (data.train_size / data.eval_size count questions)")
     return make_records(problems, seed=seed, variant=task, candidates=candidates, template=template,
                         distractors=distractors)
   from w2s_jax.data import task_registry

@@ -169,7 +169,7 @@ def _make_labels(config, workdir: Path, sampler, params, tokenizer, problems, bo
 
 def _prm_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   p = config.prm
-  c = train_defaults(total_steps=int(config.total_steps), batch_size=int(p.batch_size), lr=float(p.lr),
+  c = train_defaults(total_steps=int(config.total_steps), batch_size=int(p.batch_size), optimizer=p.optimizer,
                      seed=int(config.seed))
   c.task = "prm"
   c.log_every_steps = int(p.log_every_steps)
@@ -178,7 +178,6 @@ def _prm_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.keep_checkpoints = int(config.keep_checkpoints)
   c.mesh = ml_collections.ConfigDict(config.mesh.to_dict())
   c.sharding = config.sharding
-  c.optimizer.warmup_steps = int(p.warmup_steps)
   c.model = ml_collections.ConfigDict(config.model.to_dict())
   c.objective = ml_collections.ConfigDict({"name": "prm", "reduction": "token-mean"})
   return c

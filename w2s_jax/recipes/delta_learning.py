@@ -40,12 +40,14 @@ from w2s_jax.w2s import ladder
 ORDER = ("weaker", "weak", "student")
 
 
-def sft_model(c: ml_collections.ConfigDict, preset: str, steps: int) -> tuple[Any, nnx.GraphDef, Any]:
-  """(model config, graphdef, params) of `preset` fine-tuned `steps` steps on the task's worked solutions."""
+def sft_model(c: ml_collections.ConfigDict, m: ml_collections.ConfigDict) -> tuple[Any, nnx.GraphDef, Any]:
+  """(model config, graphdef, params) of the `models` entry `m` (preset, total_steps, optimizer) fine-tuned
+  on the task's worked solutions."""
   pcfg = ladder.pretrain_config(
-    preset, corpus=c.data_task, tokenizer=c.tokenizer, vocab_size=c.vocab_size, seq_len=c.seq_len,
-    steps=steps, batch_size=c.sft.batch_size, lr=c.sft.lr, seed=c.seed, mesh={"data": 1},
-    corpus_options={"train_size": c.sft.train_size, "eval_size": 64, "data_seed": c.data_seed,
+    m.preset, corpus=c.data.task, tokenizer=c.tokenizer, vocab_size=c.vocab_size, seq_len=c.seq_len,
+    steps=int(m.total_steps), batch_size=c.sft.batch_size, optimizer=m.optimizer, seed=c.seed,
+    mesh={"data": 1},
+    corpus_options={"train_size": c.sft.train_size, "eval_size": 64, "data_seed": c.data.seed,
                     "overlong": "drop"},
   )
   rung = ladder.pretrain(pcfg, ladder.cache_root() / "sft")
@@ -88,12 +90,12 @@ def delta_pairs(
   return pairs, stats
 
 
-def _train_config(c: ml_collections.ConfigDict, lr: float) -> ml_collections.ConfigDict:
-  config = train_defaults(total_steps=c.total_steps, batch_size=c.batch_size, lr=lr, seed=c.seed)
+def _train_config(c: ml_collections.ConfigDict, optimizer: Any) -> ml_collections.ConfigDict:
+  config = train_defaults(total_steps=c.total_steps, batch_size=c.batch_size, optimizer=optimizer,
+                          seed=c.seed)
   config.mesh.data = 1
   config.eval_every_steps = c.total_steps
   config.checkpoint_every_steps = c.checkpoint_every_steps
-  config.optimizer.weight_decay = 0.0
   return config
 
 
@@ -106,11 +108,11 @@ def run_delta_learning(c: ml_collections.ConfigDict, workdir: str | Path) -> dic
   """
   workdir = start_workdir(c, workdir)
   tok = ByteTokenizer()
-  train_problems = reasoning_problems(c.data_task, "train", size=c.train_prompts, train_size=c.train_prompts,
-                                      seed=c.data_seed + 1)  # prompts other than the SFT data's
-  eval_problems = reasoning_problems(c.data_task, "eval", size=c.eval_problems, train_size=c.sft.train_size,
-                                     seed=c.data_seed)
-  models = {name: sft_model(c, c.models[name].preset, c.models[name].steps) for name in ORDER}
+  train_problems = reasoning_problems(c.data.task, "train", size=c.train_prompts, train_size=c.train_prompts,
+                                      seed=c.data.seed + 1)  # prompts other than the SFT data's
+  eval_problems = reasoning_problems(c.data.task, "eval", size=c.data.eval_size, train_size=c.sft.train_size,
+                                     seed=c.data.seed)
+  models = {name: sft_model(c, c.models[name]) for name in ORDER}
   acc = {name: accuracy(c, g, p, eval_problems) for name, (_, g, p) in models.items()}
 
   records, pair_stats = {}, {}
@@ -132,7 +134,7 @@ def run_delta_learning(c: ml_collections.ConfigDict, workdir: str | Path) -> dic
     records, cfg, graphdef, params, tok, objective={"name": "dpo", "beta": c.dpo.beta},
     batch_size=c.batch_size, seq_len=c.seq_len, eval_batches=c.eval_pairs_batches, seed=c.seed,
   )
-  dpo = train(_train_config(c, c.dpo.lr), workdir / "dpo", dpo_setup)
+  dpo = train(_train_config(c, c.dpo.optimizer), workdir / "dpo", dpo_setup)
   acc["student + DPO(weak vs weaker)"] = accuracy(c, graphdef, dpo["state"].params, eval_problems)
 
   data = pipeline.token_data(
@@ -144,12 +146,12 @@ def run_delta_learning(c: ml_collections.ConfigDict, workdir: str | Path) -> dic
   make_model = lambda rngs: Transformer(cfg, rngs=rngs)
   sft_setup = Setup(make_model=make_model, objective=OBJECTIVES["sft"](), train_batches=data.train,
                     eval_batches=data.eval_batches, init_params=start_params(make_model, params, c.seed))
-  sft = train(_train_config(c, c.sft_on_chosen.lr), workdir / "sft_chosen", sft_setup)
+  sft = train(_train_config(c, c.sft_on_chosen.optimizer), workdir / "sft_chosen", sft_setup)
   acc["student + SFT(weak only)"] = accuracy(c, graphdef, sft["state"].params, eval_problems)
 
   results = {
-    "task": c.data_task, "eval_problems": len(eval_problems), "accuracy": acc, "pairs": pair_stats,
-    "sft_steps": {name: int(c.models[name].steps) for name in ORDER},
+    "task": c.data.task, "eval_problems": len(eval_problems), "accuracy": acc, "pairs": pair_stats,
+    "sft_steps": {name: int(c.models[name].total_steps) for name in ORDER},
     "dpo_eval": dpo.get("eval", {}), "dpo_start": dpo_setup.info["metrics"],
   }
   tmp = workdir / f".results.json.{os.getpid()}.tmp"

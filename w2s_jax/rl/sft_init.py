@@ -1,6 +1,7 @@
 """The RL run's first phase: SFT of the policy on worked solutions, through the SFT loop (`train.loop`).
 
-The RL config's `sft` section names only what differs (steps, batch, lr, sequence length); the model,
+The RL config's `sft` section (`configs/common.py:sft_phase`) names steps, batch, sequence length and the
+phase's `optimizer`; the model,
 tokenizer, task, seed and mesh come from the RL config, so the SFT'd model is exactly the RL policy's
 architecture. The phase runs in `WORKDIR/sft` (or `sft.workdir`, to share one SFT model between runs):
 it is the SFT loop, so it resumes, and a finished one is just reloaded.
@@ -20,7 +21,7 @@ from w2s_jax.train.config_lib import train_defaults
 def sft_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """The SFT loop's config for the RL config's `sft` section."""
   s = config.sft
-  c = train_defaults(total_steps=int(s.total_steps), batch_size=int(s.batch_size), lr=float(s.lr),
+  c = train_defaults(total_steps=int(s.total_steps), batch_size=int(s.batch_size), optimizer=s.optimizer,
                      seed=int(config.seed))
   c.task = "sft"
   c.log_every_steps = int(s.get("log_every_steps", 10))
@@ -28,7 +29,6 @@ def sft_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.checkpoint_every_steps = int(s.get("checkpoint_every_steps", s.total_steps))
   c.mesh = ml_collections.ConfigDict(config.mesh.to_dict())
   c.sharding = config.sharding
-  c.optimizer.warmup_steps = int(s.get("warmup_steps", c.optimizer.warmup_steps))
   c.model = ml_collections.ConfigDict(config.model.to_dict())
   c.data = ml_collections.ConfigDict(dict(
     corpus=config.data.task, tokenizer=config.data.tokenizer, seq_len=int(s.seq_len), overlong="drop",

@@ -114,7 +114,7 @@ def load_rungs(names: Sequence[str], config: ml_collections.ConfigDict) -> dict[
     else:
       pcfg = ladder.pretrain_config(
         name, corpus=lc.corpus, tokenizer="bytes", vocab_size=lc.vocab_size, seq_len=lc.seq_len,
-        steps=lc.steps, batch_size=lc.batch_size, lr=lc.lr, seed=lc.seed, mesh=dict(config.mesh),
+        steps=lc.total_steps, batch_size=lc.batch_size, lr=lc.lr, seed=lc.seed, mesh=dict(config.mesh),
         corpus_options=lc.corpus_options.to_dict(),
       )
       rung = ladder.pretrain(pcfg, Path(lc.cache_dir) if lc.cache_dir else None)
@@ -251,7 +251,7 @@ def run_debate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[s
   rungs = load_rungs(names, config)
   weak, strong = (rungs[rung_lib.rung_label(n)] for n in (config.weak, config.strong))
   debater = strong if dc.debater == "strong" else rungs[rung_lib.rung_label(dc.debater)]
-  train_records, test_records = w2s_sets.generate_splits(d.task, d.n_train, d.n_test, seed=d.seed)
+  train_records, test_records = w2s_sets.generate_splits(d.task, d.train_size, d.eval_size, seed=d.seed)
 
   setting = {"debater": debater.source or debater.preset, "max_new_tokens": int(dc.max_new_tokens),
              "temperature": float(dc.temperature), "seed": int(dc.seed), "batch_size": int(dc.batch_size),

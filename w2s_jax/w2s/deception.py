@@ -180,7 +180,7 @@ def run_deception(config: ml_collections.ConfigDict, workdir: str | Path) -> dic
   rungs = load_rungs(names, config)
   label = {n: rung_lib.rung_label(n) for n in names}
   d = config.data
-  train_records, test_records = w2s_sets.generate_splits(d.task, d.n_train, d.n_test, seed=d.seed)
+  train_records, test_records = w2s_sets.generate_splits(d.task, d.train_size, d.eval_size, seed=d.seed)
   sweeps = {}
   for name, rung in rungs.items():
     enc = (classify.encode(train_records, tokenizer_of(rung), d.max_len),

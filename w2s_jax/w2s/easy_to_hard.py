@@ -142,7 +142,7 @@ def _problems(config: ml_collections.ConfigDict, exclude: set[str]) -> dict[str,
   """Disjoint policy-SFT, verifier-train and test problems, split into levels by the difficulty knob."""
   d = config.data
   options = d.options.to_dict()
-  wanted = {"sft": int(d.sft_size), "verifier": int(d.verifier_size), "test": int(d.test_size)}
+  wanted = {"sft": int(d.sft_size), "verifier": int(d.verifier_size), "test": int(d.eval_size)}
   out: dict[str, list[reasoning.Problem]] = {}
   seen = set(exclude)
   for split, size in wanted.items():
@@ -221,8 +221,8 @@ def rl_config(config: ml_collections.ConfigDict, arm: str, sft_workdir: str) -> 
     raise ValueError(f"rl.base {r.base!r} trains on {c.data.task!r}, data.task is {config.data.task!r}")
   c.task, c.seed = "rl", int(config.seed)
   c.sft.workdir = sft_workdir
-  c.total_steps = int(r.iterations)
-  c.checkpoint_every_steps = int(r.iterations)
+  c.total_steps = int(r.total_steps)
+  c.checkpoint_every_steps = int(r.total_steps)
   c.rollout.prompts_per_step, c.rollout.group_size = int(r.prompts_per_step), int(r.group_size)
   c.train.minibatch_size = int(r.minibatch_size)
   c.optimizer.lr = float(r.lr)
@@ -291,7 +291,7 @@ def run_easy_to_hard(config: ml_collections.ConfigDict, workdir: str | Path) -> 
     pol = config.policy
     policy = sft_on_pairs(
       "policy", pol.model, solution_pairs(sft_problems), solution_pairs(probs["test_easy"][:32]),
-      workdir / "policy", steps=int(pol.steps), batch_size=int(pol.batch_size), lr=float(pol.lr),
+      workdir / "policy", steps=int(pol.total_steps), batch_size=int(pol.batch_size), optimizer=pol.optimizer,
       seq_len=int(config.data.seq_len), seed=int(config.seed), tokenizer=config.data.tokenizer)
   stages = workdir / "stages"
   K = int(config.sampling.samples)
@@ -305,7 +305,7 @@ def run_easy_to_hard(config: ml_collections.ConfigDict, workdir: str | Path) -> 
   max_len = int(config.data.seq_len)
   train_enc = classify.encode(_records(train_s), tok, max_len)
   test_enc = [classify.encode(_records(tests[lv]), tok, max_len) for lv in LEVELS]
-  spec = TrainSpec(mode="finetune", steps=int(v.steps), batch_size=int(v.batch_size), lr=float(v.lr))
+  spec = TrainSpec(mode="finetune", steps=int(v.total_steps), batch_size=int(v.batch_size), lr=float(v.lr))
   v_graphdef, v_params = train_verifier(policy, train_enc, spec, int(config.seed), workdir / "verifier")
   scores = memo(stages / "verifier_scores.json", lambda: {
     lv: classify.predict(v_graphdef, v_params, enc)[:, 1].tolist() for lv, enc in zip(LEVELS, test_enc)})
@@ -334,7 +334,7 @@ def run_easy_to_hard(config: ml_collections.ConfigDict, workdir: str | Path) -> 
 def _rl_stage(config, workdir: Path, sft_dir: str, probs, tests, tok, reward_fn) -> dict[str, Any]:
   """GRPO with the verifier's reward (and the gold-reward control); pass@1 on the test sets before/after."""
   K = int(config.sampling.samples)
-  out: dict[str, Any] = {"iterations": int(config.rl.iterations),
+  out: dict[str, Any] = {"iterations": int(config.rl.total_steps),
                          "pass@1_before": {lv: _pass1(tests[lv]) for lv in LEVELS}}
   arms = ["verifier"] + (["gold"] if config.rl.gold_control else [])
   for arm in arms:

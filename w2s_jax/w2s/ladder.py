@@ -16,6 +16,7 @@ import dataclasses
 import hashlib
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -59,13 +60,15 @@ class Rung:
 
 def pretrain_config(
   preset: str, *, corpus: str, tokenizer: str, vocab_size: int, seq_len: int, steps: int, batch_size: int,
-  lr: float, seed: int, mesh: dict[str, int] | None = None, corpus_options: dict[str, Any] | None = None,
+  seed: int, lr: float | None = None, optimizer: Mapping[str, Any] | None = None,
+  mesh: dict[str, int] | None = None, corpus_options: dict[str, Any] | None = None,
 ) -> ml_collections.ConfigDict:
   """Config of one rung's pretraining run (the `sft` task on a corpus of `tasks.CORPORA`).
 
+  The optimizer is `optimizer` (a config's `optimizer` section) or, given only `lr`, `train_defaults`'.
   `corpus_options` go into the data section (e.g. `problems_per_task` of the `pretrain` corpus).
   """
-  c = train_defaults(total_steps=steps, batch_size=batch_size, lr=lr, seed=seed)
+  c = train_defaults(total_steps=steps, batch_size=batch_size, optimizer=optimizer, lr=lr, seed=seed)
   c.task = "sft"
   c.eval_every_steps = steps
   if mesh:

@@ -420,7 +420,7 @@ def sweep_spec(config: ml_collections.ConfigDict) -> TrainSpec:
   if t.get("label_filter", "none") not in label_filters.LABEL_FILTERS:
     names = sorted(label_filters.LABEL_FILTERS)
     raise ValueError(f"train.label_filter = {t.label_filter!r}: choose one of {names}")
-  return TrainSpec(mode=t.mode, pretrained_mode=t.get("pretrained_mode", ""), steps=t.steps,
+  return TrainSpec(mode=t.mode, pretrained_mode=t.get("pretrained_mode", ""), steps=t.total_steps,
                    batch_size=t.batch_size, lr=t.lr, probe_steps=t.probe_steps,
                    probe_lr=t.probe_lr, loss_kwargs=t.loss_kwargs.to_dict(),
                    mesh=dict(config.mesh), lora_targets=tuple(t.get("lora_targets", ("q", "v"))),

@@ -23,8 +23,9 @@ from w2s_jax.w2s import rungs as rung_lib
 
 def _records(config: ml_collections.ConfigDict) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
   d = config.data
-  return w2s_sets.generate_splits(d.task, d.n_train, d.n_test, seed=d.seed, candidates=_candidates(config),
-                                  template=d.get("template", ""), distractors=tuple(d.get("distractors", ())))
+  return w2s_sets.generate_splits(d.task, d.train_size, d.eval_size, seed=d.seed,
+                                  candidates=_candidates(config), template=d.get("template", ""),
+                                  distractors=tuple(d.get("distractors", ())))
 
 
 def _candidates(config: ml_collections.ConfigDict) -> int:
@@ -39,7 +40,7 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[st
   lc = config.ladder
   names = list(lc.sizes)
   rung_lib.check_names(names)  # before any pretraining or loading
-  print(f"[data] {config.data.task}: {config.data.n_train} train / {config.data.n_test} test questions",
+  print(f"[data] {config.data.task}: {config.data.train_size} train / {config.data.eval_size} test questions",
         flush=True)
   train_records, test_records = _records(config)
   max_len = config.data.max_len
@@ -62,7 +63,7 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[st
       continue
     pcfg = ladder.pretrain_config(
       name, corpus=lc.corpus, tokenizer="bytes", vocab_size=lc.vocab_size, seq_len=lc.seq_len,
-      steps=lc.steps, batch_size=lc.batch_size, lr=lc.lr, seed=lc.seed, mesh=dict(config.mesh),
+      steps=lc.total_steps, batch_size=lc.batch_size, lr=lc.lr, seed=lc.seed, mesh=dict(config.mesh),
       corpus_options=lc.corpus_options.to_dict(),
     )
     cache = Path(lc.cache_dir) if lc.cache_dir else None

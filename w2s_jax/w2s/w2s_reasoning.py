@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -136,10 +136,12 @@ def memo(path: Path, build: Callable[[], Any]) -> Any:
 
 def sft_on_pairs(
   name: str, model: ml_collections.ConfigDict, pairs: Pairs, eval_pairs: Pairs, workdir: Path, *,
-  steps: int, batch_size: int, lr: float, seq_len: int, seed: int, tokenizer: str = "bytes",
-  init: Rung | None = None,
+  steps: int, batch_size: int, optimizer: Mapping[str, Any], seq_len: int, seed: int,
+  tokenizer: str = "bytes", init: Rung | None = None,
 ) -> Rung:
   """SFT of `model` (`preset`, `vocab_size`, `overrides`) on (prompt, response) pairs: a resumable run.
+
+  `optimizer` is the run's `optimizer` section from the pipeline's config (e.g. `stage1.optimizer`).
 
   The pairs are written to `workdir/data/{train,eval}.jsonl` and trained through the `sft` task's
   `jsonl` corpus and the one SFT loop (a finished run is just reloaded). `init` starts from a model's
@@ -159,7 +161,7 @@ def sft_on_pairs(
   to_records = lambda ps: [{"id": f"{name}-{i}", "prompt": p, "response": r} for i, (p, r) in enumerate(ps)]
   _write_jsonl(data / "train.jsonl", to_records(pairs))
   _write_jsonl(data / "eval.jsonl", to_records(eval_pairs or pairs[:batch_size]))
-  c = train_defaults(total_steps=steps, batch_size=batch_size, lr=lr, seed=seed)
+  c = train_defaults(total_steps=steps, batch_size=batch_size, optimizer=optimizer, seed=seed)
   c.task = "sft"
   c.log_every_steps = max(steps // 10, 1)
   c.eval_every_steps = steps
@@ -229,7 +231,7 @@ def task_splits(d: ml_collections.ConfigDict) -> dict[str, list[reasoning.Proble
   """
   seed = int(d.data_seed)
   options = d.options.to_dict() if d.get("options") else None
-  sizes = {"gold": int(d.gold_size), "pool": int(d.pool_size), "test": int(d.test_size)}
+  sizes = {"gold": int(d.gold_size), "pool": int(d.pool_size), "test": int(d.eval_size)}
   train_size = int(d.get("train_size", 0))
   if not train_size:
     return split_problems(d.task, sizes, seed=seed, options=options)
@@ -266,7 +268,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   from w2s_jax.models.presets import from_section
 
   d = config.data
-  for key in ("pool_size", "test_size", "seq_len", "max_prompt_len", "max_new_tokens"):
+  for key in ("pool_size", "eval_size", "seq_len", "max_prompt_len", "max_new_tokens"):
     if int(d[key]) <= 0:
       raise ValueError(f"data.{key} must be > 0, got {d[key]}")
   if config.stage1.sources not in ("weak", "strong", "both"):
@@ -376,13 +378,12 @@ def _dpo(stage1: Rung, records: dict[str, Any], cfg: ml_collections.ConfigDict, 
   from w2s_jax.train.preference_tasks import records_setup
 
   s2 = cfg.stage2
-  c = train_defaults(total_steps=int(s2.steps), batch_size=int(s2.batch_size), lr=float(s2.lr),
+  c = train_defaults(total_steps=int(s2.total_steps), batch_size=int(s2.batch_size), optimizer=s2.optimizer,
                      seed=int(cfg.seed))
   c.task = "preference"
-  c.log_every_steps = max(int(s2.steps) // 10, 1)
-  c.eval_every_steps = int(s2.steps)
-  c.checkpoint_every_steps = int(s2.steps)
-  c.optimizer.weight_decay = 0.0
+  c.log_every_steps = max(int(s2.total_steps) // 10, 1)
+  c.eval_every_steps = int(s2.total_steps)
+  c.checkpoint_every_steps = int(s2.total_steps)
   setup = records_setup(records, stage1.model_cfg, stage1.graphdef, stage1.params, tokenizer,
                         objective=s2.objective.to_dict(), batch_size=int(s2.batch_size),
                         seq_len=int(cfg.data.seq_len), eval_batches=4, seed=int(cfg.seed))
@@ -412,8 +413,8 @@ def run_w2s_reasoning(config: ml_collections.ConfigDict, workdir: str | Path) ->
   seq = dict(seq_len=int(d.seq_len), seed=int(config.seed), tokenizer=d.tokenizer)
 
   def sft(name, model, pairs, run, init=None):
-    return sft_on_pairs(name, model, pairs, eval_pairs, workdir / name, steps=int(run.steps),
-                        batch_size=int(run.batch_size), lr=float(run.lr), init=init, **seq)
+    return sft_on_pairs(name, model, pairs, eval_pairs, workdir / name, steps=int(run.total_steps),
+                        batch_size=int(run.batch_size), optimizer=run.optimizer, init=init, **seq)
 
   if "sft" in config.weak:
     weak = sft_phase_start(config, "weak", workdir)

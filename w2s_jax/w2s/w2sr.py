@@ -156,7 +156,7 @@ def _w2sr_sft(config: ml_collections.ConfigDict, rl_cfg: ml_collections.ConfigDi
   s = config.w2sr.sft
   c = sft_config(rl_cfg)
   c.total_steps, c.batch_size = int(s.total_steps), int(s.batch_size)
-  c.optimizer.lr, c.optimizer.warmup_steps = float(s.lr), int(s.warmup_steps)
+  c.optimizer = ml_collections.ConfigDict(s.optimizer.to_dict())
   c.eval_every_steps = c.checkpoint_every_steps = int(s.total_steps)
   c.data.corpus = "jsonl"
   c.data.train_files, c.data.eval_files = str(train_file), str(eval_file)
