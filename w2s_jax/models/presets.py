@@ -138,6 +138,17 @@ _GEMMA3 = dict(
 
 PRESETS: dict[str, ModelConfig] = {
   # Unit tests and smoke runs (vocab 512 covers a 259-symbol byte tokenizer).
+  # The Llama shape of the peer benchmarks (reference/performance.md): ~4.2M params at vocab 512.
+  "perf-4m": ModelConfig(
+    vocab_size=512,
+    d_model=256,
+    n_layers=4,
+    n_heads=4,
+    n_kv_heads=4,
+    head_dim=64,
+    d_ff=1024,
+    max_seq_len=512,
+  ),
   "tiny": ModelConfig(
     vocab_size=512,
     d_model=64,
