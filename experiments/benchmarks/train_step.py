@@ -8,7 +8,8 @@ The model is a random transformers `LlamaForCausalLM` in the shape of a w2s_jax 
 ladder-4, ~20M params at vocab 8192), saved as safetensors; w2s_jax loads it with `load_hf_weights`,
 PyTorch runs it as is (sdpa attention), Tunix's `tunix_peer.py` loads it into its `Llama3`. One step =
 forward, backward and AdamW (lr 1e-4, f32 weights) on a batch of `--batch` x `--seq` random tokens,
-next-token cross-entropy on every token. w2s_jax runs each of `--variants` (comma-separated
+next-token cross-entropy on every token. w2s_jax runs each of `--variants` (default
+"einsum,dot_product"; comma-separated
 `attention[+bf16]`: attention "einsum" (default) or "dot_product"; "+bf16" = bf16 compute on f32
 master weights), all from the same weights. Systems and variants are interleaved in each of
 `--repeats` rounds after 2 warm-up steps each; times are medians with min-max.
@@ -139,7 +140,7 @@ def main() -> None:
   p.add_argument("--batch", type=int, default=8)
   p.add_argument("--seq", type=int, default=256)
   p.add_argument("--repeats", type=int, default=5)
-  p.add_argument("--variants", default="einsum,dot_product,dot_product+bf16")
+  p.add_argument("--variants", default="einsum,dot_product")
   p.add_argument("--no-torch", action="store_true")
   p.add_argument("--no-tunix", action="store_true")
   add_tunix_flag(p)
