@@ -117,24 +117,25 @@ def trl_system(path: Path, pairs: dict[str, np.ndarray]):
   """TRL's DPO step on the same token ids (its collator gets pre-tokenised examples)."""
   import torch
   from datasets import Dataset
-  from tokenizers import Tokenizer, models
+  from tokenizers import Tokenizer, models, pre_tokenizers
   from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
   from trl import DPOConfig, DPOTrainer
 
-  vocab = {f"t{i}": i for i in range(512)}
-  tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel(vocab, unk_token="t0")),
-                                pad_token="t0", bos_token="t1", eos_token="t2")
+  words = Tokenizer(models.WordLevel({f"t{i}": i for i in range(512)}, unk_token="t0"))
+  words.pre_tokenizer = pre_tokenizers.WhitespaceSplit()  # only for the one-row dataset TRL insists on
+  tok = PreTrainedTokenizerFast(tokenizer_object=words, pad_token="t0", bos_token="t1", eos_token="t2")
   policy = LlamaForCausalLM.from_pretrained(path, dtype=torch.float32)
   reference = LlamaForCausalLM.from_pretrained(path, dtype=torch.float32)
   out = tempfile.mkdtemp()
   args = DPOConfig(output_dir=out, per_device_train_batch_size=len(pairs["prompt"]), beta=BETA,
                    loss_type=["sigmoid"], learning_rate=LR, lr_scheduler_type="constant", weight_decay=0.01,
-                   max_grad_norm=None, use_cpu=True, bf16=False, fp16=False, gradient_checkpointing=False,
+                   max_grad_norm=None, use_cpu=True, bf16=False, fp16=False,
                    report_to="none", save_strategy="no", disable_tqdm=True, dataloader_num_workers=0,
                    max_length=None, seed=0)
-  data = Dataset.from_dict({"prompt": ["t5"], "chosen": ["t6"], "rejected": ["t7"]})
+  data = Dataset.from_dict({"prompt": ["t5 "], "chosen": ["t6 "], "rejected": ["t7 "]})
   trainer = DPOTrainer(model=policy, ref_model=reference, args=args, train_dataset=data, processing_class=tok)
   trainer.create_optimizer_and_scheduler(num_training_steps=10**6)
+  trainer.current_gradient_accumulation_steps = 1  # what its train loop sets before each step
   examples = [{"prompt_ids": p.tolist(), "chosen_ids": c.tolist(), "rejected_ids": r.tolist()}
               for p, c, r in zip(pairs["prompt"], pairs["chosen"], pairs["rejected"])]
   batch = trainer.data_collator(examples)

@@ -2,7 +2,7 @@
 
 COMMAND:
   pip install -e '.[bench]'                                   # TRL (+ datasets), torch, transformers
-  python experiments/benchmarks/rl_step.py                    # perf-4m, B=8 prompts × G=4, 64 new: ~1.5 min
+  python experiments/benchmarks/rl_step.py --tunix-python=/work/venvs/tunix/bin/python   # B=8 × G=4 × 64
   python experiments/benchmarks/rl_step.py --preset=tiny --repeats=2   # a quick check
 
 Both systems start from the same checkpoint: a random-init `LlamaForCausalLM` made with transformers in the
@@ -22,7 +22,10 @@ allocator warm-up); the figures are medians with min-max of `--repeats` iteratio
 of this process's CPU time (all threads). PyTorch gets as many threads as JAX's CPU client uses (all
 cores of this process). The model is random, so rows rarely stop early: both sample ~N tokens a row.
 The JSON records the load average before and after and `"loaded": true` when it exceeded the cores.
-Tunix's GRPO (`GRPOLearner` over `RLCluster`) is not run yet: the JSON says so. SmolLM2-135M is not run.
+Tunix (`--tunix-python`, see `_bench.py`): `GRPOLearner` over `RLCluster` (rollout engine "vanilla") in
+`tunix_peer.py`, one `learner.train` call per iteration on the same prompts, same G, N, lr, no KL; its
+reward is a stand-in (the answer string appears in the completion), its tokenizer the same byte ids.
+Each Tunix iteration runs right after the w2s_jax one. SmolLM2-135M is not run.
 The last line of output is one JSON object with every figure.
 """
 
@@ -42,7 +45,7 @@ import numpy as np
 from flax import nnx
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _bench import cores, load_record, spread  # noqa: E402
+from _bench import add_tunix_flag, cores, load_record, spread, start_tunix  # noqa: E402
 
 from w2s_jax.config_files import load_config
 from w2s_jax.data import reasoning
@@ -221,6 +224,8 @@ def main() -> None:
   p.add_argument("--warmup", type=int, default=2)
   p.add_argument("--lr", type=float, default=1e-4)
   p.add_argument("--no-trl", action="store_true")
+  p.add_argument("--no-tunix", action="store_true")
+  add_tunix_flag(p)
   args = p.parse_args()
 
   load0 = os.getloadavg()[0]
@@ -228,8 +233,9 @@ def main() -> None:
   B, G, N, iters = args.prompts, args.group, args.max_new_tokens, args.warmup + args.repeats
   problems = reasoning_problems("chain_sum", "train", size=B * iters, seed=0)
   result = {"benchmark": "rl_step", "preset": args.preset, "B": B, "G": G, "max_new_tokens": N,
-            "repeats": args.repeats, "warmup": args.warmup, "threads": threads,
-            "tunix": "unavailable (its GRPOLearner/RLCluster peer is not implemented in tunix_peer.py)"}
+            "repeats": args.repeats, "warmup": args.warmup, "threads": threads}
+  peer, result["tunix"] = (None, "unavailable (--no-tunix)") if args.no_tunix else start_tunix(
+    args.tunix_python)
   with tempfile.TemporaryDirectory() as tmp:
     folder = Path(tmp) / "ckpt"
     make_checkpoint(args.preset, folder, seed=0)
@@ -240,6 +246,16 @@ def main() -> None:
     if result["max_logit_diff"] > 1e-3:
       raise RuntimeError(f"w2s_jax and transformers disagree on the checkpoint: {result['max_logit_diff']}")
     one, ours = w2s_runner(folder, problems, B, G, N, args.lr)
+    tunix_times: list[float] = []
+    if peer is not None:
+      batches = [[reasoning_prompt(q) for q in problems[i * B:(i + 1) * B]] for i in range(iters)]
+      answers = [[q.answer for q in problems[i * B:(i + 1) * B]] for i in range(iters)]
+      peer.setup("grpo", ckpt=str(folder), batches=batches, answers=answers, group=G, new=N, lr=args.lr)
+      ours_only = one
+
+      def one() -> None:  # w2s_jax then Tunix, each timed on its own
+        ours_only()
+        tunix_times.append(peer.run()["s"])
     trl = None
     if not args.no_trl:
       try:
@@ -251,6 +267,8 @@ def main() -> None:
         trl = bench_trl(folder, problems, B, G, N, iters, args.lr, between=one)
     while len(ours["times"]) < iters:  # without TRL (or if its loop stopped early)
       one()
+    if peer is not None:
+      peer.close()
   w = args.warmup
   result["w2s_jax_s"] = spread(ours["times"][w:])
   result["w2s_jax_cpu_s"] = spread(ours["cpu_times"][w:])
@@ -271,6 +289,11 @@ def main() -> None:
     print(f"{result['trl']} GRPOTrainer: {result['trl_s']['median']:.3f} s / iteration, mean completion "
           f"{result['trl_completion_len']} tokens; TRL / w2s_jax = {result['speedup_vs_trl']:.2f}x wall, "
           f"{result['speedup_vs_trl_cpu']:.2f}x CPU time")
+  if tunix_times:
+    result["tunix_s"] = spread(tunix_times[w:])
+    result["speedup_vs_tunix"] = result["tunix_s"]["median"] / med
+    print(f"{result['tunix']} GRPOLearner: {result['tunix_s']['median']:.3f} s / iteration; "
+          f"Tunix / w2s_jax = {result['speedup_vs_tunix']:.2f}x wall")
   result.update(load_record(load0, threads))
   print(json.dumps(result))
 

@@ -143,7 +143,66 @@ def setup_dpo(a: dict, mesh):
   return call, {"loss": float(call())}
 
 
-TASKS = {"sampler": setup_sampler, "sft": setup_sft, "dpo": setup_dpo}
+class ByteTokenizer:
+  """w2s_jax's ByteTokenizer ids (0/1/2 = pad/BOS/EOS, byte b = b + 3), for text prompts (GRPO)."""
+
+  def encode(self, text: str, **_) -> list[int]:
+    return [b + 3 for b in text.encode()]
+
+  def decode(self, ids, **_) -> str:
+    return bytes(int(i) - 3 for i in ids if 3 <= int(i) < 259).decode(errors="replace")
+
+  def bos_id(self) -> int:
+    return 1
+
+  def eos_id(self) -> int:
+    return 2
+
+  def pad_id(self) -> int:
+    return 0
+
+
+def setup_grpo(a: dict, mesh):
+  """`GRPOLearner` over `RLCluster` (rollout engine "vanilla"); run i = `learner.train` on batch i of
+  `batches` (lists of B prompt texts; `answers` alike), G samples each, at most `new` tokens, no KL,
+  one update per rollout; the reward is 1 when the answer string is in the completion."""
+  import numpy as np
+  import optax
+  from tunix.rl import rl_cluster as rl
+  from tunix.rl.grpo import grpo_learner
+  from tunix.rl.rollout import base_rollout
+
+  actor = _model(a["ckpt"], mesh)
+  G, N = a["group"], a["new"]
+  prompt_len = max(len(p.encode()) + 1 for batch in a["batches"] for p in batch)
+  config = rl.ClusterConfig(
+    role_to_mesh={rl.Role.ACTOR: mesh, rl.Role.REFERENCE: mesh, rl.Role.ROLLOUT: mesh},
+    rollout_engine="vanilla", offload_to_cpu=False,
+    training_config=rl.RLTrainingConfig(actor_optimizer=optax.adamw(a.get("lr", 1e-4)),
+                                        eval_every_n_steps=10**9, max_steps=10**9),
+    rollout_config=base_rollout.RolloutConfig(max_tokens_to_generate=N, max_prompt_length=prompt_len,
+                                              kv_cache_size=prompt_len + N + 8, temperature=1.0, top_p=1.0,
+                                              eos_tokens=[2]),
+  )
+  cluster = rl.RLCluster(actor=actor, reference=actor, tokenizer=ByteTokenizer(), cluster_config=config)
+
+  def reward(prompts, completions, answer, **_):
+    return [float(str(x) in c) for c, x in zip(completions, answer)]
+
+  learner = grpo_learner.GRPOLearner(cluster, grpo_learner.GRPOConfig(num_generations=G, beta=0.0),
+                                     reward_fns=reward)
+  batches = [{"prompts": np.array(p), "answer": np.array(x)} for p, x in zip(a["batches"], a["answers"])]
+  done = []
+
+  def call():
+    learner.train([batches[len(done) % len(batches)]])
+    done.append(1)
+
+  call()
+  return call, {"iterations": len(done)}
+
+
+TASKS = {"sampler": setup_sampler, "sft": setup_sft, "dpo": setup_dpo, "grpo": setup_grpo}
 
 
 def main() -> None:
