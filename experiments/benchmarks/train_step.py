@@ -18,7 +18,8 @@ FLOPs per step = 6 · params · tokens (all parameters counted once, embeddings 
 embedding is also the LM head's matmul; attention score FLOPs are not counted). The matmul peak is the
 median GFLOP/s of a 2048³ f32 `jnp.dot` in the same process, before and after. The JSON records the
 load average before and after and `"loaded": true` when it exceeded the cores (such a run's ratios
-are not to be quoted). The last output line is one JSON object with every figure; `speedup_vs_torch`
+are not to be quoted). The last output line is one JSON object with every figure (per system and
+variant under `systems`: step_s {median, min, max, n}, gflops, peak_fraction); `speedup_vs_torch`
 and `speedup_vs_tunix` are those of the first variant (the default model), `best_variant` the fastest.
 """
 
@@ -174,13 +175,13 @@ def main() -> None:
       peer.close()
   peak_after = matmul_peak()
   flops = 6 * params * args.batch * args.seq
-  result.update(params=params, matmul_peak_gflops=peak, matmul_peak_after_gflops=peak_after)
+  result.update(params=params, matmul_peak_gflops=peak, matmul_peak_after_gflops=peak_after, systems={})
   for name, t in times.items():
     med = statistics.median(t)
     gflops = flops / med / 1e9
-    result[name] = {"step_s": spread(t), "gflops": gflops, "peak_fraction": gflops / peak}
+    result["systems"][name] = {"step_s": spread(t), "gflops": gflops, "peak_fraction": gflops / peak}
     print(f"{name:>20}: step {med * 1e3:7.0f} ms (min {min(t) * 1e3:.0f}, max {max(t) * 1e3:.0f}), "
-          f"{100 * result[name]['peak_fraction']:.0f}% of the {peak:.0f} GFLOP/s matmul peak", flush=True)
+          f"{100 * gflops / peak:.0f}% of the {peak:.0f} GFLOP/s matmul peak", flush=True)
   med = {name: statistics.median(t) for name, t in times.items()}
   default = variants[0]
   result["best_variant"] = min(variants, key=med.get)
