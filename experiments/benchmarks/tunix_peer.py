@@ -13,6 +13,8 @@ Tasks (all on the one CPU device, under `tunix.utils.mesh.create_mesh` with Auto
   dpo:     `DPOTrainer` one step on pre-tokenised pairs, frozen reference = a second copy of the
            checkpoint; the step is `_prepare_inputs` (reference log-probs) + the jitted update, as in
            its `train()`.
+  grpo:    `GRPOLearner` over `RLCluster` (rollout engine "vanilla"), one `learner.train` call on the
+           next batch of text prompts per run (see `setup_grpo`).
 This file imports only Tunix's environment (not w2s_jax).
 """
 
