@@ -144,3 +144,30 @@ def test_from_section_reads_dtype_and_attention_shortcuts():
     from_section(_section(dtype="float16"))
   with pytest.raises(ValueError, match="conflicts with model.overrides.dtype"):
     from_section(_section(dtype="bfloat16", overrides={"dtype": "float32"}))
+
+
+def test_dot_product_logits_match_transformers():
+  """Against the reference implementation itself: a random transformers Llama (GQA, padded rows)."""
+  torch = pytest.importorskip("torch")
+  transformers = pytest.importorskip("transformers")
+  from w2s_jax.models import _hf_mapping
+
+  torch.manual_seed(0)
+  hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+    vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+    num_key_value_heads=2, head_dim=16, max_position_embeddings=64, tie_word_embeddings=False,
+  )).eval()
+  cfg = _hf_mapping.config_from_hf(hf.config.to_dict(), attention="dot_product")
+  model = nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(0)))
+  _hf_mapping.load_hf_weights(model, {k: v.numpy() for k, v in hf.state_dict().items()})
+  tokens = np.random.default_rng(3).integers(0, 128, size=(2, 9)).astype(np.int64)
+  mask = np.ones((2, 9), np.int64)
+  mask[1, :3] = 0  # left padding
+  positions = np.maximum(np.cumsum(mask, 1) - 1, 0)
+  with torch.no_grad():
+    ref = hf(input_ids=torch.tensor(tokens), attention_mask=torch.tensor(mask),
+             position_ids=torch.tensor(positions)).logits.numpy()
+  ours = np.asarray(_forward(model, jnp.asarray(tokens, jnp.int32), jnp.asarray(positions, jnp.int32),
+                             jnp.asarray(mask, jnp.int32)))
+  np.testing.assert_allclose(ours[0], ref[0], atol=1e-4, rtol=1e-4)
+  np.testing.assert_allclose(ours[1, 3:], ref[1, 3:], atol=1e-4, rtol=1e-4)
