@@ -2,11 +2,12 @@
 
 COMMAND:
   pip install -e '.[bench]'                                   # TRL (+ datasets), torch, transformers
-  python experiments/benchmarks/rl_step.py                    # tiny preset, B=4 prompts × G=8, 64 new tokens
-  python experiments/benchmarks/rl_step.py --preset=ladder-2 --repeats=3   # a bigger model
+  python experiments/benchmarks/rl_step.py --tunix-python=/work/venvs/tunix/bin/python   # B=8 × G=4 × 64
+  python experiments/benchmarks/rl_step.py --preset=tiny --repeats=2   # a quick check
 
 Both systems start from the same checkpoint: a random-init `LlamaForCausalLM` made with transformers in the
-shape of a w2s_jax preset and saved to a folder with a byte-level `tokenizer.json` (ids equal to
+shape of a w2s_jax preset (default `perf-4m`, the 4.2M Llama shape of reference/performance.md, here at
+the byte vocabulary of 259) and saved to a folder with a byte-level `tokenizer.json` (ids equal to
 `ByteTokenizer`'s: 0/1/2 = pad/BOS/EOS, byte b = b + 3). w2s_jax reads it with `models.convert.load_hf`;
 TRL gets the transformers model and tokenizer. One iteration, in both: B `chain_sum` prompts (the same
 ones, BOS-prefixed) → G samples each at T = 1 (no top-k/top-p) of at most N new tokens → the task's
@@ -15,10 +16,16 @@ loss, seq-mean-token-mean (TRL `loss_type="grpo"`), no KL (TRL's default `beta=0
 the sampling policy's (one update per rollout), f32, no gradient checkpointing. w2s_jax's iteration is
 the body of `w2s_jax.rl.loop.train_rl` (sampler → `sample_groups` → `compute_advantages` → the jitted
 train step); TRL's is one `Trainer` step (`on_step_begin` → `on_step_end`: generate, score, forward,
-backward, optimizer step). The first `--warmup` iterations are dropped (jit compiles, allocator warm-up);
-the figures are medians of `--repeats` iterations, of wall time and of this process's CPU time (all
-threads; the steadier figure on a shared machine). PyTorch gets as many threads as JAX's CPU client uses
-(all cores of this process). The model is random, so rows rarely stop early: both sample ~N tokens a row.
+backward, optimizer step). The two interleave: each w2s_jax iteration runs in TRL's `on_step_end`
+callback, after TRL's step time is taken. The first `--warmup` iterations are dropped (jit compiles,
+allocator warm-up); the figures are medians with min-max of `--repeats` iterations, of wall time and
+of this process's CPU time (all threads). PyTorch gets as many threads as JAX's CPU client uses (all
+cores of this process). The model is random, so rows rarely stop early: both sample ~N tokens a row.
+The JSON records the load average before and after and `"loaded": true` when it exceeded the cores.
+Tunix (`--tunix-python`, see `_bench.py`): `GRPOLearner` over `RLCluster` (rollout engine "vanilla") in
+`tunix_peer.py`, one `learner.train` call per iteration on the same prompts, same G, N, lr, no KL; its
+reward is a stand-in (the answer string appears in the completion), its tokenizer the same byte ids.
+Each Tunix iteration runs right after the w2s_jax one. SmolLM2-135M is not run.
 The last line of output is one JSON object with every figure.
 """
 
@@ -27,7 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -36,6 +43,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _bench import add_tunix_flag, cores, load_record, spread, start_tunix  # noqa: E402
 
 from w2s_jax.config_files import load_config
 from w2s_jax.data import reasoning
@@ -119,40 +129,45 @@ def grpo_config(lr: float):
   return c
 
 
-def bench_w2s(folder: Path, problems: list, B: int, G: int, N: int, iters: int, lr: float) -> dict:
+def w2s_runner(folder: Path, problems: list, B: int, G: int, N: int, lr: float):
+  """(one, record): `one()` runs the next w2s_jax GRPO iteration and appends its figures to `record`."""
   model, tokenizer = load_hf(folder)
   if tokenizer.encode("7 + 8 =") != ByteTokenizer().encode("7 + 8 ="):
     raise RuntimeError("the checkpoint's tokenizer does not match ByteTokenizer")
   config = grpo_config(lr)
   graphdef, params = nnx.split(model)
-  tx = make_optimizer(config.optimizer, iters)
+  tx = make_optimizer(config.optimizer, len(problems) // B)
   step = jax.jit(make_train_step(make_objective(config), tx, graphdef), donate_argnums=(0,))
-  state = create_train_state(params, tx, 0)
   sampler = Sampler(graphdef, SamplingConfig(max_new_tokens=N, temperature=1.0, stop_ids=(tokenizer.eos_id,),
                                              pad_id=tokenizer.pad_id))
   prompt_len = max(len(reasoning_prompt(p).encode()) + 1 for p in problems)
   prompts = encode_prompts(problems, tokenizer, prompt_len)
   key = jax.random.key(0)
-  times, cpu, rollout_s, lengths = [], [], [], []
-  for it in range(iters):
+  record = {"times": [], "cpu_times": [], "rollout_times": [], "completion_len": []}
+  box = {"state": create_train_state(params, tx, 0)}
+
+  def one() -> None:
+    it = len(record["times"])
     t0, c0 = time.perf_counter(), time.process_time()
-    rollout = sample_groups(sampler, state.params, prompts.take(range(it * B, (it + 1) * B)), G,
+    rollout = sample_groups(sampler, box["state"].params, prompts.take(range(it * B, (it + 1) * B)), G,
                             jax.random.fold_in(key, it), tokenizer, RewardConfig())
     t1 = time.perf_counter()
     cmask_RN = rollout.completion_mask_RN.astype(np.float32)
     adv_RN, _ = batch_lib.compute_advantages("grpo", rollout.rewards_R, cmask_RN, G)
     batch = {"tokens": rollout.tokens_RS, "mask": rollout.mask_RS.astype(np.int32),
              "completion_mask": cmask_RN, "old_logp": rollout.sampler_logp_RN, "advantages": adv_RN}
-    state, metrics = step(state, batch)
+    box["state"], metrics = step(box["state"], batch)
     jax.block_until_ready(metrics)
-    times.append(time.perf_counter() - t0)
-    cpu.append(time.process_time() - c0)
-    rollout_s.append(t1 - t0)
-    lengths.append(float(rollout.lengths_R.mean()))
-  return {"times": times, "cpu_times": cpu, "rollout_times": rollout_s, "completion_len": lengths}
+    record["times"].append(time.perf_counter() - t0)
+    record["cpu_times"].append(time.process_time() - c0)
+    record["rollout_times"].append(t1 - t0)
+    record["completion_len"].append(float(rollout.lengths_R.mean()))
+
+  return one, record
 
 
-def bench_trl(folder: Path, problems: list, B: int, G: int, N: int, iters: int, lr: float) -> dict:
+def bench_trl(folder: Path, problems: list, B: int, G: int, N: int, iters: int, lr: float, between) -> dict:
+  """TRL's iterations, with `between()` (a w2s_jax iteration) run after each, outside TRL's timing."""
   import torch
   from datasets import Dataset
   from transformers import AutoTokenizer, LlamaForCausalLM, TrainerCallback
@@ -178,6 +193,7 @@ def bench_trl(folder: Path, problems: list, B: int, G: int, N: int, iters: int, 
     def on_step_end(self, args, state, control, **kwargs):
       self.times.append(time.perf_counter() - self.t0)
       self.cpu_times.append(time.process_time() - self.c0)
+      between()
 
   timer = Timer()
   with tempfile.TemporaryDirectory() as out:
@@ -200,21 +216,26 @@ def bench_trl(folder: Path, problems: list, B: int, G: int, N: int, iters: int, 
 
 def main() -> None:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--preset", default="tiny")
-  p.add_argument("--prompts", type=int, default=4, help="B prompts per iteration")
-  p.add_argument("--group", type=int, default=8, help="G samples per prompt")
+  p.add_argument("--preset", default="perf-4m")
+  p.add_argument("--prompts", type=int, default=8, help="B prompts per iteration")
+  p.add_argument("--group", type=int, default=4, help="G samples per prompt")
   p.add_argument("--max-new-tokens", type=int, default=64)
   p.add_argument("--repeats", type=int, default=5)
   p.add_argument("--warmup", type=int, default=2)
   p.add_argument("--lr", type=float, default=1e-4)
   p.add_argument("--no-trl", action="store_true")
+  p.add_argument("--no-tunix", action="store_true")
+  add_tunix_flag(p)
   args = p.parse_args()
 
-  threads = len(os.sched_getaffinity(0))
+  load0 = os.getloadavg()[0]
+  threads = cores()
   B, G, N, iters = args.prompts, args.group, args.max_new_tokens, args.warmup + args.repeats
   problems = reasoning_problems("chain_sum", "train", size=B * iters, seed=0)
-  result = {"preset": args.preset, "B": B, "G": G, "max_new_tokens": N, "repeats": args.repeats,
-            "warmup": args.warmup, "threads": threads}
+  result = {"benchmark": "rl_step", "preset": args.preset, "B": B, "G": G, "max_new_tokens": N,
+            "repeats": args.repeats, "warmup": args.warmup, "threads": threads}
+  peer, result["tunix"] = (None, "unavailable (--no-tunix)") if args.no_tunix else start_tunix(
+    args.tunix_python)
   with tempfile.TemporaryDirectory() as tmp:
     folder = Path(tmp) / "ckpt"
     make_checkpoint(args.preset, folder, seed=0)
@@ -224,31 +245,56 @@ def main() -> None:
     result["max_logit_diff"] = check_same_model(folder)
     if result["max_logit_diff"] > 1e-3:
       raise RuntimeError(f"w2s_jax and transformers disagree on the checkpoint: {result['max_logit_diff']}")
-    ours = bench_w2s(folder, problems, B, G, N, iters, args.lr)
-    result["w2s_jax_s"] = statistics.median(ours["times"][args.warmup:])
-    result["w2s_jax_cpu_s"] = statistics.median(ours["cpu_times"][args.warmup:])
-    result["w2s_jax_rollout_s"] = statistics.median(ours["rollout_times"][args.warmup:])
-    result["w2s_jax_first_s"] = ours["times"][0]
-    result["w2s_jax_completion_len"] = float(np.mean(ours["completion_len"]))
-    print(f"w2s_jax {args.preset}: {result['w2s_jax_s']:.3f} s / iteration (rollout "
-          f"{result['w2s_jax_rollout_s']:.3f} s; first, with compiles, {result['w2s_jax_first_s']:.1f} s), "
-          f"mean completion {result['w2s_jax_completion_len']:.1f} tokens")
-    if not args.no_trl:
-      trl = bench_trl(folder, problems, B, G, N, iters, args.lr)
-      result["trl_s"] = statistics.median(trl["times"][args.warmup:])
-      result["trl_completion_len"] = float(np.mean(trl["completion_len"])) if trl["completion_len"] else None
-      result["trl_cpu_s"] = statistics.median(trl["cpu_times"][args.warmup:])
-      result["speedup"] = result["trl_s"] / result["w2s_jax_s"]
-      result["speedup_cpu"] = result["trl_cpu_s"] / result["w2s_jax_cpu_s"]
-      import trl as trl_pkg
+    one, ours = w2s_runner(folder, problems, B, G, N, args.lr)
+    tunix_times: list[float] = []
+    if peer is not None:
+      batches = [[reasoning_prompt(q) for q in problems[i * B:(i + 1) * B]] for i in range(iters)]
+      answers = [[q.answer for q in problems[i * B:(i + 1) * B]] for i in range(iters)]
+      peer.setup("grpo", ckpt=str(folder), batches=batches, answers=answers, group=G, new=N, lr=args.lr)
+      ours_only = one
 
-      result["trl_version"], result["torch_version"] = trl_pkg.__version__, torch.__version__
-      print(f"TRL {trl_pkg.__version__} GRPOTrainer: {result['trl_s']:.3f} s / iteration, mean completion "
-            f"{result['trl_completion_len']} tokens (torch {torch.__version__}, {threads} threads)")
-      print(f"ratio TRL / w2s_jax = {result['speedup']:.2f}x wall time, "
-            f"{result['speedup_cpu']:.2f}x CPU time "
-            f"(CPU s / iteration: w2s_jax {result['w2s_jax_cpu_s']:.2f}, TRL {result['trl_cpu_s']:.2f})")
-  result["w2s_jax_times"], result["trl_times"] = ours["times"], (trl["times"] if not args.no_trl else None)
+      def one() -> None:  # w2s_jax then Tunix, each timed on its own
+        ours_only()
+        tunix_times.append(peer.run()["s"])
+    trl = None
+    if not args.no_trl:
+      try:
+        import trl as trl_pkg
+      except ImportError as e:
+        result["trl"] = f"unavailable ({e})"
+      else:
+        result["trl"] = f"trl {trl_pkg.__version__} (torch {torch.__version__}, {threads} threads)"
+        trl = bench_trl(folder, problems, B, G, N, iters, args.lr, between=one)
+    while len(ours["times"]) < iters:  # without TRL (or if its loop stopped early)
+      one()
+    if peer is not None:
+      peer.close()
+  w = args.warmup
+  result["w2s_jax_s"] = spread(ours["times"][w:])
+  result["w2s_jax_cpu_s"] = spread(ours["cpu_times"][w:])
+  result["w2s_jax_rollout_s"] = spread(ours["rollout_times"][w:])
+  result["w2s_jax_first_s"] = ours["times"][0]
+  result["w2s_jax_completion_len"] = float(np.mean(ours["completion_len"]))
+  med = result["w2s_jax_s"]["median"]
+  rollout = result["w2s_jax_rollout_s"]["median"]
+  print(f"w2s_jax {args.preset}: {med:.3f} s / iteration (rollout {rollout:.3f} s; "
+        f"first, with compiles, {result['w2s_jax_first_s']:.1f} s), "
+        f"mean completion {result['w2s_jax_completion_len']:.1f} tokens")
+  if trl is not None:
+    result["trl_s"] = spread(trl["times"][w:])
+    result["trl_cpu_s"] = spread(trl["cpu_times"][w:])
+    result["trl_completion_len"] = float(np.mean(trl["completion_len"])) if trl["completion_len"] else None
+    result["speedup_vs_trl"] = result["trl_s"]["median"] / med
+    result["speedup_vs_trl_cpu"] = result["trl_cpu_s"]["median"] / result["w2s_jax_cpu_s"]["median"]
+    print(f"{result['trl']} GRPOTrainer: {result['trl_s']['median']:.3f} s / iteration, mean completion "
+          f"{result['trl_completion_len']} tokens; TRL / w2s_jax = {result['speedup_vs_trl']:.2f}x wall, "
+          f"{result['speedup_vs_trl_cpu']:.2f}x CPU time")
+  if tunix_times:
+    result["tunix_s"] = spread(tunix_times[w:])
+    result["speedup_vs_tunix"] = result["tunix_s"]["median"] / med
+    print(f"{result['tunix']} GRPOLearner: {result['tunix_s']['median']:.3f} s / iteration; "
+          f"Tunix / w2s_jax = {result['speedup_vs_tunix']:.2f}x wall")
+  result.update(load_record(load0, threads))
   print(json.dumps(result))
 
 

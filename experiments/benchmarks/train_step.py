@@ -1,21 +1,38 @@
-"""Train-step throughput against this machine's matmul peak (and PyTorch, when installed), in one process.
+"""Train-step throughput of w2s_jax vs PyTorch and Tunix's `PeftTrainer`, same weights, same run.
 
 COMMAND:
-  python experiments/benchmarks/train_step.py                       # ladder-4 (~20M params), 8 x 256
-  python experiments/benchmarks/train_step.py --preset=tiny --repeats=3   # quick check
+  python experiments/benchmarks/train_step.py --tunix-python=/work/venvs/tunix/bin/python  # ~3 min quiet
+  python experiments/benchmarks/train_step.py --preset=tiny --repeats=2 --no-tunix        # quick check
+
+The model is a random transformers `LlamaForCausalLM` in the shape of a w2s_jax preset (default
+ladder-4, ~20M params at vocab 8192), saved as safetensors; w2s_jax loads it with `load_hf_weights`,
+PyTorch runs it as is (sdpa attention), Tunix's `tunix_peer.py` loads it into its `Llama3`. One step =
+forward, backward and AdamW (lr 1e-4, f32 weights) on a batch of `--batch` x `--seq` random tokens,
+next-token cross-entropy on every token. w2s_jax runs each of `--variants` (default
+"einsum,dot_product"; comma-separated
+`attention[+bf16]`: attention "einsum" (default) or "dot_product"; "+bf16" = bf16 compute on f32
+master weights), all from the same weights. Systems and variants are interleaved in each of
+`--repeats` rounds after 2 warm-up steps each; times are medians with min-max.
 
 FLOPs per step = 6 · params · tokens (all parameters counted once, embeddings included: the tied
 embedding is also the LM head's matmul; attention score FLOPs are not counted). The matmul peak is the
-median GFLOP/s of a 2048³ f32 `jnp.dot` measured in the same process right before. The last line of
-output is one JSON object with every figure.
+median GFLOP/s of a 2048³ f32 `jnp.dot` in the same process, before and after. The JSON records the
+load average before and after and `"loaded": true` when it exceeded the cores (such a run's ratios
+are not to be quoted). The last output line is one JSON object with every figure (per system and
+variant under `systems`: step_s {median, min, max, n}, gflops, peak_fraction); `speedup_vs_torch`
+and `speedup_vs_tunix` are those of the first variant (the default model), `best_variant` the fastest.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -23,11 +40,15 @@ import numpy as np
 import optax
 from flax import nnx
 
-from w2s_jax.models.presets import count_params, get_preset
-from w2s_jax.models.transformer import Transformer
-from w2s_jax.train.objectives import sft_objective
-from w2s_jax.train.state import create_train_state
-from w2s_jax.train.step import make_train_step
+sys.path.insert(0, str(Path(__file__).parent))
+from _bench import add_tunix_flag, cores, load_record, spread, start_tunix  # noqa: E402
+
+from w2s_jax.models import _hf_mapping  # noqa: E402
+from w2s_jax.models.presets import get_preset  # noqa: E402
+from w2s_jax.models.transformer import Transformer  # noqa: E402
+from w2s_jax.train.objectives import sft_objective  # noqa: E402
+from w2s_jax.train.state import create_train_state  # noqa: E402
+from w2s_jax.train.step import make_train_step  # noqa: E402
 
 
 def matmul_peak(n: int = 2048, repeats: int = 7, dtype=jnp.float32) -> float:
@@ -43,82 +64,74 @@ def matmul_peak(n: int = 2048, repeats: int = 7, dtype=jnp.float32) -> float:
   return 2 * n**3 / statistics.median(times) / 1e9
 
 
-def random_batch(batch: int, seq: int, vocab: int, seed: int = 0) -> dict[str, np.ndarray]:
-  rng = np.random.default_rng(seed)
-  tokens = rng.integers(3, vocab, size=(batch, seq + 1)).astype(np.int32)
-  return {
-    "inputs": tokens[:, :-1], "targets": tokens[:, 1:], "loss_mask": np.ones((batch, seq), np.int32),
-    "positions": np.broadcast_to(np.arange(seq, dtype=np.int32), (batch, seq)).copy(),
-    "segment_ids": np.ones((batch, seq), np.int32),
-  }
+def random_tokens(batch: int, seq: int, vocab: int, seed: int = 0) -> np.ndarray:
+  """[batch, seq + 1] int32 tokens: inputs are [:, :-1], targets [:, 1:]."""
+  return np.random.default_rng(seed).integers(3, vocab, size=(batch, seq + 1)).astype(np.int32)
 
 
-def time_steps(step, state, batch, repeats: int, warmup: int = 2) -> tuple[list[float], object]:
-  for _ in range(warmup):
-    state, m = step(state, batch)
-  jax.block_until_ready(m)
-  times = []
-  for _ in range(repeats):
-    t = time.perf_counter()
-    state, m = step(state, batch)
-    jax.block_until_ready(m)
-    times.append(time.perf_counter() - t)
-  return times, state
+def write_checkpoint(preset: str, vocab: int, seq: int, path: Path) -> int:
+  """A random transformers Llama in the preset's shape at `path`; returns its parameter count."""
+  import torch
+  from transformers import LlamaConfig, LlamaForCausalLM
 
-
-def bench_jax(preset: str, batch: int, seq: int, repeats: int, dtype: str, vocab: int) -> dict:
-  cfg = get_preset(preset, vocab_size=vocab, dtype=dtype, max_seq_len=max(seq, 512))
-  model = Transformer(cfg, rngs=nnx.Rngs(0))
-  graphdef, params = nnx.split(model)
-  tx = optax.adamw(1e-4)
-  step = jax.jit(make_train_step(sft_objective(), tx, graphdef), donate_argnums=(0,))
-  state = create_train_state(params, tx, 0)
-  data = {k: jnp.asarray(v) for k, v in random_batch(batch, seq, cfg.vocab_size).items()}
-  t0 = time.perf_counter()
-  state, m = step(state, data)
-  jax.block_until_ready(m)
-  compile_s = time.perf_counter() - t0
-  times, _ = time_steps(step, state, data, repeats)
-  return {"params": count_params(cfg), "step_s": statistics.median(times), "compile_s": compile_s,
-          "times": times}
-
-
-def bench_torch(preset: str, batch: int, seq: int, repeats: int, vocab: int) -> dict | None:
-  """The same shape as a transformers LlamaForCausalLM with torch AdamW (f32, CPU)."""
-  try:
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-  except ImportError:
-    return None
   cfg = get_preset(preset, vocab_size=vocab)
   torch.manual_seed(0)
   model = LlamaForCausalLM(LlamaConfig(
     vocab_size=cfg.vocab_size, hidden_size=cfg.d_model, intermediate_size=cfg.d_ff,
     num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads, num_key_value_heads=cfg.n_kv_heads,
-    head_dim=cfg.head_dim, tie_word_embeddings=cfg.tie_embeddings, max_position_embeddings=max(seq, 512),
-    rms_norm_eps=cfg.norm_eps,
+    head_dim=cfg.head_dim, tie_word_embeddings=cfg.tie_embeddings, max_position_embeddings=max(seq + 1, 512),
+    rms_norm_eps=cfg.norm_eps, rope_theta=cfg.rope_theta, pad_token_id=0,
   ))
-  model.config._attn_implementation = "sdpa"
-  opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-  b = random_batch(batch, seq, cfg.vocab_size)
-  ids = torch.as_tensor(b["inputs"], dtype=torch.long)
-  labels = torch.as_tensor(b["targets"], dtype=torch.long)
+  model.save_pretrained(path)
+  return sum(p.numel() for p in model.parameters())
 
-  def one():
+
+def jax_system(path: Path, tokens: np.ndarray, variant: str):
+  """A call running one w2s_jax train step of `variant` ("einsum" | "dot_product", optional "+bf16")."""
+  from safetensors.numpy import load_file
+
+  attention, _, dtype = variant.partition("+")
+  hf = json.loads((path / "config.json").read_text())
+  compute = "bfloat16" if dtype == "bf16" else "float32"
+  cfg = _hf_mapping.config_from_hf(hf, attention=attention, dtype=compute)
+  model = nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(0)))
+  _hf_mapping.load_hf_weights(model, load_file(path / "model.safetensors"))
+  graphdef, params = nnx.split(model)
+  tx = optax.adamw(1e-4)
+  step = jax.jit(make_train_step(sft_objective(), tx, graphdef), donate_argnums=(0,))
+  B, S = tokens.shape[0], tokens.shape[1] - 1
+  batch = {"inputs": tokens[:, :-1], "targets": tokens[:, 1:], "loss_mask": np.ones((B, S), np.int32),
+           "positions": np.broadcast_to(np.arange(S, dtype=np.int32), (B, S)).copy(),
+           "segment_ids": np.ones((B, S), np.int32)}
+  batch = {k: jnp.asarray(v) for k, v in batch.items()}
+  box = {"state": create_train_state(params, tx, 0)}
+
+  def call():
+    box["state"], m = step(box["state"], batch)
+    return jax.block_until_ready(m)
+
+  return call
+
+
+def torch_system(path: Path, tokens: np.ndarray):
+  """A call running one PyTorch step (transformers Llama, sdpa attention, torch AdamW, f32)."""
+  import torch
+  from transformers import LlamaForCausalLM
+
+  model = LlamaForCausalLM.from_pretrained(path, attn_implementation="sdpa", dtype=torch.float32)
+  model.train()
+  opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+  ids = torch.as_tensor(tokens[:, :-1], dtype=torch.long)
+  labels = torch.as_tensor(tokens[:, 1:], dtype=torch.long)
+
+  def call():
     logits = model(input_ids=ids).logits
     loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
     loss.backward()
     opt.step()
     opt.zero_grad(set_to_none=True)
 
-  times = []
-  for i in range(repeats + 2):
-    t = time.perf_counter()
-    one()
-    if i >= 2:
-      times.append(time.perf_counter() - t)
-  return {"params": sum(p.numel() for p in model.parameters()), "step_s": statistics.median(times),
-          "times": times}
+  return call
 
 
 def main() -> None:
@@ -127,34 +140,56 @@ def main() -> None:
   p.add_argument("--vocab", type=int, default=8192)
   p.add_argument("--batch", type=int, default=8)
   p.add_argument("--seq", type=int, default=256)
-  p.add_argument("--repeats", type=int, default=7)
-  p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+  p.add_argument("--repeats", type=int, default=5)
+  p.add_argument("--variants", default="einsum,dot_product")
   p.add_argument("--no-torch", action="store_true")
+  p.add_argument("--no-tunix", action="store_true")
+  add_tunix_flag(p)
   args = p.parse_args()
 
+  load0 = os.getloadavg()[0]
   peak = matmul_peak()
-  tokens = args.batch * args.seq
-  ours = bench_jax(args.preset, args.batch, args.seq, args.repeats, args.dtype, args.vocab)
+  tokens = random_tokens(args.batch, args.seq, args.vocab)
+  variants = args.variants.split(",")
+  peer, tunix = (None, "unavailable (--no-tunix)") if args.no_tunix else start_tunix(args.tunix_python)
+  result: dict = {"benchmark": "train_step", "preset": args.preset, "batch": args.batch, "seq": args.seq,
+                  "repeats": args.repeats, "tunix": tunix}
+  with tempfile.TemporaryDirectory() as tmp:
+    path = Path(tmp)
+    params = write_checkpoint(args.preset, args.vocab, args.seq, path)
+    systems = {v: jax_system(path, tokens, v) for v in variants}
+    if not args.no_torch:
+      systems["torch"] = torch_system(path, tokens)
+    if peer is not None:
+      result["tunix_first_loss"] = peer.setup("sft", ckpt=str(path), tokens=tokens.tolist())["loss"]
+      systems["tunix"] = peer.run
+    for fn in systems.values():  # warm-up: compiles, allocator
+      fn(), fn()
+    times = {name: [] for name in systems}
+    for _ in range(args.repeats):
+      for name, fn in systems.items():
+        t = time.perf_counter()
+        fn()
+        times[name].append(time.perf_counter() - t)
+    if peer is not None:
+      peer.close()
   peak_after = matmul_peak()
-  flops = 6 * ours["params"] * tokens
-  result = {
-    "preset": args.preset, "params": ours["params"], "batch": args.batch, "seq": args.seq,
-    "dtype": args.dtype, "matmul_peak_gflops": peak, "matmul_peak_after_gflops": peak_after,
-    "step_s": ours["step_s"], "compile_s": ours["compile_s"], "tokens_per_s": tokens / ours["step_s"],
-    "gflops": flops / ours["step_s"] / 1e9, "peak_fraction": flops / ours["step_s"] / 1e9 / peak,
-  }
-  print(f"w2s_jax  {args.preset}: {ours['params'] / 1e6:.1f}M params, step {ours['step_s'] * 1e3:.0f} ms "
-        f"(median of {args.repeats}), {result['tokens_per_s']:.0f} tokens/s, {result['gflops']:.0f} GFLOP/s "
-        f"= {100 * result['peak_fraction']:.0f}% of the {peak:.0f} GFLOP/s matmul peak "
-        f"({peak_after:.0f} after)")
-  if not args.no_torch:
-    ref = bench_torch(args.preset, args.batch, args.seq, args.repeats, args.vocab)
-    if ref is not None:
-      t_flops = 6 * ref["params"] * tokens / ref["step_s"] / 1e9
-      result.update(torch_step_s=ref["step_s"], torch_gflops=t_flops, torch_peak_fraction=t_flops / peak,
-                    speedup_vs_torch=ref["step_s"] / ours["step_s"])
-      print(f"PyTorch  same shape: step {ref['step_s'] * 1e3:.0f} ms, {t_flops:.0f} GFLOP/s = "
-            f"{100 * t_flops / peak:.0f}% of peak; w2s_jax is {result['speedup_vs_torch']:.2f}x")
+  flops = 6 * params * args.batch * args.seq
+  result.update(params=params, matmul_peak_gflops=peak, matmul_peak_after_gflops=peak_after, systems={})
+  for name, t in times.items():
+    med = statistics.median(t)
+    gflops = flops / med / 1e9
+    result["systems"][name] = {"step_s": spread(t), "gflops": gflops, "peak_fraction": gflops / peak}
+    print(f"{name:>20}: step {med * 1e3:7.0f} ms (min {min(t) * 1e3:.0f}, max {max(t) * 1e3:.0f}), "
+          f"{100 * gflops / peak:.0f}% of the {peak:.0f} GFLOP/s matmul peak", flush=True)
+  med = {name: statistics.median(t) for name, t in times.items()}
+  default = variants[0]
+  result["best_variant"] = min(variants, key=med.get)
+  for peer_name in ("torch", "tunix"):
+    if peer_name in med:
+      result[f"speedup_vs_{peer_name}"] = med[peer_name] / med[default]
+      result[f"best_speedup_vs_{peer_name}"] = med[peer_name] / med[result["best_variant"]]
+  result.update(load_record(load0, cores()))
   print(json.dumps(result))
 
 

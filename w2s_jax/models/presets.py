@@ -50,9 +50,14 @@ class ModelConfig:
     sliding_window_pattern: every n-th layer (1-based) is global, the others local (Gemma 2: 2, Gemma 3: 6).
     post_norms: extra RMSNorm after attention and after the MLP, before the residual add (Gemma 2/3).
     max_seq_len: longest position the model is used at (for RoPE tables and caches).
-    dtype: compute dtype ("float32" or "bfloat16"); parameters stay in `param_dtype`.
+    dtype: compute dtype ("float32" or "bfloat16"); parameters stay in `param_dtype`, so
+      dtype="bfloat16" with param_dtype="float32" is bf16 compute on f32 master weights.
     param_dtype: parameter dtype.
     remat: rematerialise each block in the backward pass (saves activation memory).
+    attention: "einsum" (the project's grouped-query einsums, the default) or "dot_product"
+      (`jax.nn.dot_product_attention` with `implementation=None`: XLA on CPU/TPU, cuDNN's fused
+      attention on GPUs where it applies). Applies to full-sequence passes (training, scoring,
+      prefill); "dot_product" has no attention soft-capping.
   """
 
   vocab_size: int
@@ -82,6 +87,11 @@ class ModelConfig:
   dtype: str = "float32"
   param_dtype: str = "float32"
   remat: bool = False
+  attention: str = "einsum"
+
+
+ATTENTION_IMPLEMENTATIONS = ("einsum", "dot_product")
+DTYPES = ("float32", "bfloat16")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -128,6 +138,17 @@ _GEMMA3 = dict(
 
 PRESETS: dict[str, ModelConfig] = {
   # Unit tests and smoke runs (vocab 512 covers a 259-symbol byte tokenizer).
+  # The Llama shape of the peer benchmarks (reference/performance.md): ~4.2M params at vocab 512.
+  "perf-4m": ModelConfig(
+    vocab_size=512,
+    d_model=256,
+    n_layers=4,
+    n_heads=4,
+    n_kv_heads=4,
+    head_dim=64,
+    d_ff=1024,
+    max_seq_len=512,
+  ),
   "tiny": ModelConfig(
     vocab_size=512,
     d_model=64,
@@ -251,8 +272,26 @@ def get_preset(name: str, **overrides) -> ModelConfig:
 
 
 def from_section(model: Any) -> ModelConfig:
-  """The `ModelConfig` of a config file's model section: `{preset, vocab_size, overrides: {...}}`."""
-  return get_preset(model.preset, vocab_size=int(model.vocab_size), **dict(model.get("overrides", {})))
+  """The `ModelConfig` of a config file's model section.
+
+  The section is `{preset, vocab_size, overrides: {...}}` with optional shortcuts `dtype` (compute
+  dtype; parameters stay float32) and `attention` (see `ModelConfig.attention`); a shortcut and an
+  override of the same field must agree.
+
+  Raises:
+    ValueError: for an unknown preset/field, a bad `dtype`/`attention` value, or a conflict.
+  """
+  overrides = dict(model.get("overrides", {}))
+  for key, allowed in (("dtype", DTYPES), ("attention", ATTENTION_IMPLEMENTATIONS)):
+    value = model.get(key)
+    if value is None:
+      continue
+    if value not in allowed:
+      raise ValueError(f"model.{key} = {value!r}; choose one of {list(allowed)}.")
+    if key in overrides and overrides[key] != value:
+      raise ValueError(f"model.{key} = {value!r} conflicts with model.overrides.{key} = {overrides[key]!r}.")
+    overrides[key] = value
+  return get_preset(model.preset, vocab_size=int(model.vocab_size), **overrides)
 
 
 def count_params(cfg: ModelConfig) -> int:

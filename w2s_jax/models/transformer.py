@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from w2s_jax.models.presets import ModelConfig, RopeScaling
+from w2s_jax.models.presets import ATTENTION_IMPLEMENTATIONS, ModelConfig, RopeScaling
 
 _MASK_VALUE = float(np.finfo(np.float32).min)
 
@@ -208,6 +208,10 @@ class Attention(nnx.Module):
       raise ValueError(f"n_heads ({N}) must be a multiple of n_kv_heads ({K}).")
     if H % 2:
       raise ValueError(f"head_dim ({H}) must be even for RoPE.")
+    if cfg.attention not in ATTENTION_IMPLEMENTATIONS:
+      raise ValueError(f"attention = {cfg.attention!r}; choose one of {list(ATTENTION_IMPLEMENTATIONS)}.")
+    if cfg.attention == "dot_product" and cfg.attn_logit_softcap is not None:
+      raise ValueError("attention='dot_product' has no logit soft-capping; use attention='einsum'.")
     pdt = jnp.dtype(cfg.param_dtype)
     self.cfg = cfg
     self.is_local = is_local_layer(cfg, layer_idx)
@@ -269,9 +273,15 @@ class Attention(nnx.Module):
     """
     cfg = self.cfg
     scalar = cfg.query_pre_attn_scalar if cfg.query_pre_attn_scalar is not None else cfg.head_dim
-    out_BTNH = dot_product_attention(
-      q_BTNH, k_BSKH, v_BSKH, mask_BTS, scale=scalar**-0.5, softcap=cfg.attn_logit_softcap
-    )
+    if cfg.attention == "dot_product":
+      out_BTNH = jax.nn.dot_product_attention(
+        q_BTNH, k_BSKH.astype(q_BTNH.dtype), v_BSKH.astype(q_BTNH.dtype), mask=mask_BTS[:, None],
+        scale=scalar**-0.5, implementation=None,
+      )
+    else:
+      out_BTNH = dot_product_attention(
+        q_BTNH, k_BSKH, v_BSKH, mask_BTS, scale=scalar**-0.5, softcap=cfg.attn_logit_softcap
+      )
     return dense(out_BTNH, self.o_NHD[...].astype(q_BTNH.dtype), n_in=2)
 
   def __call__(self, x_BLD: jax.Array, positions_BL: jax.Array, mask_BLL: jax.Array) -> jax.Array:
