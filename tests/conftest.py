@@ -1,9 +1,51 @@
-"""Test-wide JAX settings: 8 simulated CPU devices before anything touches a backend."""
+"""Test-wide settings: 8 simulated CPU devices before anything touches a backend; one JAX compilation cache
+for the whole run; heavy test modules first.
 
+The compilation cache is a folder made once per `pytest` run (by the controller; xdist workers and every
+subprocess a test starts inherit it through `JAX_COMPILATION_CACHE_DIR`), so a program that several tests,
+workers or `python -m w2s_jax.main` runs compile is compiled once. Entries are keyed by the program, the
+compile options and the JAX/XLA version, so a hit returns the executable a fresh compile would build.
+A size limit turns on JAX's file lock, which makes concurrent readers and writers (two workers, the
+multi-process tests) safe. A folder set by the caller (`JAX_COMPILATION_CACHE_DIR`) is used as it is.
+"""
+
+import atexit
 import os
+import shutil
+import tempfile
+
+import pytest
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # the controller, or a run without xdist
+  _cache_dir = tempfile.mkdtemp(prefix="w2s_jax_test_xla_")
+  atexit.register(shutil.rmtree, _cache_dir, ignore_errors=True)
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache_dir
+  os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(8 << 30))  # a limit enables the file lock
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 
 import jax  # noqa: E402
 
 jax.config.update("jax_num_cpu_devices", 8)
+
+_WIDE_SCOPES = ("module", "package", "session")
+
+
+def _is_heavy(item: pytest.Item) -> bool:
+  """A `slow` test, or one using a module-or-wider fixture defined in its own module (a shared run)."""
+  if item.get_closest_marker("slow") is not None:
+    return True
+  module = item.nodeid.split("::")[0]
+  defs = item._fixtureinfo.name2fixturedefs.values()
+  return any(d.scope in _WIDE_SCOPES and d.baseid == module for ds in defs for d in ds)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+  """Heavy modules first, each module's tests together and in their order.
+
+  With `--dist loadscope` (pyproject's addopts) xdist hands out whole modules, so a module's shared fixtures
+  are built on one worker only; starting the long modules first lets the workers finish together.
+  """
+  heavy = {item.nodeid.split("::")[0] for item in items if _is_heavy(item)}
+  items.sort(key=lambda item: item.nodeid.split("::")[0] not in heavy)

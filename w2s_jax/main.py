@@ -100,11 +100,13 @@ def main(argv: list[str]) -> None:
 
   if config.get("cpu_devices"):
     jax.config.update("jax_num_cpu_devices", int(config.cpu_devices))
-  # Sweeps compile the same step for many runs: keep compiled programs across runs and processes.
-  from w2s_jax.w2s.ladder import cache_root
+  # Sweeps compile the same step for many runs: keep compiled programs across runs and processes
+  # (in a folder of the caller's, JAX_COMPILATION_CACHE_DIR, when set: the tests share one across a run).
+  if jax.config.jax_compilation_cache_dir is None:
+    from w2s_jax.w2s.ladder import cache_root
 
-  jax.config.update("jax_compilation_cache_dir", str(cache_root() / "xla"))
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    jax.config.update("jax_compilation_cache_dir", str(cache_root() / "xla"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
   _maybe_initialize_distributed(config)
   logging.set_verbosity(logging.WARNING)
   runner = PIPELINES.get(config.task)

@@ -72,6 +72,7 @@ def test_validate_names_the_field():
     load_config("w2sr", "bogus")
 
 
+@pytest.mark.slow
 def test_smoke_config_via_entry_point(tmp_path):
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   env.pop("XLA_FLAGS", None)
