@@ -90,8 +90,8 @@ def test_readme_own_task_example_trains(tmp_path):
 
 
 # The W2S sweep smoke, shrunk: one loss, few questions and steps; one ladder (pretrained once, shared cache).
-W2S_FAST = ['--config.losses=("xent",)', "--config.data.n_train=48", "--config.data.n_test=32",
-            "--config.train.steps=4", "--config.ladder.steps=4"]
+W2S_FAST = ['--config.losses=("xent",)', "--config.data.train_size=48", "--config.data.eval_size=32",
+            "--config.train.total_steps=4", "--config.ladder.total_steps=4"]
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +101,7 @@ def w2s_env(tmp_path_factory):
 
 def _w2s_sweep(task, workdir, env, n_test=32):
   out = _main(["--config=configs/w2s_sweep.py:smoke", f"--workdir={workdir}", f"--config.data.task={task}",
-               *W2S_FAST, f"--config.data.n_test={n_test}"], env=env, timeout=1200)  # three trainings
+               *W2S_FAST, f"--config.data.eval_size={n_test}"], env=env, timeout=1200)  # three trainings
   assert out.returncode == 0, out.stderr[-3000:]
   results = json.loads((workdir / "results.json").read_text())
   assert results["task"] == task and (results["data"]["train"], results["data"]["test"]) == (48, n_test)

@@ -353,7 +353,7 @@ def generate(
                                       exclude=exclude)
     if len(problems) < size:
       raise ValueError(f"{task}: {len(problems)} distinct {split} questions, asked for {size} (lower "
-                       "data.n_train / data.n_test, or add records; a file's split field or eval_frac "
+                       "data.train_size / data.eval_size, or add records; a file's split field or eval_frac "
                        "decides which records are test questions)")
     return make_records(problems, seed=seed, candidates=candidates, template=template,
                         distractors=distractors)
