@@ -2,6 +2,9 @@
 
 from pathlib import Path
 
+import jax.numpy as jnp
+from flax import nnx
+
 from w2s_jax.config_files import load_config
 from w2s_jax.models.presets import get_preset
 
@@ -25,3 +28,16 @@ GEMMA_TINY = get_preset(
 )
 
 __all__ = ["GEMMA_TINY", "ROOT", "load_config"]
+
+
+class Linear4(nnx.Module):
+  """The smallest trainable model of the loop tests: one 4 -> 1 linear layer."""
+
+  def __init__(self, rngs: nnx.Rngs):
+    self.w = nnx.Linear(4, 1, rngs=rngs)
+
+
+def squared_output_objective(model, batch, rng):
+  """Σ (x·W + b)² over the batch, weight 1, no metrics (an objective of `make_train_step`)."""
+  del rng
+  return jnp.sum(model.w(batch["x"]) ** 2), jnp.ones(()), {}

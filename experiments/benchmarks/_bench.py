@@ -22,6 +22,8 @@ import os
 import statistics
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 PEER = Path(__file__).with_name("tunix_peer.py")
@@ -42,6 +44,19 @@ def load_record(before: float, cores_used: int) -> dict:
 def spread(times: list[float]) -> dict:
   """Median, min and max of repeated timings (seconds), and how many."""
   return {"median": statistics.median(times), "min": min(times), "max": max(times), "n": len(times)}
+
+
+def interleaved_times(systems: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
+  """Wall seconds of each system's call, `repeats` rounds with the systems interleaved (after 2 warm-ups)."""
+  for fn in systems.values():  # warm-up: compiles, allocator
+    fn(), fn()
+  times = {name: [] for name in systems}
+  for _ in range(repeats):
+    for name, fn in systems.items():
+      t = time.perf_counter()
+      fn()
+      times[name].append(time.perf_counter() - t)
+  return times
 
 
 def add_tunix_flag(parser) -> None:

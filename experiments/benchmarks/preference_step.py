@@ -29,7 +29,6 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import jax
@@ -39,7 +38,7 @@ import optax
 from flax import nnx
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _bench import add_tunix_flag, cores, load_record, spread, start_tunix  # noqa: E402
+from _bench import add_tunix_flag, cores, interleaved_times, load_record, spread, start_tunix  # noqa: E402
 
 from w2s_jax.models import _hf_mapping  # noqa: E402
 from w2s_jax.models.presets import get_preset  # noqa: E402
@@ -183,14 +182,7 @@ def main() -> None:
                         rejected_mask=mask(pairs["rejected"]))
       result["tunix_first_loss"] = info["loss"]
       systems["tunix"] = peer.run
-    for fn in systems.values():  # warm-up
-      fn(), fn()
-    times = {name: [] for name in systems}
-    for _ in range(args.repeats):
-      for name, fn in systems.items():
-        t = time.perf_counter()
-        fn()
-        times[name].append(time.perf_counter() - t)
+    times = interleaved_times(systems, args.repeats)
     if peer is not None:
       peer.close()
   med = {name: statistics.median(t) for name, t in times.items()}

@@ -41,7 +41,7 @@ import optax
 from flax import nnx
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _bench import add_tunix_flag, cores, load_record, spread, start_tunix  # noqa: E402
+from _bench import add_tunix_flag, cores, interleaved_times, load_record, spread, start_tunix  # noqa: E402
 
 from w2s_jax.models import _hf_mapping  # noqa: E402
 from w2s_jax.models.presets import get_preset  # noqa: E402
@@ -163,14 +163,7 @@ def main() -> None:
     if peer is not None:
       result["tunix_first_loss"] = peer.setup("sft", ckpt=str(path), tokens=tokens.tolist())["loss"]
       systems["tunix"] = peer.run
-    for fn in systems.values():  # warm-up: compiles, allocator
-      fn(), fn()
-    times = {name: [] for name in systems}
-    for _ in range(args.repeats):
-      for name, fn in systems.items():
-        t = time.perf_counter()
-        fn()
-        times[name].append(time.perf_counter() - t)
+    times = interleaved_times(systems, args.repeats)
     if peer is not None:
       peer.close()
   peak_after = matmul_peak()

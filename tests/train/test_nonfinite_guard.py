@@ -9,7 +9,7 @@ import optax
 import pytest
 from flax import nnx
 
-from tests.helpers import load_config
+from tests.helpers import Linear4, load_config, squared_output_objective
 from w2s_jax.checkpoint import Checkpointer
 from w2s_jax.models.transformer import Transformer
 from w2s_jax.train import runtime
@@ -19,21 +19,11 @@ from w2s_jax.train.loop import Setup, train
 from w2s_jax.train.state import create_train_state
 
 
-class _Linear(nnx.Module):
-  def __init__(self, rngs: nnx.Rngs):
-    self.w = nnx.Linear(4, 1, rngs=rngs)
-
-
-def _objective(model, batch, rng):
-  del rng
-  return jnp.sum(model.w(batch["x"]) ** 2), jnp.ones(()), {}
-
-
 def test_an_infinite_learning_rate_is_skipped_and_named():
   # The loss and gradient are finite; only the update is not. The old guard applied it (NaN weights).
-  graphdef, params = nnx.split(_Linear(nnx.Rngs(0)))
+  graphdef, params = nnx.split(Linear4(nnx.Rngs(0)))
   tx = optax.adam(jnp.inf)
-  step = jax.jit(step_lib.make_train_step(_objective, tx, graphdef))
+  step = jax.jit(step_lib.make_train_step(squared_output_objective, tx, graphdef))
   state0 = create_train_state(params, tx, 0)
   state, m = step(state0, {"x": jnp.ones((2, 4))})
   assert np.isfinite(float(m["loss"])) and np.isfinite(float(m["grad_norm"]))
@@ -54,7 +44,8 @@ def test_infinite_lr_stops_the_loop_with_no_checkpoint(tmp_path):
   c = train_defaults(total_steps=4, batch_size=2, lr=float("inf"))
   c.checkpoint_every_steps, c.max_nonfinite_streak, c.keep_checkpoints, c.mesh.data = 1, 3, 10, 1
   batches = [{"x": np.ones((2, 4), np.float32)}] * 4
-  setup = Setup(make_model=_Linear, objective=_objective, train_batches=batches, eval_batches=[])
+  setup = Setup(make_model=Linear4, objective=squared_output_objective, train_batches=batches,
+                eval_batches=[])
   with pytest.raises(step_lib.NonFiniteError, match=r"3 updates in a row.*optimizer\.lr=inf"):
     train(c, tmp_path, setup)
   steps = [p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()]

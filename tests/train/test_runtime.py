@@ -6,27 +6,16 @@ from __future__ import annotations
 import json
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
-from tests.helpers import load_config
+from tests.helpers import Linear4, load_config, squared_output_objective
 from w2s_jax import sharding as shd
 from w2s_jax.models.presets import from_section
 from w2s_jax.models.transformer import Transformer
 from w2s_jax.train.config_lib import train_defaults
 from w2s_jax.train.loop import Setup, train
-
-
-class _Linear(nnx.Module):
-  def __init__(self, rngs: nnx.Rngs):
-    self.w = nnx.Linear(4, 1, rngs=rngs)
-
-
-def _objective(model, batch, rng):
-  del rng
-  return jnp.sum(model.w(batch["x"]) ** 2), jnp.ones(()), {}
 
 
 class _Boom(RuntimeError):
@@ -59,7 +48,7 @@ EVAL_X = np.linspace(-1.0, 1.0, 8, dtype=np.float32).reshape(2, 4)
 
 
 def _setup(fail_at=None):
-  return Setup(make_model=_Linear, objective=_objective, train_batches=_Batches(fail_at),
+  return Setup(make_model=Linear4, objective=squared_output_objective, train_batches=_Batches(fail_at),
                eval_batches=[{"x": EVAL_X}], start_eval=("eval_loss",))
 
 
@@ -73,7 +62,7 @@ def test_sft_loop_releases_the_lock_and_resumes_in_the_same_process(tmp_path):
 
 def test_sft_step0_evaluation_is_logged_once_and_joins_every_record(tmp_path):
   # The start model's eval loss by hand: Σ (x·W + b)² of the model initialised with the config's seed.
-  model = _Linear(nnx.Rngs(0))
+  model = Linear4(nnx.Rngs(0))
   w, b = np.asarray(model.w.kernel[...]), np.asarray(model.w.bias[...])
   start_loss = float(np.sum((EVAL_X @ w + b) ** 2))
   train(_sft_config(total_steps=2), tmp_path, _setup())
