@@ -14,8 +14,6 @@ resumable) and prints the accuracy table.
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +28,7 @@ from w2s_jax.data.preference_pairs import read_pairs, write_records
 from w2s_jax.data.sft_sources import reasoning_problems, reasoning_prompt
 from w2s_jax.data.tokenizers import ByteTokenizer
 from w2s_jax.models.transformer import Transformer
+from w2s_jax.pipeline_shell import write_json
 from w2s_jax.sampling.texts import sample_completions
 from w2s_jax.train.config_lib import train_defaults
 from w2s_jax.train.loop import Setup, train
@@ -154,9 +153,7 @@ def run_delta_learning(c: ml_collections.ConfigDict, workdir: str | Path) -> dic
     "sft_steps": {name: int(c.models[name].total_steps) for name in ORDER},
     "dpo_eval": dpo.get("eval", {}), "dpo_start": dpo_setup.info["metrics"],
   }
-  tmp = workdir / f".results.json.{os.getpid()}.tmp"
-  tmp.write_text(json.dumps(results, indent=2))
-  os.replace(tmp, workdir / "results.json")
+  write_json(workdir / "results.json", results, indent=2)
   return {**results, "table": table(results)}
 
 
