@@ -5,12 +5,13 @@ from __future__ import annotations
 import functools
 import importlib.util
 import json
-import os
 import types
 from pathlib import Path
 from typing import Any
 
 import ml_collections
+
+from w2s_jax.atomic_file import write_atomic
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
@@ -147,8 +148,4 @@ def start_workdir(
 
 def write_config(config: ml_collections.ConfigDict, workdir: str | Path) -> None:
   """Writes `workdir/config.json` atomically (a temporary file renamed into place)."""
-  workdir = Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
-  tmp = workdir / f".config.json.{os.getpid()}.tmp"
-  tmp.write_text(json.dumps(json.loads(config.to_json_best_effort()), indent=2))
-  os.replace(tmp, workdir / "config.json")
+  write_atomic(Path(workdir) / "config.json", json.dumps(json.loads(config.to_json_best_effort()), indent=2))

@@ -14,20 +14,16 @@ pipeline, the W2S sweep): what every pipeline does around its own work.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from w2s_jax.atomic_file import write_atomic
+
 
 def write_json(path: str | Path, obj: Any, **dumps_kwargs: Any) -> Path:
   """Writes `obj` as JSON to `path` atomically (write a temporary file, then rename it into place)."""
-  path = Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-  tmp.write_text(json.dumps(obj, **dumps_kwargs))
-  os.replace(tmp, path)
-  return path
+  return write_atomic(path, json.dumps(obj, **dumps_kwargs))
 
 
 def finish(workdir: str | Path, results: Mapping[str, Any], *, table: str | None = None,
@@ -60,6 +56,4 @@ class RunLog:
   def __call__(self, result: Mapping[str, Any]) -> None:
     self.records.append(dict(result))
     lines = [json.dumps({"step": i + 1, "loss": r[self.loss_key], **r}) for i, r in enumerate(self.records)]
-    tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, self.path)
+    write_atomic(self.path, "\n".join(lines) + "\n")

@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from w2s_jax.atomic_file import write_atomic
 from w2s_jax.data import jsonl, reasoning
 from w2s_jax.data.sft_sources import reasoning_prompt
 
@@ -246,17 +246,9 @@ def perturbed_records(
 # ------------------------------------------------------------------------------------------------
 
 
-def _write_atomic(path: Path, text: str) -> None:
-  """Writes `text` to a temporary file renamed into place: a reader never sees half a file."""
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-  tmp.write_text(text, encoding="utf-8")
-  os.replace(tmp, path)
-
-
 def write_records(path: str | Path, records: Sequence[Record]) -> None:
   """Writes records as JSONL atomically (a temporary file renamed into place)."""
-  _write_atomic(Path(path), "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+  write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
 
 def read_pairs(path: str | Path, *, max_chars: int | None = None) -> list[Record]:
@@ -331,7 +323,7 @@ def cached_records(
       records, stats[split] = build(split)
       for kind in KINDS:
         write_records(directory / f"{split}.{kind}.jsonl", records[kind])
-    _write_atomic(stats_file, json.dumps(stats, indent=2))  # written last: marks a complete cache
+    write_atomic(stats_file, json.dumps(stats, indent=2))  # written last: marks a complete cache
   stats = json.loads(stats_file.read_text())
   data = {split: {kind: READERS[kind](directory / f"{split}.{kind}.jsonl") for kind in KINDS}
           for split in splits}

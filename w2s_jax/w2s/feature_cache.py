@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import os
+import io
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ import numpy as np
 from flax import nnx
 from tqdm.auto import tqdm
 
+from w2s_jax.atomic_file import write_atomic
 from w2s_jax.models.transformer import Transformer, attention_mask, is_local_layer
 from w2s_jax.w2s.classify import Encoded
 from w2s_jax.w2s.rungs import Checkpoint
@@ -117,10 +118,9 @@ def data_digest(data: Encoded) -> str:
 
 
 def _save_atomic(path: Path, array: np.ndarray) -> None:
-  tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-  with open(tmp, "wb") as f:
-    np.save(f, array)
-  os.replace(tmp, path)
+  buffer = io.BytesIO()
+  np.save(buffer, array)
+  write_atomic(path, buffer.getvalue())
 
 
 class FeatureCache:
