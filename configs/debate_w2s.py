@@ -1,4 +1,4 @@
-"""Debate-assisted weak supervision vs plain weak supervision (Lang et al. 2025), `w2s_jax/w2s/debate.py`.
+"""Debate-assisted weak supervision vs plain weak supervision (Lang et al. 2025), `w2s_jax/recipes/debate.py`.
 
 COMMAND:
   python -m w2s_jax.main --config=configs/debate_w2s.py:smoke --workdir=runs/debate_smoke   # ~1 min CPU

@@ -1,4 +1,4 @@
-"""Weak-to-strong deception (Yang et al. 2024, Super(ficial)-alignment), `w2s_jax/w2s/deception.py`.
+"""Weak-to-strong deception (Yang et al. 2024, Super(ficial)-alignment), `w2s_jax/recipes/deception.py`.
 
 COMMAND:
   python -m w2s_jax.main --config=configs/deception.py:smoke --workdir=runs/deception_smoke   # ~1 min CPU

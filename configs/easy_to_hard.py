@@ -3,7 +3,7 @@
 COMMAND:
   python -m w2s_jax.main --config=configs/easy_to_hard.py:smoke --workdir=/tmp/easy_to_hard
   python -m w2s_jax.main --config=configs/easy_to_hard.py --workdir=runs/easy_to_hard
-Pipeline: `w2s_jax/w2s/easy_to_hard.py`. reasoning-gym `chain_sum` with 2–3 terms of 1–2 digits, split by
+Pipeline: `w2s_jax/recipes/easy_to_hard.py`. reasoning-gym `chain_sum` with 2–3 terms of 1–2 digits, split by
 the number of terms: 2 = easy, 3 = hard. The policy (`tiny`) is SFT'd on worked solutions of both levels
 (`policy.sft_levels`; an easy-only policy at this scale solves no hard problem, leaving nothing to
 re-rank); the verifier sees labelled samples of EASY problems only.

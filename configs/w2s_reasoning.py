@@ -3,7 +3,7 @@
 COMMAND:
   python -m w2s_jax.main --config=configs/w2s_reasoning.py:smoke --workdir=/tmp/w2s_reasoning
   python -m w2s_jax.main --config=configs/w2s_reasoning.py --workdir=runs/w2s_reasoning
-Pipeline and models: `w2s_jax/w2s/w2s_reasoning.py`. The task is reasoning-gym `chain_sum` with 2–3
+Pipeline and models: `w2s_jax/recipes/w2s_reasoning.py`. The task is reasoning-gym `chain_sum` with 2–3
 terms of 1–2 digits (`data.options`); the weak model is the `tiny` preset SFT'd on the gold set, the
 strong one `ladder-2` (vocab 512) given a short SFT on `strong.start_examples` gold examples.
 Arg `smoke`: tiny sizes and steps; the strong start is trained exactly as the weak model (so they agree on

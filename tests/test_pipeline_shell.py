@@ -3,7 +3,7 @@ printed table, and a metrics.jsonl whose steps count finished trainings."""
 
 import json
 
-from w2s_jax.pipeline_shell import RunLog, finish, write_json
+from w2s_jax.pipeline_shell import RunLog, finish, memo, write_json
 
 
 def test_finish_writes_results_atomically_and_returns_the_table(tmp_path):
@@ -30,3 +30,12 @@ def test_run_log_steps_count_finished_trainings(tmp_path):
   assert records == [{"step": 1, "loss": 0.5, "name": "a", "test_loss": 0.5},
                      {"step": 2, "loss": 0.25, "name": "b", "test_loss": 0.25}]
   assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.jsonl"]
+
+
+def test_memo_builds_once_then_reads_the_file(tmp_path):
+  calls = []
+  build = lambda: calls.append(1) or {"acc": [0.5, 0.25]}
+  path = tmp_path / "stages" / "stage1.json"
+  assert memo(path, build) == {"acc": [0.5, 0.25]}
+  assert memo(path, build) == {"acc": [0.5, 0.25]} and calls == [1]  # the second call reads the file
+  assert sorted(p.name for p in path.parent.iterdir()) == ["stage1.json"]

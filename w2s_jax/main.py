@@ -42,12 +42,12 @@ PIPELINES = {
   "w2s_sweep": "w2s_jax.w2s.run:run_sweep",
   "rl": "w2s_jax.rl.loop:train_rl",
   "prm_pipeline": "w2s_jax.prm.pipeline:run_prm",
-  "debate_w2s": "w2s_jax.w2s.debate:run_debate",
-  "deception": "w2s_jax.w2s.deception:run_deception",
-  "w2s_reasoning": "w2s_jax.w2s.w2s_reasoning:run_w2s_reasoning",
-  "easy_to_hard": "w2s_jax.w2s.easy_to_hard:run_easy_to_hard",
+  "debate_w2s": "w2s_jax.recipes.debate:run_debate",
+  "deception": "w2s_jax.recipes.deception:run_deception",
+  "w2s_reasoning": "w2s_jax.recipes.w2s_reasoning:run_w2s_reasoning",
+  "easy_to_hard": "w2s_jax.recipes.easy_to_hard:run_easy_to_hard",
   "onpolicy_distill": "w2s_jax.w2s.onpolicy_distill:run_onpolicy_distill",
-  "w2sr": "w2s_jax.w2s.w2sr:run_w2sr",
+  "w2sr": "w2s_jax.recipes.w2sr:run_w2sr",
   "delta_learning": "w2s_jax.recipes.delta_learning:run_delta_learning",
 }
 

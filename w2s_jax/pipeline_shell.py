@@ -4,7 +4,8 @@ pipeline, the W2S sweep): what every pipeline does around its own work.
 - the folder and its `config.json`: always `config_files.start_workdir` (with the pipeline's own
   changed-settings check when it reuses finished work, e.g. the sweep), never written by hand.
 - `write_json`: any JSON file written atomically (a temporary file renamed into place), so a killed run
-  leaves the old file or the new one, never half of one; `finish` writes `results.json` this way.
+  leaves the old file or the new one, never half of one; `finish` writes `results.json` this way, and
+  `memo` keeps a pipeline stage's JSON result so a rerun skips the stage.
 - `RunLog`: `metrics.jsonl` for pipelines that log real progress as they go (one record per finished
   training, its `step` the count of trainings done so far); pipelines without such progress write none.
 - the printed table: `finish` returns the summary with its Markdown `table`, which `main` prints above
@@ -14,7 +15,7 @@ pipeline, the W2S sweep): what every pipeline does around its own work.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,15 @@ from w2s_jax.atomic_file import write_atomic
 def write_json(path: str | Path, obj: Any, **dumps_kwargs: Any) -> Path:
   """Writes `obj` as JSON to `path` atomically (write a temporary file, then rename it into place)."""
   return write_atomic(path, json.dumps(obj, **dumps_kwargs))
+
+
+def memo(path: str | Path, build: Callable[[], Any]) -> Any:
+  """`build()`'s JSON result, computed once and kept at `path` (written atomically)."""
+  path = Path(path)
+  if path.exists():
+    return json.loads(path.read_text())
+  write_json(path, build())
+  return json.loads(path.read_text())
 
 
 def finish(workdir: str | Path, results: Mapping[str, Any], *, table: str | None = None,

@@ -12,6 +12,7 @@ from flax import nnx
 from tests.helpers import Linear4, load_config, squared_output_objective
 from w2s_jax.checkpoint import Checkpointer
 from w2s_jax.models.transformer import Transformer
+from w2s_jax.rl import roles
 from w2s_jax.train import runtime
 from w2s_jax.train import step as step_lib
 from w2s_jax.train.config_lib import train_defaults
@@ -90,7 +91,7 @@ def test_distill_loop_releases_the_checkpoint_lock_on_error(tmp_path, monkeypatc
   c = load_config("onpolicy_distill", "smoke")
   c.mesh.data, c.data.train_size, c.data.eval_size = 1, 16, 4
   monkeypatch.setattr(od, "prepare_role", lambda config, role, workdir: (
-    od.role_model_config(config, role), _random_params(config, config[role].model), {}))
+    roles.role_model_config(config, role), _random_params(config, config[role].model), {}))
   monkeypatch.setattr(runtime, "MetricsWriter", _boom)
   with pytest.raises(_Boom):
     od.run_onpolicy_distill(c, tmp_path)

@@ -14,6 +14,7 @@ from tests.helpers import Linear4, load_config, squared_output_objective
 from w2s_jax import sharding as shd
 from w2s_jax.models.presets import from_section
 from w2s_jax.models.transformer import Transformer
+from w2s_jax.rl import roles
 from w2s_jax.train.config_lib import train_defaults
 from w2s_jax.train.loop import Setup, train
 
@@ -108,7 +109,7 @@ def test_distill_loop_step0_eval_then_exception_then_a_second_run_is_not_refused
   c.mesh.data, c.data.train_size, c.data.eval_size, c.eval.samples, c.eval.ks = 1, 16, 2, 2, [1, 2]
   c.rollout.max_new_tokens, c.distill.on_policy_frac = 16, 1.0
   monkeypatch.setattr(od, "prepare_role", lambda config, role, workdir: (
-    od.role_model_config(config, role), _random_params(config, config[role].model), {}))
+    roles.role_model_config(config, role), _random_params(config, config[role].model), {}))
   monkeypatch.setattr(od, "sample_groups", _boom)
   for _ in range(2):
     with pytest.raises(_Boom):

@@ -11,7 +11,7 @@ import pytest
 
 from tests.helpers import ROOT
 from w2s_jax.data.tokenizers import ByteTokenizer
-from w2s_jax.w2s import debate
+from w2s_jax.recipes import debate
 
 
 def test_ensemble_soft_labels_average_members():

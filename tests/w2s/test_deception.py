@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from tests.helpers import ROOT
-from w2s_jax.w2s import deception
+from w2s_jax.recipes import deception
 
 
 def test_explicit_conflict_loss_by_hand():

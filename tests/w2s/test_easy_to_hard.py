@@ -17,8 +17,7 @@ from w2s_jax.data.sft_sources import reasoning_prompt
 from w2s_jax.data.tokenizers import ByteTokenizer
 from w2s_jax.models.heads import SequenceClassifier
 from w2s_jax.models.presets import get_preset
-from w2s_jax.rl.sft_init import sft_config
-from w2s_jax.w2s.easy_to_hard import (
+from w2s_jax.recipes.easy_to_hard import (
   _validate,
   difficulty,
   rerank_metrics,
@@ -26,6 +25,7 @@ from w2s_jax.w2s.easy_to_hard import (
   split_by_difficulty,
   verifier_reward,
 )
+from w2s_jax.rl.sft_init import sft_config
 
 
 def _same_number(answer, gold: str) -> bool:

@@ -10,15 +10,15 @@ import pytest
 from tests.helpers import ROOT, load_config
 from w2s_jax.data.reasoning import extract_answer, generate
 from w2s_jax.data.sft_sources import reasoning_problems
-from w2s_jax.rl.sft_init import sft_config
-from w2s_jax.w2s.onpolicy_distill import role_config
-from w2s_jax.w2s.w2s_reasoning import (
+from w2s_jax.recipes.w2s_reasoning import (
   agreement_filter,
   self_consistency_pairs,
   task_splits,
   validate,
   vote_share,
 )
+from w2s_jax.rl.roles import role_config
+from w2s_jax.rl.sft_init import sft_config
 
 
 def test_agreement_filter_keeps_equal_stated_answers():

@@ -13,9 +13,9 @@ from tests.helpers import ROOT, load_config
 from w2s_jax.data import reasoning
 from w2s_jax.data.sft_sources import reasoning_problems, reasoning_prompt
 from w2s_jax.data.tokenizers import ByteTokenizer
+from w2s_jax.recipes.w2sr import recovered_share, solution_records, validate
 from w2s_jax.rl.loop import prompt_indices
 from w2s_jax.rl.rollout import encode_prompts
-from w2s_jax.w2s.w2sr import recovered_share, solution_records, validate
 
 
 @pytest.mark.parametrize("start,sft,rl,share", [

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+
+from w2s_jax.evals.metrics import bootstrap_ci
 
 
 def pgr(weak_acc: float, strong_ceiling_acc: float, transfer_acc: float) -> float:
@@ -32,3 +35,12 @@ def median_pgr(
   values = [pgr(w, s, t) for w, s, t in zip(weak_accs, ceiling_accs, transfer_accs, strict=True)]
   kept = [v for v in values if not np.isnan(v)]
   return (float(np.median(kept)) if kept else float("nan")), len(values) - len(kept)
+
+
+def summary_ci(values: Sequence[float]) -> dict[str, Any]:
+  """Median and 95 % bootstrap CI of the finite values (as `protocol.summarize` reports them)."""
+  kept = [float(v) for v in values if v is not None and np.isfinite(v)]
+  if not kept:
+    return {"median": None, "low": None, "high": None, "n": 0}
+  med, lo, hi = bootstrap_ci(kept, np.median)
+  return {"median": med, "low": lo, "high": hi, "n": len(kept)}

@@ -50,15 +50,15 @@ from w2s_jax.data.tokenizers import Tokenizer
 from w2s_jax.losses.aggregation import aggregate, safe_ratio
 from w2s_jax.losses.distill import generalized_jsd_loss, reverse_kl_token_rewards
 from w2s_jax.losses.policy import policy_loss
-from w2s_jax.models.presets import ModelConfig, from_section
+from w2s_jax.models.presets import ModelConfig
 from w2s_jax.models.transformer import Transformer
 from w2s_jax.pipeline_shell import write_json
 from w2s_jax.rl.batch import minibatches
 from w2s_jax.rl.evaluate import pass_maj_metrics, sample_eval
 from w2s_jax.rl.loop import prompt_indices
 from w2s_jax.rl.objective import completion_logprobs_jit
+from w2s_jax.rl.roles import abstract_graphdef, prepare_role
 from w2s_jax.rl.rollout import PromptSet, RewardConfig, encode_prompts, sample_groups
-from w2s_jax.rl.sft_init import run_sft
 from w2s_jax.sampling.sampler import Sampler, SamplingConfig
 from w2s_jax.sampling.score import token_positions
 from w2s_jax.train import step as step_lib
@@ -168,43 +168,6 @@ def onpolicy_distill_objective(
     return loss_sum, weight, sums
 
   return objective
-
-
-# ------------------------------------------------------------------------------------------------
-# Models named in the config, each SFT'd first.
-# ------------------------------------------------------------------------------------------------
-
-
-def role_config(config: ml_collections.ConfigDict, role: str) -> ml_collections.ConfigDict:
-  """The `run_sft` config of a model section (`config[role]` with `model` and `sft`) of a pipeline."""
-  if role not in config:
-    raise ValueError(f"the config has no section {role!r} (with `model` and `sft`)")
-  c = ml_collections.ConfigDict()
-  c.seed, c.sharding = int(config.seed), config.sharding
-  c.mesh = ml_collections.ConfigDict(config.mesh.to_dict())
-  c.model = ml_collections.ConfigDict(config[role].model.to_dict())
-  c.data = ml_collections.ConfigDict(config.data.to_dict())
-  c.sft = ml_collections.ConfigDict(config[role].sft.to_dict())
-  return c
-
-
-def role_model_config(config: ml_collections.ConfigDict, role: str) -> ModelConfig:
-  return from_section(config[role].model)
-
-
-def abstract_graphdef(model_cfg: ModelConfig) -> nnx.GraphDef:
-  """A Transformer's graphdef without allocating weights (call under the mesh and rules)."""
-  return nnx.split(nnx.eval_shape(lambda: Transformer(model_cfg, rngs=nnx.Rngs(0))))[0]
-
-
-def prepare_role(config: ml_collections.ConfigDict, role: str, workdir: Path):
-  """SFTs (or reloads) `config[role]` in `workdir/role/sft` (or its `sft.workdir`).
-
-  Returns:
-    (model config, params, SFT summary).
-  """
-  params, summary = run_sft(role_config(config, role), workdir / role)
-  return role_model_config(config, role), params, summary
 
 
 def gold_rows(prompts: PromptSet, tokenizer: Tokenizer, num_new: int) -> dict[str, np.ndarray]:

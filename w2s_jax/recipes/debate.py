@@ -37,14 +37,14 @@ import numpy as np
 
 from w2s_jax.config_files import start_workdir
 from w2s_jax.data import w2s_sets
-from w2s_jax.data.tokenizers import ByteTokenizer
-from w2s_jax.evals.metrics import accuracy, bootstrap_ci
+from w2s_jax.evals.metrics import accuracy
 from w2s_jax.pipeline_shell import finish
 from w2s_jax.sampling.sampler import Sampler, SamplingConfig, left_pad
-from w2s_jax.w2s import classify, ladder, protocol
+from w2s_jax.w2s import classify, protocol
 from w2s_jax.w2s import rungs as rung_lib
 from w2s_jax.w2s.ladder import Rung
-from w2s_jax.w2s.metrics import pgr
+from w2s_jax.w2s.metrics import pgr, summary_ci
+from w2s_jax.w2s.rungs import load_rungs, tokenizer_of
 
 SIDES = ("correct", "wrong")
 
@@ -100,43 +100,12 @@ def debate_text(item_txt: str, arg_for: str, arg_against: str, *, item_chars: in
 
 
 # ------------------------------------------------------------------------------------------------
-# Rungs and their encodings (shared with `deception.py`).
+# Records.
 # ------------------------------------------------------------------------------------------------
-
-
-def load_rungs(names: Sequence[str], config: ml_collections.ConfigDict) -> dict[str, Rung]:
-  """Pretrains (cached) or loads every named rung; returns label -> Rung in the order given."""
-  rung_lib.check_names(list(names))
-  lc, out = config.ladder, {}
-  for name in names:
-    if rung_lib.is_pretrained(name):
-      rung = rung_lib.load_pretrained(name, max_len=config.data.max_len)
-    else:
-      pcfg = ladder.pretrain_config(
-        name, corpus=lc.corpus, tokenizer="bytes", vocab_size=lc.vocab_size, seq_len=lc.seq_len,
-        steps=lc.total_steps, batch_size=lc.batch_size, lr=lc.lr, seed=lc.seed, mesh=dict(config.mesh),
-        corpus_options=lc.corpus_options.to_dict(),
-      )
-      rung = ladder.pretrain(pcfg, Path(lc.cache_dir) if lc.cache_dir else None)
-    out[rung.preset] = rung
-  return out
-
-
-def tokenizer_of(rung: Rung) -> Any:
-  return rung.tokenizer if rung.tokenizer is not None else ByteTokenizer()
 
 
 def take_records(records: Sequence[dict[str, Any]], idx: np.ndarray) -> list[dict[str, Any]]:
   return [records[int(i)] for i in idx]
-
-
-def summary_ci(values: Sequence[float]) -> dict[str, Any]:
-  """Median and 95 % bootstrap CI of the finite values (as `protocol.summarize` reports them)."""
-  kept = [float(v) for v in values if v is not None and np.isfinite(v)]
-  if not kept:
-    return {"median": None, "low": None, "high": None, "n": 0}
-  med, lo, hi = bootstrap_ci(kept, np.median)
-  return {"median": med, "low": lo, "high": hi, "n": len(kept)}
 
 
 # ------------------------------------------------------------------------------------------------

@@ -27,36 +27,36 @@ selection was and the held-out pass@1 (mean of c/n over n samples at `eval.tempe
 and maj@n of every model. Every SFT/DPO run is a resumable run folder under WORKDIR; selections are cached
 as JSON under `WORKDIR/stages/`, and `results.json` holds the table.
 
-The SFT/sampling helpers here (`sft_on_pairs`, `sample_solutions`, `heldout_metrics`) are shared with
+The SFT and sampling helpers (`sft_on_pairs`, `sample_solutions`) live in `recipes/solutions.py`, shared with
 `easy_to_hard.py`. Legend: P problems, K samples per problem.
 """
 
 from __future__ import annotations
 
-import json
-import os
-from collections.abc import Callable, Mapping, Sequence
+import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import jax
 import ml_collections
 import numpy as np
-from flax import nnx
 
 from w2s_jax.config_files import start_workdir
 from w2s_jax.data import preference_pairs, reasoning
 from w2s_jax.data.sft_sources import reasoning_prompt
 from w2s_jax.evals.metrics import majority_vote
-from w2s_jax.pipeline_shell import finish, write_json
-from w2s_jax.rl.evaluate import pass_maj_metrics, sample_eval
-from w2s_jax.rl.rollout import Rollout, encode_prompts
-from w2s_jax.sampling.sampler import Sampler, SamplingConfig
+from w2s_jax.models.presets import from_section
+from w2s_jax.pipeline_shell import finish, memo
+from w2s_jax.recipes.solutions import rollout_matrices, sample_solutions, sft_on_pairs, solution_pairs
+from w2s_jax.rl.evaluate import pass_maj_metrics
+from w2s_jax.rl.roles import abstract_graphdef, prepare_role, role_config
+from w2s_jax.rl.sft_init import sft_workdir
 from w2s_jax.train.config_lib import train_defaults
+from w2s_jax.train.loop import train
+from w2s_jax.train.preference_tasks import records_setup
+from w2s_jax.train.tasks import make_tokenizer
 from w2s_jax.w2s.ladder import Rung
 from w2s_jax.w2s.metrics import pgr
-
-Pairs = list[tuple[str, str]]
 
 # ------------------------------------------------------------------------------------------------
 # Selection rules (pure).
@@ -115,95 +115,8 @@ def self_consistency_pairs(
 
 
 # ------------------------------------------------------------------------------------------------
-# Models: SFT on pairs, sampling, held-out metrics (shared with easy_to_hard).
+# Held-out metrics.
 # ------------------------------------------------------------------------------------------------
-
-
-def _write_jsonl(path: Path, records: Sequence[dict[str, Any]]) -> None:
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_suffix(".tmp")
-  tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
-  os.replace(tmp, path)
-
-
-def memo(path: Path, build: Callable[[], Any]) -> Any:
-  """`build()`'s JSON result, computed once and kept at `path` (written atomically)."""
-  if path.exists():
-    return json.loads(path.read_text())
-  write_json(path, build())
-  return json.loads(path.read_text())
-
-
-def sft_on_pairs(
-  name: str, model: ml_collections.ConfigDict, pairs: Pairs, eval_pairs: Pairs, workdir: Path, *,
-  steps: int, batch_size: int, optimizer: Mapping[str, Any], seq_len: int, seed: int,
-  tokenizer: str = "bytes", init: Rung | None = None,
-) -> Rung:
-  """SFT of `model` (`preset`, `vocab_size`, `overrides`) on (prompt, response) pairs: a resumable run.
-
-  `optimizer` is the run's `optimizer` section from the pipeline's config (e.g. `stage1.optimizer`).
-
-  The pairs are written to `workdir/data/{train,eval}.jsonl` and trained through the `sft` task's
-  `jsonl` corpus and the one SFT loop (a finished run is just reloaded). `init` starts from a model's
-  params instead of a fresh initialisation.
-
-  Returns:
-    the trained model as a `Rung` (its `eval_loss` is the held-out loss on `eval_pairs`, NaN if none).
-  """
-  from w2s_jax.train.loop import train
-  from w2s_jax.train.preference_tasks import start_params
-  from w2s_jax.train.tasks import sft_setup
-
-  if not pairs:
-    raise ValueError(f"{name}: no training pairs (the selection kept nothing); loosen it or add data")
-  workdir = Path(workdir)
-  data = workdir / "data"
-  to_records = lambda ps: [{"id": f"{name}-{i}", "prompt": p, "response": r} for i, (p, r) in enumerate(ps)]
-  _write_jsonl(data / "train.jsonl", to_records(pairs))
-  _write_jsonl(data / "eval.jsonl", to_records(eval_pairs or pairs[:batch_size]))
-  c = train_defaults(total_steps=steps, batch_size=batch_size, optimizer=optimizer, seed=seed)
-  c.task = "sft"
-  c.log_every_steps = max(steps // 10, 1)
-  c.eval_every_steps = steps
-  c.checkpoint_every_steps = steps
-  c.model = ml_collections.ConfigDict(model.to_dict())
-  c.data = ml_collections.ConfigDict(dict(
-    corpus="jsonl", tokenizer=tokenizer, seq_len=seq_len, overlong="drop",
-    train_files=str(data / "train.jsonl"), eval_files=str(data / "eval.jsonl"), eval_batches=2))
-  c.objective = ml_collections.ConfigDict(dict(name="sft", reduction="token-mean", z_loss=0.0,
-                                               label_smoothing=0.0))
-  setup = sft_setup(c)
-  if init is not None:
-    setup.init_params = start_params(setup.make_model, init.params, seed)
-  summary = train(c, workdir, setup)
-  model_ = nnx.eval_shape(lambda: setup.make_model(nnx.Rngs(0)))
-  eval_loss = float((summary.get("eval") or {}).get("eval_loss", float("nan")))
-  return Rung(name, model_.cfg, nnx.split(model_)[0], summary["state"].params, eval_loss, workdir)
-
-
-def sample_solutions(
-  policy: Rung, problems: Sequence[reasoning.Problem], *, n: int, temperature: float, max_new_tokens: int,
-  prompt_len: int, seed: int, tokenizer: Any, chunk_rows: int = 64,
-) -> Rollout:
-  """n solutions of every problem (`temperature` 0 = greedy), scored by the task's scorer.
-
-  Rows are problem-major (row i·n + j is sample j of the i-th kept problem); problems whose prompt does
-  not fit in `prompt_len` tokens are left out (the rollout's `problems` lists those kept).
-  """
-  prompts = encode_prompts(problems, tokenizer, prompt_len)
-  sampler = Sampler(policy.graphdef, SamplingConfig(
-    max_new_tokens=max_new_tokens, temperature=temperature, stop_ids=(tokenizer.eos_id,),
-    pad_id=tokenizer.pad_id))
-  return sample_eval(sampler, policy.params, prompts, n, jax.random.key(seed), tokenizer,
-                     chunk_prompts=max(chunk_rows // n, 1))
-
-
-def rollout_matrices(rollout: Rollout, n: int) -> tuple[np.ndarray, list[list[str | None]], list[list[str]]]:
-  """(correct_PK, answers_PK, texts_PK) of a problem-major rollout with K = n samples per problem."""
-  P = len(rollout.problems)
-  answers = [rollout.answers[i * n:(i + 1) * n] for i in range(P)]
-  texts = [rollout.texts[i * n:(i + 1) * n] for i in range(P)]
-  return rollout.correct_R.reshape(P, n), answers, texts
 
 
 def heldout_metrics(policy: Rung, problems: Sequence[reasoning.Problem], ev: ml_collections.ConfigDict,
@@ -253,11 +166,6 @@ def split_problems(task: str, sizes: dict[str, int], *, seed: int, options: dict
   return out
 
 
-def solution_pairs(problems: Sequence[reasoning.Problem]) -> Pairs:
-  """(prompt, gold worked solution) of each problem."""
-  return [(reasoning_prompt(p), p.solution) for p in problems]
-
-
 # ------------------------------------------------------------------------------------------------
 # The pipeline.
 # ------------------------------------------------------------------------------------------------
@@ -265,8 +173,6 @@ def solution_pairs(problems: Sequence[reasoning.Problem]) -> Pairs:
 
 def validate(config: ml_collections.ConfigDict) -> None:
   """Fails before any training on a config the pipeline cannot run, naming the key."""
-  from w2s_jax.models.presets import from_section
-
   d = config.data
   for key in ("pool_size", "eval_size", "seq_len", "max_prompt_len", "max_new_tokens"):
     if int(d[key]) <= 0:
@@ -304,9 +210,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 def sft_phase_start(config: ml_collections.ConfigDict, role: str, workdir: Path) -> Rung:
   """`config[role]` SFT'd (or reloaded) by the RL runs' SFT phase in `workdir/role/sft` or `sft.workdir`."""
-  from w2s_jax.rl.sft_init import sft_workdir
-  from w2s_jax.w2s.onpolicy_distill import abstract_graphdef, prepare_role, role_config
-
   model_cfg, params, summary = prepare_role(config, role, workdir)
   eval_loss = float((summary.get("eval") or {}).get("eval_loss", float("nan")))
   folder = sft_workdir(role_config(config, role), workdir / role)
@@ -374,9 +277,6 @@ def _stage2_records(stage1: Rung, pool: list[reasoning.Problem], cfg: ml_collect
 
 def _dpo(stage1: Rung, records: dict[str, Any], cfg: ml_collections.ConfigDict, workdir: Path,
          tokenizer: Any) -> Rung:
-  from w2s_jax.train.loop import train
-  from w2s_jax.train.preference_tasks import records_setup
-
   s2 = cfg.stage2
   c = train_defaults(total_steps=int(s2.total_steps), batch_size=int(s2.batch_size), optimizer=s2.optimizer,
                      seed=int(cfg.seed))
@@ -398,10 +298,6 @@ def run_w2s_reasoning(config: ml_collections.ConfigDict, workdir: str | Path) ->
     the summary written to `WORKDIR/results.json`: `heldout` (per model: pass@1, maj@n, greedy
     accuracy), `stage1` and `stage2` selection statistics, `pgr` of each stage and `wall_s`.
   """
-  import time
-
-  from w2s_jax.train.tasks import make_tokenizer
-
   t0 = time.perf_counter()
   validate(config)
   workdir = start_workdir(config, workdir)
