@@ -10,6 +10,7 @@ from flax import nnx
 from tests.sampling.test_sampler import _np_filter
 from w2s_jax.sampling import STOPPED, TRUNCATED, Sampler, SamplingConfig, draw, left_pad, score
 from w2s_jax.sampling.compact import bucket_sizes
+from w2s_jax.sampling.tree import sample_tree_entropy
 
 PROMPTS = [[5, 17, 301, 44, 9, 250], [3, 77], [120, 8, 8, 61], [9, 9], [400, 2, 31]]
 FREE = SamplingConfig(max_new_tokens=12, temperature=0.8, top_k=40)
@@ -77,3 +78,17 @@ def test_bounded_top_p_equals_full_sort_on_peaked_and_flat_rows():
     for logits in (peaked, np.concatenate([peaked, flat])):
       got = np.isfinite(np.asarray(jax.jit(draw.filter_logits, static_argnums=1)(jnp.asarray(logits), cfg)))
       np.testing.assert_array_equal(got, _np_filter(logits.astype(np.float64), 1.0, None, top_p, None))
+
+
+def test_trees_are_the_same_with_and_without_compaction(tiny_model):
+  graphdef, params = nnx.split(tiny_model)
+  sampler = Sampler(graphdef, SamplingConfig(max_new_tokens=10, temperature=1.0, stop_ids=(7, 11, 13)))
+  tokens, mask = left_pad(PROMPTS[:2])
+  kw = dict(n_roots=2, n_iters=1, top_n=2, n_forks=2)
+  a = sample_tree_entropy(sampler, params, tokens, mask, jax.random.key(5), compact=True, **kw)
+  b = sample_tree_entropy(sampler, params, tokens, mask, jax.random.key(5), compact=False, **kw)
+  assert len(set(a.completion_mask_LS.sum(1).tolist())) > 1  # leaves end at different lengths
+  for name in ("parent_N", "start_N", "end_N", "tokens_LS", "status_L", "token_node_LS"):
+    np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+  np.testing.assert_allclose(a.logprobs_LS, b.logprobs_LS, atol=1e-5)
+  assert a.forward_tokens == b.forward_tokens
