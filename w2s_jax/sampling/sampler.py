@@ -193,6 +193,7 @@ def decode(
   windows: Sequence[int] | None = None,
   row_ids_B: jax.Array | None = None,
   min_running: jax.Array | int = 0,
+  fuse: bool = True,
 ) -> DecodeState:
   """Decodes until every row is STOPPED, TRUNCATED or PAUSED (or `max_steps` steps ran).
 
@@ -207,8 +208,8 @@ def decode(
   Masked slots add exact zeros to the softmax, so phases change results only by float summation order
   (tokens equal, log-probs to ~1e-7).
 
-  The q|k|v and gate|up weights are concatenated once, before the loop (`kv_cache.fuse_weights`): each
-  step then runs 4 matmuls per layer instead of 7.
+  With `fuse`, the q|k|v and gate|up weights are concatenated once, before the loop
+  (`kv_cache.fuse_weights`): each step then runs 4 matmuls per layer instead of 7 (same tokens).
   """
   B, S = state.tokens_BS.shape
   rows_B = jnp.arange(B)
@@ -216,7 +217,7 @@ def decode(
   stop_ids = jnp.asarray(cfg.stop_ids or (-1,), jnp.int32)
   pause = jnp.asarray(pause_ids or (-1,), jnp.int32)
   windows = decode_windows(S) if windows is None else tuple(windows)
-  weights = kv_cache.fuse_weights(model)
+  weights = kv_cache.fuse_weights(model) if fuse else None
   row_keys_B = jax.vmap(lambda r: jax.random.fold_in(key, r))(row_ids_B)
 
   def cond(window, carry):
@@ -317,16 +318,17 @@ def _prefill_jit(graphdef, params, prompts_BP, prompt_mask_BP, *, size, pad_id, 
 
 @functools.partial(
   jax.jit,
-  static_argnames=("graphdef", "cfg", "pause_ids", "mesh", "rules", "windows"),
+  static_argnames=("graphdef", "cfg", "pause_ids", "mesh", "rules", "windows", "fuse"),
   donate_argnames=("state",),
 )
 def _decode_jit(
-  graphdef, params, state, key, max_steps, row_ids_B, min_running, *, cfg, pause_ids, mesh, rules, windows
+  graphdef, params, state, key, max_steps, row_ids_B, min_running, *, cfg, pause_ids, mesh, rules, windows,
+  fuse,
 ):
   model = nnx.merge(graphdef, params)
   return decode(
     model, state, key, cfg, pause_ids=pause_ids, max_steps=max_steps, constrain=state_constraint(mesh, rules),
-    windows=windows, row_ids_B=row_ids_B, min_running=min_running,
+    windows=windows, row_ids_B=row_ids_B, min_running=min_running, fuse=fuse,
   )
 
 
@@ -346,12 +348,17 @@ class Sampler:
     mesh: optional mesh; batch axes of all per-row arrays go to the rules' `batch` axes and the
       cache's kv heads to the rules' `kv_heads` axis. Params keep the sharding they come with.
     rules: logical-axis rules (`w2s_jax.sharding.get_rules(name)`); default "dp".
+    fuse: decode with the q|k|v and gate|up weights concatenated (fewer matmuls per step; see
+      `decode`); False runs the model's own projections (for comparison).
   """
 
-  def __init__(self, graphdef: Any, cfg: SamplingConfig, *, mesh: Mesh | None = None, rules: Any = None):
+  def __init__(
+    self, graphdef: Any, cfg: SamplingConfig, *, mesh: Mesh | None = None, rules: Any = None,
+    fuse: bool = True,
+  ):
     if isinstance(graphdef, Transformer):
       graphdef = nnx.split(graphdef)[0]
-    self.graphdef, self.cfg, self.mesh = graphdef, cfg, mesh
+    self.graphdef, self.cfg, self.mesh, self.fuse = graphdef, cfg, mesh, fuse
     self.rules = None if mesh is None else tuple(get_rules("dp") if rules is None else rules)
 
   def __call__(
@@ -426,6 +433,7 @@ class Sampler:
       mesh=self.mesh,
       rules=self.rules,
       windows=decode_windows(S, min_length),
+      fuse=self.fuse,
     )
 
 
