@@ -104,8 +104,8 @@ def sample_token(
   """Draws one token per row.
 
   Args:
-    key: one PRNG key for the whole batch, or one key per row ([B]; the sampler's per-row keys make a
-      row's draw independent of which other rows share its batch).
+    key: one PRNG key for the whole batch, or one key per row ([B], or [B, 2] raw uint32 keys; the
+      sampler's per-row keys make a row's draw independent of which other rows share its batch).
     logits_BV: next-token logits.
     cfg: the sampling options.
 
@@ -120,7 +120,7 @@ def sample_token(
   entropies_B = -jnp.sum(jnp.exp(logp_BV) * logp_BV, axis=-1)
   if cfg.greedy:
     tokens_B = jnp.argmax(logits_BV, axis=-1)
-  elif jnp.ndim(key) == 0:
+  elif jnp.ndim(key) == (0 if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) else 1):  # one key
     tokens_B = jax.random.categorical(key, filter_logits(logits_BV, cfg), axis=-1)
   else:
     draw = lambda k, x_V: jax.random.categorical(k, x_V)
