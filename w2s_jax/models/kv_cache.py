@@ -14,7 +14,9 @@ Numerics are those of `Transformer.__call__` on the same left-padded sequence: t
 `attention_mask` (slot indices play the role of token indices, which equal positions up to the
 per-row offset, so sliding windows agree), prefill through `dot_product_attention`, and for one-token
 decode the same float32 logits / soft-cap / mask value / softmax written for the [B, K, S, H] layout
-(`_decode_attention`); only the reduction shapes differ (one query row against S keys).
+(`_decode_attention`); only the reduction shapes differ (one query row against S keys). With
+`DecodeWeights` (`fuse_weights`, built once per decode loop) a decode step runs q|k|v as one matmul and
+gate|up as one: the same products column by column, 4 matmuls per layer instead of 7.
 
 Shape legend as in `transformer.py`; T is the number of new tokens per row, S the cache length.
 """
