@@ -18,16 +18,19 @@ softmax(logits / temperature) (temperature 1 when greedy) -- the convention of T
 log-probs, and what `score(..., temperature=...)` returns for the same sequences. Top-k/top-p/min-p
 only restrict which token is drawn.
 
-Determinism: the draw of step t uses `fold_in(key, t)`; the same key, params and prompts give the same
-output. Sharding: with a mesh, every per-row array (cache included) is constrained to put its batch axis
-on the rules' `batch` mesh axes and the cache's kv heads on the rules' `kv_heads` axis.
+Determinism: the draw into slot s of row r uses the key `fold_in(fold_in(key, r), s)` (r = the row's
+index in the batch the caller passed), so a row's draws do not depend on the other rows in its batch or on
+how decoding is split into calls: `decode(..., compact=True)`, which drops finished rows, and chunked calls
+with the same key sample what one call does. The same key, params and prompts give the same output.
+
+Sharding: with a mesh, every per-row array (cache included) is constrained to put its batch axis on the
+rules' `batch` mesh axes and the cache's kv heads on the rules' `kv_heads` axis.
 
 Legend: B rows, P prompt length, S slots, V vocab.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from collections.abc import Sequence
 from typing import Any
@@ -41,37 +44,11 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from w2s_jax.models import kv_cache
 from w2s_jax.models.transformer import Transformer
+from w2s_jax.sampling.draw import SamplingConfig, filter_logits, sample_token
 from w2s_jax.sharding import get_rules
 
 # Row status codes (`DecodeState.status_B`).
 RUNNING, STOPPED, TRUNCATED, PAUSED = 0, 1, 2, 3
-
-
-@dataclasses.dataclass(frozen=True)
-class SamplingConfig:
-  """How tokens are drawn.
-
-  Attributes:
-    max_new_tokens: tokens generated per row at most (S = P + max_new_tokens).
-    temperature: logits are divided by it; 0 means greedy (argmax).
-    top_k: keep the k most likely tokens (None = off).
-    top_p: nucleus: keep the smallest set of top tokens whose probability reaches top_p (None = off).
-    min_p: keep tokens with p >= min_p * max p (None = off). Applied after top-k and top-p, as in HF.
-    stop_ids: tokens that end a row (EOS and any other stop tokens); the stop token is kept.
-    pad_id: written in every slot that holds no token.
-  """
-
-  max_new_tokens: int = 128
-  temperature: float = 1.0
-  top_k: int | None = None
-  top_p: float | None = None
-  min_p: float | None = None
-  stop_ids: tuple[int, ...] = ()
-  pad_id: int = 0
-
-  @property
-  def greedy(self) -> bool:
-    return self.temperature == 0.0
 
 
 @flax.struct.dataclass
@@ -159,55 +136,6 @@ def check_left_padded(prompt_mask_BP: Any) -> None:
 
 
 # ------------------------------------------------------------------------------------------------
-# Drawing one token.
-# ------------------------------------------------------------------------------------------------
-
-
-def filter_logits(logits_BV: jax.Array, cfg: SamplingConfig) -> jax.Array:
-  """Tempered logits with the tokens excluded by top-k / top-p / min-p set to -inf (HF order)."""
-  x_BV = logits_BV.astype(jnp.float32) / (cfg.temperature if cfg.temperature > 0 else 1.0)
-  neg_inf = jnp.float32(-jnp.inf)
-  if cfg.top_k is not None:
-    # The k largest logits, sorted: all that top-p needs after top-k (no sort of the vocabulary).
-    sorted_BK = jax.lax.top_k(x_BV, cfg.top_k)[0]
-    x_BV = jnp.where(x_BV < sorted_BK[:, -1:], neg_inf, x_BV)
-  if cfg.top_p is not None:
-    sorted_BK = -jnp.sort(-x_BV, axis=-1) if cfg.top_k is None else sorted_BK
-    probs_BK = jax.nn.softmax(sorted_BK, axis=-1)
-    before_BK = jnp.cumsum(probs_BK, axis=-1) - probs_BK  # mass of strictly more likely tokens
-    n_keep_B1 = jnp.maximum(jnp.sum(before_BK < cfg.top_p, axis=-1, keepdims=True), 1)
-    threshold_B1 = jnp.take_along_axis(sorted_BK, n_keep_B1 - 1, axis=-1)
-    x_BV = jnp.where(x_BV < threshold_B1, neg_inf, x_BV)
-  if cfg.min_p is not None:
-    probs_BV = jax.nn.softmax(x_BV, axis=-1)
-    floor_B1 = cfg.min_p * jnp.max(probs_BV, axis=-1, keepdims=True)
-    x_BV = jnp.where(probs_BV < floor_B1, neg_inf, x_BV)
-  return x_BV
-
-
-def sample_token(
-  key: jax.Array, logits_BV: jax.Array, cfg: SamplingConfig
-) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """Draws one token per row.
-
-  Returns:
-    (tokens_B int32, logprobs_B, entropies_B) with log-prob/entropy of the tempered, unfiltered
-    distribution.
-  """
-  # The barrier keeps XLA:CPU from fusing the LM-head matmul into the softmax reductions (it then
-  # recomputes the product elementwise: ~2x slower decode steps at batch 16).
-  logits_BV = jax.lax.optimization_barrier(logits_BV.astype(jnp.float32))
-  logp_BV = jax.nn.log_softmax(logits_BV / (cfg.temperature if cfg.temperature > 0 else 1.0), axis=-1)
-  entropies_B = -jnp.sum(jnp.exp(logp_BV) * logp_BV, axis=-1)
-  if cfg.greedy:
-    tokens_B = jnp.argmax(logits_BV, axis=-1)
-  else:
-    tokens_B = jax.random.categorical(key, filter_logits(logits_BV, cfg), axis=-1)
-  tokens_B = tokens_B.astype(jnp.int32)
-  return tokens_B, jnp.take_along_axis(logp_BV, tokens_B[:, None], axis=-1)[:, 0], entropies_B
-
-
-# ------------------------------------------------------------------------------------------------
 # Prefill and the decode loop (pure; jit them through `Sampler`).
 # ------------------------------------------------------------------------------------------------
 
@@ -263,10 +191,15 @@ def decode(
   max_steps: jax.Array | int | None = None,
   constrain=lambda s: s,
   windows: Sequence[int] | None = None,
+  row_ids_B: jax.Array | None = None,
+  min_running: jax.Array | int = 0,
+  fuse: bool = True,
 ) -> DecodeState:
   """Decodes until every row is STOPPED, TRUNCATED or PAUSED (or `max_steps` steps ran).
 
   Rows not RUNNING on entry are left untouched. `constrain` is applied to the carried state (sharding).
+  `row_ids_B` (default arange(B)) are the rows' indices for their PRNG keys; the loop also ends once at
+  most `min_running` rows are RUNNING (`compact.decode_compact` then shrinks the batch).
 
   Phases: attention reads every slot of the cache it is given, a cost that grows with S and is
   memory-bound on CPU. So the loop runs in phases over `windows` (default `decode_windows(S)`): phase W
@@ -274,17 +207,23 @@ def decode(
   window back and hands over to the next phase; phases a call does not reach are skipped (`lax.cond`).
   Masked slots add exact zeros to the softmax, so phases change results only by float summation order
   (tokens equal, log-probs to ~1e-7).
+
+  With `fuse`, the q|k|v and gate|up weights are concatenated once, before the loop
+  (`kv_cache.fuse_weights`): each step then runs 4 matmuls per layer instead of 7 (same tokens).
   """
   B, S = state.tokens_BS.shape
   rows_B = jnp.arange(B)
+  row_ids_B = rows_B if row_ids_B is None else row_ids_B
   stop_ids = jnp.asarray(cfg.stop_ids or (-1,), jnp.int32)
   pause = jnp.asarray(pause_ids or (-1,), jnp.int32)
   windows = decode_windows(S) if windows is None else tuple(windows)
+  weights = kv_cache.fuse_weights(model) if fuse else None
+  row_keys_B = jax.vmap(lambda r: jax.random.fold_in(key, r))(row_ids_B)
 
   def cond(window, carry):
     step, s = carry
     running_B = s.status_B == RUNNING
-    going = jnp.any(running_B)
+    going = jnp.sum(running_B.astype(jnp.int32)) > min_running
     if window < S:  # the pending slot (length - 1) of every running row must fall in the window
       going &= jnp.max(jnp.where(running_B, s.length_B, 0)) <= window
     return going if max_steps is None else going & (step < max_steps)
@@ -294,9 +233,12 @@ def decode(
     active_B = s.status_B == RUNNING
     pending_B = s.length_B - 1
     token_B = jnp.take_along_axis(s.tokens_BS, pending_B[:, None], axis=1)[:, 0]
-    logits_BV, cache = kv_cache.decode_step(model, s.cache, token_B, jnp.where(active_B, pending_B, S))
-    new_B, logp_B, ent_B = sample_token(jax.random.fold_in(key, step), logits_BV, cfg)
     slot_B = jnp.where(active_B, s.length_B, S)  # out of range: dropped
+    logits_BV, cache = kv_cache.decode_step(
+      model, s.cache, token_B, jnp.where(active_B, pending_B, S), weights
+    )
+    keys_B = jax.vmap(jax.random.fold_in)(row_keys_B, s.length_B)
+    new_B, logp_B, ent_B = sample_token(keys_B, logits_BV, cfg)
     length_B = s.length_B + active_B.astype(jnp.int32)
     status_B = jnp.where(jnp.isin(new_B, pause), PAUSED, s.status_B)
     status_B = jnp.where(length_B >= S, TRUNCATED, status_B)
@@ -376,14 +318,17 @@ def _prefill_jit(graphdef, params, prompts_BP, prompt_mask_BP, *, size, pad_id, 
 
 @functools.partial(
   jax.jit,
-  static_argnames=("graphdef", "cfg", "pause_ids", "mesh", "rules", "windows"),
+  static_argnames=("graphdef", "cfg", "pause_ids", "mesh", "rules", "windows", "fuse"),
   donate_argnames=("state",),
 )
-def _decode_jit(graphdef, params, state, key, max_steps, *, cfg, pause_ids, mesh, rules, windows):
+def _decode_jit(
+  graphdef, params, state, key, max_steps, row_ids_B, min_running, *, cfg, pause_ids, mesh, rules, windows,
+  fuse,
+):
   model = nnx.merge(graphdef, params)
-  constrain = state_constraint(mesh, rules)
   return decode(
-    model, state, key, cfg, pause_ids=pause_ids, max_steps=max_steps, constrain=constrain, windows=windows
+    model, state, key, cfg, pause_ids=pause_ids, max_steps=max_steps, constrain=state_constraint(mesh, rules),
+    windows=windows, row_ids_B=row_ids_B, min_running=min_running, fuse=fuse,
   )
 
 
@@ -403,18 +348,29 @@ class Sampler:
     mesh: optional mesh; batch axes of all per-row arrays go to the rules' `batch` axes and the
       cache's kv heads to the rules' `kv_heads` axis. Params keep the sharding they come with.
     rules: logical-axis rules (`w2s_jax.sharding.get_rules(name)`); default "dp".
+    fuse: decode with the q|k|v and gate|up weights concatenated (fewer matmuls per step; see
+      `decode`); False runs the model's own projections (for comparison).
   """
 
-  def __init__(self, graphdef: Any, cfg: SamplingConfig, *, mesh: Mesh | None = None, rules: Any = None):
+  def __init__(
+    self, graphdef: Any, cfg: SamplingConfig, *, mesh: Mesh | None = None, rules: Any = None,
+    fuse: bool = True,
+  ):
     if isinstance(graphdef, Transformer):
       graphdef = nnx.split(graphdef)[0]
-    self.graphdef, self.cfg, self.mesh = graphdef, cfg, mesh
+    self.graphdef, self.cfg, self.mesh, self.fuse = graphdef, cfg, mesh, fuse
     self.rules = None if mesh is None else tuple(get_rules("dp") if rules is None else rules)
 
-  def __call__(self, params: Any, prompts_BP: Any, prompt_mask_BP: Any, key: jax.Array) -> SampleOutput:
-    """Samples completions of left-padded prompts; see the module docstring for the layout."""
+  def __call__(
+    self, params: Any, prompts_BP: Any, prompt_mask_BP: Any, key: jax.Array, *, compact: bool = False
+  ) -> SampleOutput:
+    """Samples completions of left-padded prompts; see the module docstring for the layout.
+
+    `compact=True` stops computing rows that have finished (see `decode`): worth it when rows end at
+    different lengths (stop tokens); the same tokens either way.
+    """
     state = self.prefill(params, prompts_BP, prompt_mask_BP)
-    state = self.decode(params, state, key, min_length=int(np.shape(prompts_BP)[1]))
+    state = self.decode(params, state, key, min_length=int(np.shape(prompts_BP)[1]), compact=compact)
     return to_output_jit(state, prompt_len=int(np.shape(prompts_BP)[1]))
 
   def prefill(
@@ -444,25 +400,40 @@ class Sampler:
     pause_ids: Sequence[int] = (),
     max_steps: int | None = None,
     min_length: int = 0,
+    compact: bool = False,
+    row_ids: Any = None,
+    min_running: int = 0,
   ) -> DecodeState:
     """Continues RUNNING rows until they stop, fill up or draw a `pause_ids` token. Donates `state`.
 
     `max_steps` (traced, no recompilation) bounds the number of decode steps of this call. `min_length`
     (static, one compilation per value) is a hint: the length rows start from, which places the decode
-    phases (`decode_windows`); any value gives the same tokens.
+    phases (`decode_windows`); any value gives the same tokens. `compact=True` stops computing finished
+    rows (`compact.decode_compact`: the batch shrinks as rows finish; same tokens). `row_ids` [B] are
+    the rows' indices for their PRNG keys (default arange(B)); the call also returns once at most
+    `min_running` rows are RUNNING.
     """
-    steps = jnp.int32(np.iinfo(np.int32).max if max_steps is None else max_steps)
+    if compact:
+      from w2s_jax.sampling.compact import decode_compact  # compact.py builds on this class
+
+      if max_steps is not None:
+        raise ValueError("decode(compact=True) runs rows to the end; it takes no max_steps")
+      return decode_compact(self, params, state, key, pause_ids=pause_ids, min_length=min_length)
+    B, S = (int(n) for n in state.tokens_BS.shape)
     return _decode_jit(
       self.graphdef,
       params,
       state,
       key,
-      steps,
+      jnp.int32(np.iinfo(np.int32).max if max_steps is None else max_steps),
+      jnp.arange(B, dtype=jnp.int32) if row_ids is None else jnp.asarray(row_ids, jnp.int32),
+      jnp.int32(min_running),
       cfg=self.cfg,
       pause_ids=tuple(int(t) for t in pause_ids),
       mesh=self.mesh,
       rules=self.rules,
-      windows=decode_windows(int(state.tokens_BS.shape[1]), min_length),
+      windows=decode_windows(S, min_length),
+      fuse=self.fuse,
     )
 
 
@@ -472,3 +443,9 @@ def generate(
   """One-call sampling from an NNX model (compilations are cached per graph and config)."""
   graphdef, params = nnx.split(model)
   return Sampler(graphdef, cfg)(params, prompts_BP, prompt_mask_BP, key)
+
+
+__all__ = [
+  "PAUSED", "RUNNING", "STOPPED", "TRUNCATED", "DecodeState", "SampleOutput", "Sampler", "SamplingConfig",
+  "decode", "decode_windows", "filter_logits", "generate", "left_pad", "prefill", "sample_token", "to_output",
+]

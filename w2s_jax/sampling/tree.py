@@ -15,8 +15,9 @@ Two ways to grow a tree per prompt (one tree per prompt row):
 Forks copy rows of the parent's `DecodeState` (`take_rows`); the prefix is never re-run. Every tree
 node is a token span [start, end) in the slot layout of `sampler.py` (prompt in [0, P), completions
 from P on); node spans of a leaf's path tile its completion. Orchestration is on the host (numpy);
-each decode call is the jitted, donating `Sampler.decode` over a static-size batch (rows of stopped
-parents or missing candidates ride along as inactive rows).
+each decode call is the jitted, donating `Sampler.decode` with `compact=True`: rows of stopped parents or
+missing candidates start inactive, and the batch shrinks as rows finish (`compact.py`), so forks that
+start late (few tokens left) stop costing steps once they are done.
 
 Outputs (`Tree`) are flat numpy arrays. Legend: N nodes, L leaves, S slots.
 """
@@ -218,6 +219,7 @@ def sample_tree_steps(
   *,
   branching: Sequence[int],
   boundary_ids: Sequence[int],
+  compact: bool = True,
 ) -> Tree:
   """Grows one tree per prompt by forking at step boundaries.
 
@@ -229,6 +231,7 @@ def sample_tree_steps(
     branching: b_0, b_1, ...: each prompt gets b_0 first-step nodes; a node of depth d that ends at a
       boundary token gets b_{d+1} children. Nodes of depth len(branching) - 1 run to the end.
     boundary_ids: tokens that end a step (kept as the step's last token).
+    compact: drop finished rows from each decode batch (`Sampler.decode(compact=True)`; same tree).
 
   Returns:
     A `Tree`; without early stops each prompt has prod(branching) leaves.
@@ -251,6 +254,7 @@ def sample_tree_steps(
       jax.random.fold_in(key, d),
       pause_ids=() if last else boundary_ids,
       min_length=P if d == 0 else 0,
+      compact=compact,
     )
     g = b.add_group(state)
     host = b.groups[g]
@@ -276,6 +280,7 @@ def sample_tree_entropy(
   n_iters: int,
   top_n: int,
   n_forks: int,
+  compact: bool = True,
 ) -> Tree:
   """TreeRL's EPTree: fork the highest -log p tokens of existing chains (formulas.md §2).
 
@@ -285,6 +290,7 @@ def sample_tree_entropy(
     n_iters: L forking rounds.
     top_n: N tokens forked per tree and round (fewer if fewer candidates remain).
     n_forks: T children per forked token.
+    compact: drop finished rows from each decode batch (`Sampler.decode(compact=True)`; same tree).
 
   Returns:
     A `Tree`; without early stops each prompt has n_roots + n_iters * top_n * n_forks leaves.
@@ -295,7 +301,7 @@ def sample_tree_entropy(
   g_root = b.add_group(root)
   n, P = np.shape(prompts_BP)
   state = b._fork_sources([(g_root, i, P) for i in range(n) for _ in range(n_roots)], pad)
-  g = b.add_group(sampler.decode(params, state, jax.random.fold_in(key, 0), min_length=P))
+  g = b.add_group(sampler.decode(params, state, jax.random.fold_in(key, 0), min_length=P, compact=compact))
   host = b.groups[g]
   for r in range(n * n_roots):
     b.add(-1, P, int(host["length_B"][r]), True, r // n_roots, (g, r))
@@ -321,7 +327,7 @@ def sample_tree_entropy(
             grp, row = b.where[pick[0]]
             sources.append((grp, row, pick[1]))
     state = b._fork_sources(sources, pad)
-    g = b.add_group(sampler.decode(params, state, jax.random.fold_in(key, it + 1)))
+    g = b.add_group(sampler.decode(params, state, jax.random.fold_in(key, it + 1), compact=compact))
     host = b.groups[g]
     rows = {}  # (node, slot) -> first child row
     for j, pick in enumerate(p for chosen in blocks for p in chosen):
