@@ -90,3 +90,18 @@ def test_remat_section_shortcut_and_bad_values():
     from_section(section)
   with pytest.raises(ValueError, match=r"remat = 'dots'; choose one of"):
     Transformer(dataclasses.replace(CFG, remat="dots"), rngs=nnx.Rngs(0))
+
+
+def test_block_remat_needs_less_temporary_memory():
+  """What remat is for: XLA's buffer assignment for the gradient needs fewer temporary bytes when each
+  block keeps only its input (4 layers, 4 x 128 tokens: ~20.8 MB without remat, ~19.8 MB with, on CPU)."""
+  cfg = dataclasses.replace(PRESETS["tiny"], n_layers=4)
+  tokens = jnp.asarray(np.random.default_rng(0).integers(3, 512, size=(4, 128)), jnp.int32)
+
+  def temp_bytes(remat):
+    graphdef, params = nnx.split(nnx.eval_shape(
+      lambda: Transformer(dataclasses.replace(cfg, remat=remat), rngs=nnx.Rngs(0))))
+    grad = jax.jit(jax.grad(lambda p: jnp.sum(jax.nn.logsumexp(nnx.merge(graphdef, p)(tokens), -1))))
+    return grad.lower(params).compile().memory_analysis().temp_size_in_bytes
+
+  assert temp_bytes("block") < temp_bytes("none")
