@@ -38,9 +38,19 @@ def loop(
 
 
 def model(preset: str = "tiny", max_seq_len: int = 512) -> ml_collections.ConfigDict:
-  """A `model` section: a preset of the byte-level decoder (vocab 512) with its context length."""
-  return ml_collections.ConfigDict({"preset": preset, "vocab_size": 512,
-                                    "overrides": ml_collections.ConfigDict({"max_seq_len": max_seq_len})})
+  """A `model` section: a preset of the byte-level decoder (vocab 512) with its context length.
+
+  `dtype` (compute dtype, e.g. "bfloat16"; parameters stay float32), `attention` ("einsum" or
+  "dot_product") and `remat` ("none", "block", "dots_saveable", "dots_with_no_batch_dims_saveable") are
+  unset (the preset's) unless given, e.g. `--config.model.attention=dot_product`.
+  """
+  return ml_collections.ConfigDict({
+    "preset": preset, "vocab_size": 512,
+    "overrides": ml_collections.ConfigDict({"max_seq_len": max_seq_len}),
+    "dtype": ml_collections.config_dict.placeholder(str),
+    "attention": ml_collections.config_dict.placeholder(str),
+    "remat": ml_collections.config_dict.placeholder(str),
+  })
 
 
 def sft_phase(

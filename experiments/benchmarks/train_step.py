@@ -15,7 +15,9 @@ master weights), all from the same weights. Systems and variants are interleaved
 `--repeats` rounds after 2 warm-up steps each; times are medians with min-max.
 
 FLOPs per step = 6 · params · tokens (all parameters counted once, embeddings included: the tied
-embedding is also the LM head's matmul; attention score FLOPs are not counted). The matmul peak is the
+embedding is also the LM head's matmul; attention score FLOPs are not counted); each system's own
+count of one step is recorded too (`counted_gflop_per_step`: XLA's `cost_analysis()` of the compiled
+step, torch's `FlopCounterMode`). The matmul peak is the
 median GFLOP/s of a 2048³ f32 `jnp.dot` in the same process, before and after. The JSON records the
 load average before and after and `"loaded": true` when it exceeded the cores (such a run's ratios
 are not to be quoted). The last output line is one JSON object with every figure (per system and
@@ -105,11 +107,15 @@ def jax_system(path: Path, tokens: np.ndarray, variant: str):
            "segment_ids": np.ones((B, S), np.int32)}
   batch = {k: jnp.asarray(v) for k, v in batch.items()}
   box = {"state": create_train_state(params, tx, 0)}
+  compiled = step.lower(box["state"], batch).compile()
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, list) else cost
 
   def call():
-    box["state"], m = step(box["state"], batch)
+    box["state"], m = compiled(box["state"], batch)
     return jax.block_until_ready(m)
 
+  call.flops = float(cost.get("flops", 0.0))  # XLA's count for the whole compiled step
   return call
 
 
@@ -131,6 +137,11 @@ def torch_system(path: Path, tokens: np.ndarray):
     opt.step()
     opt.zero_grad(set_to_none=True)
 
+  from torch.utils.flop_counter import FlopCounterMode
+
+  with FlopCounterMode(display=False) as counter:  # one step, counted (matmuls and attention)
+    call()
+  call.flops = float(counter.get_total_flops())
   return call
 
 
@@ -173,6 +184,8 @@ def main() -> None:
     med = statistics.median(t)
     gflops = flops / med / 1e9
     result["systems"][name] = {"step_s": spread(t), "gflops": gflops, "peak_fraction": gflops / peak}
+    if getattr(systems.get(name), "flops", None):  # the system's own FLOP count of one step
+      result["systems"][name]["counted_gflop_per_step"] = systems[name].flops / 1e9
     print(f"{name:>20}: step {med * 1e3:7.0f} ms (min {min(t) * 1e3:.0f}, max {max(t) * 1e3:.0f}), "
           f"{100 * gflops / peak:.0f}% of the {peak:.0f} GFLOP/s matmul peak", flush=True)
   med = {name: statistics.median(t) for name, t in times.items()}

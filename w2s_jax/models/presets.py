@@ -53,7 +53,11 @@ class ModelConfig:
     dtype: compute dtype ("float32" or "bfloat16"); parameters stay in `param_dtype`, so
       dtype="bfloat16" with param_dtype="float32" is bf16 compute on f32 master weights.
     param_dtype: parameter dtype.
-    remat: rematerialise each block in the backward pass (saves activation memory).
+    remat: what each decoder block keeps for the backward pass (one of `REMAT_CHOICES`): "none" keeps
+      every activation; "block" keeps only the block's input and recomputes the rest (least memory);
+      "dots_saveable" / "dots_with_no_batch_dims_saveable" (`jax.checkpoint_policies`) keep the matmul
+      outputs (all of them / those without batch dimensions, i.e. not attention's) and recompute the
+      elementwise work. True / False are read as "block" / "none".
     attention: "einsum" (the project's grouped-query einsums, the default) or "dot_product"
       (`jax.nn.dot_product_attention` with `implementation=None`: XLA on CPU/TPU, cuDNN's fused
       attention on GPUs where it applies). Applies to full-sequence passes (training, scoring,
@@ -86,12 +90,26 @@ class ModelConfig:
   max_seq_len: int = 2048
   dtype: str = "float32"
   param_dtype: str = "float32"
-  remat: bool = False
+  remat: str | bool = "none"
   attention: str = "einsum"
 
 
 ATTENTION_IMPLEMENTATIONS = ("einsum", "dot_product")
 DTYPES = ("float32", "bfloat16")
+REMAT_CHOICES = ("none", "block", "dots_saveable", "dots_with_no_batch_dims_saveable")
+
+
+def remat_choice(remat: str | bool) -> str:
+  """`ModelConfig.remat` as one of `REMAT_CHOICES` (True -> "block", False -> "none").
+
+  Raises:
+    ValueError: for any other value.
+  """
+  if isinstance(remat, bool):
+    return "block" if remat else "none"
+  if remat not in REMAT_CHOICES:
+    raise ValueError(f"remat = {remat!r}; choose one of {list(REMAT_CHOICES)}.")
+  return remat
 
 
 # ------------------------------------------------------------------------------------------------
@@ -275,14 +293,15 @@ def from_section(model: Any) -> ModelConfig:
   """The `ModelConfig` of a config file's model section.
 
   The section is `{preset, vocab_size, overrides: {...}}` with optional shortcuts `dtype` (compute
-  dtype; parameters stay float32) and `attention` (see `ModelConfig.attention`); a shortcut and an
-  override of the same field must agree.
+  dtype; parameters stay float32), `attention` (see `ModelConfig.attention`) and `remat` (see
+  `ModelConfig.remat`); a shortcut and an override of the same field must agree.
 
   Raises:
-    ValueError: for an unknown preset/field, a bad `dtype`/`attention` value, or a conflict.
+    ValueError: for an unknown preset/field, a bad `dtype`/`attention`/`remat` value, or a conflict.
   """
   overrides = dict(model.get("overrides", {}))
-  for key, allowed in (("dtype", DTYPES), ("attention", ATTENTION_IMPLEMENTATIONS)):
+  shortcuts = (("dtype", DTYPES), ("attention", ATTENTION_IMPLEMENTATIONS), ("remat", REMAT_CHOICES))
+  for key, allowed in shortcuts:
     value = model.get(key)
     if value is None:
       continue

@@ -25,15 +25,16 @@ projections that write into the residual stream (o, down) are further scaled by
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from w2s_jax.models.presets import ATTENTION_IMPLEMENTATIONS, ModelConfig, RopeScaling
+from w2s_jax.models.presets import ATTENTION_IMPLEMENTATIONS, ModelConfig, RopeScaling, remat_choice
 
 _MASK_VALUE = float(np.finfo(np.float32).min)
 
@@ -361,7 +362,15 @@ def _run_block(
   return block(x_BLD, positions_BL, mask_BLL)
 
 
-_run_block_remat = nnx.remat(_run_block)
+@functools.cache
+def block_runner(remat: str | bool) -> Callable[..., jax.Array]:
+  """`_run_block` under the `ModelConfig.remat` choice: as is ("none"), or an `nnx.remat` whose
+  checkpoint policy is `jax.checkpoint_policies.<name>` ("block": save nothing but the input)."""
+  name = remat_choice(remat)
+  if name == "none":
+    return _run_block
+  policy = None if name == "block" else getattr(jax.checkpoint_policies, name)
+  return nnx.remat(_run_block, policy=policy)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -382,6 +391,7 @@ class Transformer(nnx.Module):
   def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
     pdt = jnp.dtype(cfg.param_dtype)
     D, V = cfg.d_model, cfg.vocab_size
+    remat_choice(cfg.remat)  # a bad value fails here, not at the first forward pass
     self.cfg = cfg
     self.embedding_VD = make_param(rngs, (V, D), ("vocab", "embed"), std=D**-0.5, dtype=pdt)
     self.blocks = nnx.List([Block(cfg, layer_idx=i, rngs=rngs) for i in range(cfg.n_layers)])
@@ -428,7 +438,7 @@ class Transformer(nnx.Module):
       local_mask_BLL = attention_mask(
         segment_ids_BL, segment_ids_BL, index_BL, index_BL, sliding_window=cfg.sliding_window
       )
-    run = _run_block_remat if cfg.remat else _run_block
+    run = block_runner(cfg.remat)
     x_BLD = self.embed(tokens_BL)
     for i, block in enumerate(self.blocks):
       mask_BLL = local_mask_BLL if is_local_layer(cfg, i) else global_mask_BLL

@@ -29,7 +29,9 @@ def sft_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.checkpoint_every_steps = int(s.get("checkpoint_every_steps", s.total_steps))
   c.mesh = ml_collections.ConfigDict(config.mesh.to_dict())
   c.sharding = config.sharding
-  c.model = ml_collections.ConfigDict(config.model.to_dict())
+  # Unset shortcuts (model.dtype / model.attention = None) are left out, so a shared SFT folder's config
+  # stays what it was before they were declared.
+  c.model = ml_collections.ConfigDict({k: v for k, v in config.model.to_dict().items() if v is not None})
   c.data = ml_collections.ConfigDict(dict(
     corpus=config.data.task, tokenizer=config.data.tokenizer, seq_len=int(s.seq_len), overlong="drop",
     train_size=int(config.data.train_size), eval_size=int(s.get("eval_size", 64)),
