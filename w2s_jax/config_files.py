@@ -75,13 +75,16 @@ def changed_keys(
 
   Returns:
     (key, old value, new value) per changed key, sorted by key; "<absent>" for a key only one side has.
+    A key set to None counts as absent: None means "unset, the default", so declaring a new unset
+    shortcut (e.g. `model.dtype`) does not make older runs' folders refuse to resume.
   """
   previous = Path(workdir) / "config.json"
   if not previous.exists():
     return []
   free = lambda k: any(k == p or k.startswith(p + ".") for p in may_change)
-  old = {k: v for k, v in flatten(json.loads(previous.read_text())).items() if not free(k)}
-  new = {k: v for k, v in flatten(json.loads(config.to_json_best_effort())).items() if not free(k)}
+  keep = lambda k, v: v is not None and not free(k)
+  old = {k: v for k, v in flatten(json.loads(previous.read_text())).items() if keep(k, v)}
+  new = {k: v for k, v in flatten(json.loads(config.to_json_best_effort())).items() if keep(k, v)}
   return [(k, old.get(k, "<absent>"), new.get(k, "<absent>")) for k in sorted(old.keys() | new.keys())
           if old.get(k, "<absent>") != new.get(k, "<absent>")]
 
