@@ -180,7 +180,7 @@ def main() -> None:
   import jax
 
   from w2s_jax.rl.loop import train_rl
-  from w2s_jax.w2s.ladder import cache_root
+  from w2s_jax.train.pretrain import cache_root
 
   # As the entry point: compiled programs are kept across the sweep's runs.
   jax.config.update("jax_compilation_cache_dir", str(cache_root() / "xla"))

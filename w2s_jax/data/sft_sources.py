@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from w2s_jax.data import answers, corpus, jsonl, reasoning, task_registry, text
+from w2s_jax.data import answers, builders, corpus, jsonl, reasoning, task_registry, text
 
 Pairs = list[tuple[str, str]]
 
@@ -41,8 +41,6 @@ def reasoning_problems(task: str, split: str, *, size: int, train_size: int = 0,
   `data_dir`, problems are the first `size` records of the `w2s_reasoning/<task>` TFDS build.
   """
   if data_dir:
-    from w2s_jax.data import builders
-
     source = builders.build("w2s_reasoning", task, data_dir=data_dir).as_data_source()
     records = builders.read_all(source["train" if split == "train" else "test"], limit=size)
     return [reasoning.Problem.from_record(r) for r in records]

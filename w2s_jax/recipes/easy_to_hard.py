@@ -54,9 +54,9 @@ from w2s_jax.recipes.solutions import rollout_matrices, sample_solutions, sft_on
 from w2s_jax.rl.loop import train_rl
 from w2s_jax.rl.roles import abstract_graphdef
 from w2s_jax.rl.sft_init import run_sft
+from w2s_jax.train.pretrain import Rung
 from w2s_jax.train.tasks import make_tokenizer
 from w2s_jax.w2s import classify, protocol
-from w2s_jax.w2s.ladder import Rung
 from w2s_jax.w2s.protocol import TrainSpec
 
 LEVELS = ("easy", "hard")

@@ -27,8 +27,8 @@ from w2s_jax.sampling.sampler import Sampler, SamplingConfig
 from w2s_jax.train.config_lib import train_defaults
 from w2s_jax.train.loop import train
 from w2s_jax.train.preference_tasks import start_params
+from w2s_jax.train.pretrain import Rung
 from w2s_jax.train.tasks import sft_setup
-from w2s_jax.w2s.ladder import Rung
 
 Pairs = list[tuple[str, str]]
 

@@ -54,8 +54,8 @@ from w2s_jax.rl.sft_init import sft_workdir
 from w2s_jax.train.config_lib import train_defaults
 from w2s_jax.train.loop import train
 from w2s_jax.train.preference_tasks import records_setup
+from w2s_jax.train.pretrain import Rung
 from w2s_jax.train.tasks import make_tokenizer
-from w2s_jax.w2s.ladder import Rung
 from w2s_jax.w2s.metrics import pgr
 
 # ------------------------------------------------------------------------------------------------

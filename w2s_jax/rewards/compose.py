@@ -45,6 +45,7 @@ import numpy as np
 from w2s_jax.data import reasoning
 from w2s_jax.losses.policy import overlong_penalty
 from w2s_jax.references import resolve_reference
+from w2s_jax.rewards.learned import learned_scorers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,8 +117,6 @@ def make_reward_config(section: Mapping[str, Any], learned: Callable[..., np.nda
     ValueError: an unknown key (named as `reward.<key>`), or a folder term whose run cannot be used.
     FileNotFoundError: a folder term's run or checkpoint is missing (names the key and folder).
   """
-  from w2s_jax.rewards.learned import learned_scorers
-
   values = section.to_dict() if hasattr(section, "to_dict") else dict(section)
   fields = {f.name for f in dataclasses.fields(RewardConfig)} - {"learned", "scorers"}
   if unknown := sorted(set(values) - fields):

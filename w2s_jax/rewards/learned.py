@@ -49,9 +49,13 @@ from w2s_jax.models.presets import from_section
 from w2s_jax.models.transformer import Transformer
 from w2s_jax.prm.data import step_scores
 from w2s_jax.prm.labels import step_end_indices
+from w2s_jax.rl.objective import completion_logprobs_jit
+from w2s_jax.sampling.sampler import left_pad
 from w2s_jax.train.optim import make_optimizer
 from w2s_jax.train.preference_objectives import PAIRWISE_INPUTS, sequence_scores
+from w2s_jax.train.preference_tasks import start_model
 from w2s_jax.train.state import create_train_state
+from w2s_jax.train.tasks import make_tokenizer
 
 Scorer = Callable[[Sequence[reasoning.Problem], Sequence[str], np.ndarray], np.ndarray]
 BUCKET = 64  # row lengths are rounded up to a multiple of this (few compiled shapes)
@@ -143,7 +147,6 @@ class RewardModelScorer:
     if cfg.get("task") != "preference" or objective != "reward_model":
       raise ValueError(f"{key}={str(workdir)!r} is a {cfg.get('task')!r} run with objective {objective!r}, "
                        "not a reward model (train one with configs/reward_model_tiny.py)")
-    from w2s_jax.train.tasks import make_tokenizer
 
     self.key, self.model_cfg = key, from_section(cfg.model)
     head = cfg.model.get("head", "classifier")
@@ -178,7 +181,6 @@ class PRMScorer:
     if cfg.get("task") != "prm_pipeline":
       raise ValueError(f"{key}={str(workdir)!r} is a {cfg.get('task')!r} run, not a PRM (train one with "
                        "configs/prm_tiny.py)")
-    from w2s_jax.train.tasks import make_tokenizer
 
     self.key, self.model_cfg = key, from_section(cfg.model)
     make_model = lambda rngs: ValueModel(self.model_cfg, rngs=rngs)
@@ -245,8 +247,6 @@ class ImplicitPRMScorer:
     if cfg.get("task") != "preference" or objective not in PAIRWISE_INPUTS or objective in ("simpo", "orpo"):
       raise ValueError(f"{key}={str(workdir)!r} is a {cfg.get('task')!r} run with objective {objective!r}: "
                        "an implicit PRM needs a reference-based preference run (e.g. configs/dpo_tiny.py)")
-    from w2s_jax.train.preference_tasks import start_model
-    from w2s_jax.train.tasks import make_tokenizer
 
     self.key = key
     self.model_cfg, self.graphdef, self.ref_params = start_model(cfg)
@@ -258,8 +258,6 @@ class ImplicitPRMScorer:
   def log_ratios(self, problems_R: Sequence[reasoning.Problem], texts_R: Sequence[str],
                  stopped_R: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
     """(log π_θ − log π_ref of each completion token [R, N], its mask [R, N], each row's step ends)."""
-    from w2s_jax.rl.objective import completion_logprobs_jit
-    from w2s_jax.sampling.sampler import left_pad
 
     prompts, completions = _token_rows(problems_R, texts_R, stopped_R, self.tokenizer)
     P = max(map(len, prompts))

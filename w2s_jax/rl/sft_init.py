@@ -15,7 +15,10 @@ from typing import Any
 
 import ml_collections
 
+from w2s_jax.data.limits import LengthLimitError
 from w2s_jax.train.config_lib import train_defaults
+from w2s_jax.train.loop import train
+from w2s_jax.train.tasks import sft_setup
 
 
 def sft_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -60,8 +63,6 @@ def run_sft(config: ml_collections.ConfigDict, workdir: str | Path) -> tuple[Any
     (params, summary): the SFT'd policy's params (an `nnx.State` of the Transformer) and the SFT
     loop's summary (`final_step`, `last`, `eval`).
   """
-  from w2s_jax.train.loop import train
-  from w2s_jax.train.tasks import sft_setup
 
   cfg = sft_config(config)
   folder = sft_workdir(config, workdir)
@@ -74,7 +75,6 @@ def run_sft(config: ml_collections.ConfigDict, workdir: str | Path) -> tuple[Any
         f"{folder} holds an SFT run with a different config (keys {diff}); use a fresh sft.workdir "
         "or the same sft/model/data settings"
       )
-  from w2s_jax.data.limits import LengthLimitError
 
   try:
     setup = sft_setup(cfg)
