@@ -27,7 +27,8 @@ from w2s_jax.data.tokenizers import ByteTokenizer
 from w2s_jax.models.heads import SequenceClassifier, ValueModel
 from w2s_jax.models.presets import get_preset
 from w2s_jax.models.transformer import Transformer
-from w2s_jax.rewards.compose import make_reward_config, reward_terms
+from w2s_jax.rewards.compose import reward_terms
+from w2s_jax.rewards.learned import make_reward_config
 
 TOK = ByteTokenizer()
 PAIRS = ["--config.total_steps=4", "--config.eval_every_steps=4", "--config.checkpoint_every_steps=2",
@@ -206,7 +207,7 @@ def test_missing_or_incompatible_checkpoint_names_the_key_and_folder(runs, tmp_p
 def test_rl_through_main_with_learned_terms(runs, tmp_path):
   args = ["--config=configs/grpo_tiny.py:smoke", f"--workdir={tmp_path}", "--config.data.train_size=48",
           "--config.sft.total_steps=6", "--config.total_steps=2", "--config.checkpoint_every_steps=2",
-          "--config.eval.every_steps=0", f"--config.reward.model_workdir={runs['rm']}",
+          "--config.eval_every_steps=0", f"--config.reward.model_workdir={runs['rm']}",
           f"--config.reward.prm_workdir={runs['prm']}", "--config.reward.process=implicit_prm",
           f"--config.reward.process_workdir={runs['dpo']}", "--config.reward.process_coef=0.1"]
   _main(args, runs["env"])

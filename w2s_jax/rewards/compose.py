@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -45,7 +45,6 @@ import numpy as np
 from w2s_jax.data import reasoning
 from w2s_jax.losses.policy import overlong_penalty
 from w2s_jax.references import resolve_reference
-from w2s_jax.rewards.learned import learned_scorers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,26 +102,6 @@ class RewardConfig:
 
 
 COEFS = {"model": "model_coef", "prm": "prm_coef", "pav": "process_coef", "implicit_prm": "process_coef"}
-
-
-def make_reward_config(section: Mapping[str, Any], learned: Callable[..., np.ndarray] | None = None
-                       ) -> RewardConfig:
-  """The `RewardConfig` of a config's `reward` section, with the learned terms it names loaded.
-
-  Args:
-    section: the `reward` section (a ConfigDict or dict of `RewardConfig` fields).
-    learned: the in-code learned reward (`train_rl(reward_fn=...)`), or None.
-
-  Raises:
-    ValueError: an unknown key (named as `reward.<key>`), or a folder term whose run cannot be used.
-    FileNotFoundError: a folder term's run or checkpoint is missing (names the key and folder).
-  """
-  values = section.to_dict() if hasattr(section, "to_dict") else dict(section)
-  fields = {f.name for f in dataclasses.fields(RewardConfig)} - {"learned", "scorers"}
-  if unknown := sorted(set(values) - fields):
-    raise ValueError(f"unknown key reward.{unknown[0]}; the reward section takes {sorted(fields)}")
-  cfg = RewardConfig(**values, learned=learned)
-  return dataclasses.replace(cfg, scorers=learned_scorers(cfg))
 
 
 def _folder_term(name: str, fn: Callable[..., np.ndarray], problems_R, texts_R, stopped_R) -> np.ndarray:

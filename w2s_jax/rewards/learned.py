@@ -21,10 +21,11 @@ Legend: R completions, L row tokens, S steps, T = S + 1 step boundaries, N compl
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,7 @@ from w2s_jax.models.presets import from_section
 from w2s_jax.models.transformer import Transformer
 from w2s_jax.prm.data import step_scores
 from w2s_jax.prm.labels import step_end_indices
+from w2s_jax.rewards.compose import RewardConfig
 from w2s_jax.rl.objective import completion_logprobs_jit
 from w2s_jax.sampling.sampler import left_pad
 from w2s_jax.train.optim import make_optimizer
@@ -322,5 +324,25 @@ def learned_scorers(cfg: Any) -> dict[str, Scorer]:
   return out
 
 
-__all__ = ["ImplicitPRMScorer", "PRMScorer", "RewardModelScorer", "learned_scorers", "restore_params",
-           "run_config"]
+def make_reward_config(section: Mapping[str, Any], learned: Callable[..., np.ndarray] | None = None
+                       ) -> RewardConfig:
+  """The `RewardConfig` of a config's `reward` section, with the learned terms it names loaded.
+
+  Args:
+    section: the `reward` section (a ConfigDict or dict of `RewardConfig` fields).
+    learned: the in-code learned reward (`train_rl(reward_fn=...)`), or None.
+
+  Raises:
+    ValueError: an unknown key (named as `reward.<key>`), or a folder term whose run cannot be used.
+    FileNotFoundError: a folder term's run or checkpoint is missing (names the key and folder).
+  """
+  values = section.to_dict() if hasattr(section, "to_dict") else dict(section)
+  fields = {f.name for f in dataclasses.fields(RewardConfig)} - {"learned", "scorers"}
+  if unknown := sorted(set(values) - fields):
+    raise ValueError(f"unknown key reward.{unknown[0]}; the reward section takes {sorted(fields)}")
+  cfg = RewardConfig(**values, learned=learned)
+  return dataclasses.replace(cfg, scorers=learned_scorers(cfg))
+
+
+__all__ = ["ImplicitPRMScorer", "PRMScorer", "RewardModelScorer", "learned_scorers", "make_reward_config",
+           "restore_params", "run_config"]

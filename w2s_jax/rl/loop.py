@@ -44,7 +44,7 @@ from w2s_jax.losses.policy import unlikeliness_rewards
 from w2s_jax.models.presets import from_section
 from w2s_jax.models.transformer import Transformer
 from w2s_jax.references import resolve_reference
-from w2s_jax.rewards.compose import make_reward_config
+from w2s_jax.rewards.learned import make_reward_config
 from w2s_jax.rl import batch as batch_lib
 from w2s_jax.rl import tree_rollout
 from w2s_jax.rl.evaluate import evaluate
