@@ -75,7 +75,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   c.eval.samples = 4 if smoke else 8  # n per held-out problem (0 = no evaluation)
   c.eval.ks = [1, 2, 4] if smoke else [1, 2, 4, 8]
-  c.eval.every_steps = 0 if smoke else 50  # 0 = before and after only
+  c.eval_every_steps = 0 if smoke else 50  # 0 = before and after only
 
   c.optimizer.lr = 1e-3 if smoke else 3e-4
 
@@ -104,5 +104,5 @@ def _gcd(c: ml_collections.ConfigDict, w2s: bool, base: ml_collections.ConfigDic
     c.student.sft.optimizer.warmup_steps = 20
   c.total_steps = 40
   c.checkpoint_every_steps = 10
-  c.eval.every_steps = 0  # before and after only
+  c.eval_every_steps = 0  # before and after only
   c.optimizer.lr = 5e-4

@@ -47,7 +47,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.overlong = "drop"  # "drop" or "truncate" (counted), or "error" (names data.seq_len and the longest)
   c.data.train_size = 2000 if smoke else 20000
   c.data.eval_size = 200 if smoke else 1000
-  c.data.data_seed = 0
+  c.data.seed = 0
   c.data.data_dir = ""  # "" generates in process; a path reads/builds the w2s_reasoning TFDS dataset there
   c.data.eval_batches = 2 if smoke else 8
 

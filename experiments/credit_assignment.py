@@ -62,9 +62,9 @@ def method_config(method: str, args: argparse.Namespace, seed: int):
   c.reward.format_coef = args.format_coef
   c.eval.samples = args.eval_samples
   c.eval.ks = [1]
-  c.eval.every_steps = args.eval_every
+  c.eval_every_steps = args.eval_every
   if method == "vineppo" and args.eval_every_vineppo:
-    c.eval.every_steps = args.eval_every_vineppo
+    c.eval_every_steps = args.eval_every_vineppo
   c.data.eval_size = args.eval_size
   if method == "vineppo" and args.mc_rollouts:
     c.advantage.mc_rollouts = args.mc_rollouts

@@ -26,7 +26,8 @@ def _all_configs():
   ("data_seed", "data.seed"), ("data.n_train", "data.train_size"), ("train.steps", "train.total_steps"),
   ("rl.iterations", "rl.total_steps"), ("models.weak.steps", "models.weak.total_steps"),
   ("teacher.sft.lr", "teacher.sft.optimizer.lr"), ("sft.warmup_steps", "sft.optimizer.warmup_steps"),
-  ("prm.lr", "prm.optimizer.lr"),
+  ("prm.lr", "prm.optimizer.lr"), ("loss.kind", "loss.name"),
+  ("eval.every_steps", "eval_every_steps"), ("data.data_seed", "data.seed"),
   # Current spellings, and keys that only end like an old one, are not renamed.
   ("data.eval_size", None), ("train.total_steps", None), ("steps", None), ("models.steps", None),
   ("x.train.steps", None), ("sft.optimizer.lr", None),

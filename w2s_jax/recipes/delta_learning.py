@@ -46,7 +46,7 @@ def sft_model(c: ml_collections.ConfigDict, m: ml_collections.ConfigDict) -> tup
     m.preset, corpus=c.data.task, tokenizer=c.tokenizer, vocab_size=c.vocab_size, seq_len=c.seq_len,
     steps=int(m.total_steps), batch_size=c.sft.batch_size, optimizer=m.optimizer, seed=c.seed,
     mesh={"data": 1},
-    corpus_options={"train_size": c.sft.train_size, "eval_size": 64, "data_seed": c.data.seed,
+    corpus_options={"train_size": c.sft.train_size, "eval_size": 64, "seed": c.data.seed,
                     "overlong": "drop"},
   )
   rung = pretrain.pretrain(pcfg, pretrain.cache_root() / "sft")

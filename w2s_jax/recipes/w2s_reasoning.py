@@ -142,7 +142,7 @@ def task_splits(d: ml_collections.ConfigDict) -> dict[str, list[reasoning.Proble
   `sft_sources.reasoning_problems(task, "eval", ...)`; `pool` is a fresh split sharing no question with
   the train or test problems; `gold` is the first `gold_size` train problems.
   """
-  seed = int(d.data_seed)
+  seed = int(d.seed)
   options = d.options.to_dict() if d.get("options") else None
   sizes = {"gold": int(d.gold_size), "pool": int(d.pool_size), "test": int(d.eval_size)}
   train_size = int(d.get("train_size", 0))

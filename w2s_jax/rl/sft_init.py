@@ -36,7 +36,7 @@ def sft_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict(dict(
     corpus=config.data.task, tokenizer=config.data.tokenizer, seq_len=int(s.seq_len), overlong="drop",
     train_size=int(config.data.train_size), eval_size=int(s.get("eval_size", 64)),
-    data_seed=int(config.data.data_seed), data_dir="", eval_batches=int(s.get("eval_batches", 1)),
+    seed=int(config.data.seed), data_dir="", eval_batches=int(s.get("eval_batches", 1)),
   ))
   # Only when set, so a shared SFT folder's config stays the same.
   for key in ("task_options", "answer_format", "chat_template"):

@@ -238,7 +238,7 @@ def start_model(config: ml_collections.ConfigDict) -> tuple[ModelConfig, nnx.Gra
     m.preset, corpus=config.data.task, tokenizer=config.data.tokenizer, vocab_size=m.vocab_size,
     seq_len=config.data.seq_len, steps=s.steps, batch_size=s.batch_size, lr=s.lr, seed=config.seed,
     mesh=dict(config.mesh), corpus_options={"train_size": s.train_size, "eval_size": s.get("eval_size", 64),
-                                            "data_seed": config.data.data_seed, "overlong": "drop"},
+                                            "seed": config.data.seed, "overlong": "drop"},
   )
   sft_cfg.model.overrides.update(overrides)
   rung = pretrain.pretrain(sft_cfg, pretrain.cache_root() / "sft")
@@ -262,20 +262,20 @@ def preference_records(
 
   def build(split: str):
     problems = reasoning_problems(d.task, split, size=sizes[split], train_size=sizes["train"],
-                                  seed=int(d.data_seed))
+                                  seed=int(d.seed))
     if d.source == "perturbed":
       kinds = tuple(d.get("perturbations", preference_pairs.PERTURBATIONS))
-      return preference_pairs.perturbed_records(problems, kinds=kinds, seed=int(d.data_seed))
+      return preference_pairs.perturbed_records(problems, kinds=kinds, seed=int(d.seed))
     if d.source != "sampled":
       raise ValueError(f"unknown data.source {d.source!r}; choose 'sampled', 'perturbed' or 'files'")
     completions = sample_completions(
       graphdef, params, tokenizer, [reasoning_prompt(p) for p in problems], n=int(d.samples_per_prompt),
       max_new_tokens=int(d.max_new_tokens), temperature=float(d.temperature),
-      seed=int(d.data_seed) + (split == "eval"),
+      seed=int(d.seed) + (split == "eval"),
     )
     return preference_pairs.sampled_records(
       problems, completions, max_pairs_per_prompt=int(d.max_pairs_per_prompt),
-      correct_at=float(d.correct_at), seed=int(d.data_seed),
+      correct_at=float(d.correct_at), seed=int(d.seed),
     )
 
   records, stats = preference_pairs.cached_records(directory, ("train", "eval"), build)

@@ -86,7 +86,7 @@ def pretrain_config(
   if corpus.startswith("w2s:"):
     if corpus[4:] not in VARIANTS:
       raise ValueError(f"ladder.corpus {corpus!r}: unknown variant; choose w2s:<one of {sorted(VARIANTS)}>")
-    data.update(corpus="jsonl", variant=corpus[4:], problems=8000, data_seed=0)
+    data.update(corpus="jsonl", variant=corpus[4:], problems=8000, seed=0)
   c.data = ml_collections.ConfigDict({**data, **(corpus_options or {})})
   c.objective = ml_collections.ConfigDict(dict(name="sft", reduction="token-mean", z_loss=0.0,
                                                label_smoothing=0.0))
@@ -103,12 +103,12 @@ def _with_variant_files(config: ml_collections.ConfigDict, workdir: Path) -> ml_
   the rungs' folders (every rung of a ladder reads the same files), and returns the config reading it
   (`data.train_files`/`eval_files`)."""
   d = config.data
-  folder = workdir.parent / "corpora" / f"{d.variant}-{d.problems}-{d.data_seed}-{d.eval_frac}"
+  folder = workdir.parent / "corpora" / f"{d.variant}-{d.problems}-{d.seed}-{d.eval_frac}"
   files = {split: folder / f"{split}.jsonl" for split in ("train", "eval")}
   if not all(f.exists() for f in files.values()):
     folder.mkdir(parents=True, exist_ok=True)
     lines: dict[str, list[str]] = {"train": [], "eval": []}
-    for doc_id, _, text in corpus.variant_documents(d.variant, int(d.problems), int(d.data_seed)):
+    for doc_id, _, text in corpus.variant_documents(d.variant, int(d.problems), int(d.seed)):
       prompt, response = text.split("\n", 1)
       split = "eval" if corpus.in_test_split(doc_id, float(d.eval_frac)) else "train"
       lines[split].append(json.dumps({"id": doc_id, "prompt": prompt + "\n", "response": response}) + "\n")

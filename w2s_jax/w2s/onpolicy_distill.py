@@ -19,7 +19,7 @@ step with `onpolicy_distill_objective`:
   r_t = log T(y_t) − log S_old(y_t) (`reverse_kl_token_rewards`), in `policy_loss(kind="reinforce")`:
   ℓ_t = −r_t·log S(y_t), whose expected gradient is that of KL(S‖T). On-policy only (λ = 1).
 
-Held-out evaluation (student at step 0, every `eval.every_steps` and at the end; the teacher once):
+Held-out evaluation (student at step 0, every `eval_every_steps` and at the end; the teacher once):
 pass@1 / pass@k / maj@k from `eval.samples` samples per problem (`rl.evaluate`), and the exact per-token
 reverse and forward KL between student and teacher on the student's held-out samples.
 
@@ -260,10 +260,10 @@ def run_onpolicy_distill(config: ml_collections.ConfigDict, workdir: str | Path)
   t_cfg, teacher_params, t_sft = prepare_role(config, "teacher", workdir)
   s_cfg, student_params, s_sft = prepare_role(config, "student", workdir)
   d, ro = config.data, config.rollout
-  train_prompts = encode_prompts(reasoning_problems(d.task, "train", size=d.train_size, seed=d.data_seed),
+  train_prompts = encode_prompts(reasoning_problems(d.task, "train", size=d.train_size, seed=d.seed),
                                  tokenizer, d.max_prompt_len)
   eval_prompts = encode_prompts(reasoning_problems(d.task, "eval", size=d.eval_size, train_size=d.train_size,
-                                                   seed=d.data_seed), tokenizer, d.max_prompt_len)
+                                                   seed=d.seed), tokenizer, d.max_prompt_len)
   B, G = int(ro.prompts_per_step), int(ro.group_size)
   total = int(config.total_steps)
   rt = Runtime(config, workdir, total_steps=total, desc="distill",
@@ -276,8 +276,8 @@ def run_onpolicy_distill(config: ml_collections.ConfigDict, workdir: str | Path)
     ev, evaluator = config.eval, None
     if ev.samples:
       summary["teacher_eval"] = run.teacher_eval(workdir / "teacher_eval.json", eval_prompts)
-      evaluator = Evaluator(lambda s: run.evaluate(s.params, eval_prompts), every=int(ev.every_steps or 0),
-                            at_start=True, prefix="eval_")
+      evaluator = Evaluator(lambda s: run.evaluate(s.params, eval_prompts),
+                            every=int(config.eval_every_steps or 0), at_start=True, prefix="eval_")
     rt.run(state, run.iteration, evaluator=evaluator)
   if ev.samples:
     summary["student_eval_initial"] = rt.summary.get("eval_initial")
