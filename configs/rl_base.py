@@ -80,7 +80,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.reward.process = ""  # "pav" (PRM run as the prover) | "implicit_prm" (a DPO-family run); "" = off
   c.reward.process_workdir = ""  # the run behind reward.process
   c.reward.process_coef = 1.0  # weight of the process term (PAV's alpha), summed over the steps
-  c.reward.implicit_prm_beta = 0.0  # 0 = the DPO run's objective.beta
+  c.reward.implicit_prm_beta = 0.0  # 0 = the DPO run's loss.beta
   c.reward.process_boundary = "\n"  # implicit_prm: text that ends a step (PAV uses the PRM's label.boundary)
 
   c.dynamic_sampling = ml_collections.ConfigDict()

@@ -88,7 +88,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.stage2.min_share = 0.25 if smoke else 0.5  # majority vote share at which its answer is trusted
   c.stage2.max_pairs_per_prompt = 2
   c.stage2.include_unanswered = smoke  # may a sample with no stated answer be the rejected side
-  c.stage2.objective = ml_collections.ConfigDict({"name": "dpo", "beta": 0.1, "label_smoothing": 0.0})
+  c.stage2.loss = ml_collections.ConfigDict({"name": "dpo", "beta": 0.1, "label_smoothing": 0.0})
 
   c.baselines = ml_collections.ConfigDict({"naive_w2s": not smoke, "ceiling": True})
 
@@ -131,7 +131,7 @@ def _gcd(c: ml_collections.ConfigDict) -> None:
   c.stage2.min_share = 0.5
   c.stage2.max_pairs_per_prompt = 2
   c.stage2.include_unanswered = False
-  c.stage2.objective = ml_collections.ConfigDict({"name": "dpo", "beta": 0.1, "label_smoothing": 0.0})
+  c.stage2.loss = ml_collections.ConfigDict({"name": "dpo", "beta": 0.1, "label_smoothing": 0.0})
   # naive_w2s (the start SFT'd on every weak solution) separates the agreement filter from plain training
   # on the weak labels; ceiling = the start SFT'd on the pool's gold solutions (same steps).
   c.baselines = ml_collections.ConfigDict({"naive_w2s": True, "ceiling": True})

@@ -147,7 +147,7 @@ def test_sample_completions_greedy_matches_plain_decode():
 
 
 @pytest.mark.parametrize("key, value, words", [
-  ("objective.name", "dpoo", "unknown preference objective"),
+  ("loss.name", "dpoo", "unknown preference objective"),
   ("data.source", "scraped", "unknown data.source"),
   ("model.init", "pretrained", "unknown model.init"),
 ])

@@ -153,7 +153,7 @@ def test_implicit_prm_term_is_beta_times_the_log_ratio_summed_over_steps(runs, p
   assert c["model"]["init"] == "scratch"  # the smoke's reference is the preset at the run's seed
   ref = Transformer(preset, rngs=nnx.Rngs(c["seed"]))
   policy = _raw_params(runs["dpo"], Transformer(preset, rngs=nnx.Rngs(0)))
-  beta = c["objective"]["beta"]
+  beta = c["loss"]["beta"]
   ends = [[9, 19, len(TEXTS[0])], [10], []]
   for r, (p, t, s) in enumerate(zip(problems, TEXTS, STOPPED)):
     prompt, completion = _ids(p, t, s)

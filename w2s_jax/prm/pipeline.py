@@ -179,7 +179,7 @@ def _prm_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.mesh = ml_collections.ConfigDict(config.mesh.to_dict())
   c.sharding = config.sharding
   c.model = ml_collections.ConfigDict(config.model.to_dict())
-  c.objective = ml_collections.ConfigDict({"name": "prm", "reduction": "token-mean"})
+  c.loss = ml_collections.ConfigDict({"name": "prm", "reduction": "token-mean"})
   return c
 
 

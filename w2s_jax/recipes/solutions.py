@@ -72,7 +72,7 @@ def sft_on_pairs(
   c.data = ml_collections.ConfigDict(dict(
     corpus="jsonl", tokenizer=tokenizer, seq_len=seq_len, overlong="drop",
     train_files=str(data / "train.jsonl"), eval_files=str(data / "eval.jsonl"), eval_batches=2))
-  c.objective = ml_collections.ConfigDict(dict(name="sft", reduction="token-mean", z_loss=0.0,
+  c.loss = ml_collections.ConfigDict(dict(name="sft", reduction="token-mean", z_loss=0.0,
                                                label_smoothing=0.0))
   setup = sft_setup(c)
   if init is not None:

@@ -285,7 +285,7 @@ def _dpo(stage1: Rung, records: dict[str, Any], cfg: ml_collections.ConfigDict, 
   c.eval_every_steps = int(s2.total_steps)
   c.checkpoint_every_steps = int(s2.total_steps)
   setup = records_setup(records, stage1.model_cfg, stage1.graphdef, stage1.params, tokenizer,
-                        objective=s2.objective.to_dict(), batch_size=int(s2.batch_size),
+                        objective=s2.loss.to_dict(), batch_size=int(s2.batch_size),
                         seq_len=int(cfg.data.seq_len), eval_batches=4, seed=int(cfg.seed))
   summary = train(c, workdir, setup)
   return Rung("stage2", stage1.model_cfg, stage1.graphdef, summary["state"].params, float("nan"), workdir)

@@ -72,7 +72,7 @@ class RewardConfig:
     process: "" (off), "pav" or "implicit_prm".
     process_workdir: the run behind `process`: a PRM run (pav) or a DPO-family run (implicit_prm).
     process_coef: weight of the process term (PAV's α).
-    implicit_prm_beta: β of the implicit PRM; 0 = the DPO run's `objective.beta`.
+    implicit_prm_beta: β of the implicit PRM; 0 = the DPO run's `loss.beta`.
     process_boundary: text that ends a step for the implicit PRM (PAV uses the PRM's `label.boundary`).
     scorers: the loaded folder terms by name, `fn(problems_R, texts_R, stopped_R) -> [R]`
       (`make_reward_config` fills it).

@@ -145,7 +145,7 @@ class RewardModelScorer:
 
   def __init__(self, workdir: str | Path, key: str = "reward.model_workdir"):
     cfg = run_config(workdir, key)
-    objective = cfg.get("objective", {}).get("name")
+    objective = cfg.get("loss", {}).get("name")
     if cfg.get("task") != "preference" or objective != "reward_model":
       raise ValueError(f"{key}={str(workdir)!r} is a {cfg.get('task')!r} run with objective {objective!r}, "
                        "not a reward model (train one with configs/reward_model_tiny.py)")
@@ -238,14 +238,14 @@ class ImplicitPRMScorer:
   """Implicit-PRM process rewards of a DPO-family run: r_k from β log π_θ/π_ref, summed over steps.
 
   π_θ is the run's trained policy (its checkpoint), π_ref its start model (`preference_tasks.start_model`:
-  the preset at `seed`, or the cached SFT model), β the run's `objective.beta` unless `beta` > 0; steps
+  the preset at `seed`, or the cached SFT model), β the run's `loss.beta` unless `beta` > 0; steps
   end at `boundary` (the step rule of `prm.labels.step_end_indices`).
   """
 
   def __init__(self, workdir: str | Path, *, beta: float = 0.0, boundary: str = "\n",
                key: str = "reward.process_workdir"):
     cfg = run_config(workdir, key)
-    objective = cfg.get("objective", {}).get("name")
+    objective = cfg.get("loss", {}).get("name")
     if cfg.get("task") != "preference" or objective not in PAIRWISE_INPUTS or objective in ("simpo", "orpo"):
       raise ValueError(f"{key}={str(workdir)!r} is a {cfg.get('task')!r} run with objective {objective!r}: "
                        "an implicit PRM needs a reference-based preference run (e.g. configs/dpo_tiny.py)")
@@ -253,7 +253,7 @@ class ImplicitPRMScorer:
     self.key = key
     self.model_cfg, self.graphdef, self.ref_params = start_model(cfg)
     self.params = restore_params(workdir, cfg, lambda rngs: Transformer(self.model_cfg, rngs=rngs), key)
-    self.beta = float(beta) or float(cfg.objective.get("beta", 0.1))
+    self.beta = float(beta) or float(cfg.loss.get("beta", 0.1))
     self.tokenizer = make_tokenizer(cfg.data.tokenizer)
     self.boundary_ids = tuple(self.tokenizer.encode(boundary))
 

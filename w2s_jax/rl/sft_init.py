@@ -42,7 +42,7 @@ def sft_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   for key in ("task_options", "answer_format", "chat_template"):
     if config.data.get(key):
       c.data[key] = config.data[key]
-  c.objective = ml_collections.ConfigDict(dict(name="sft", reduction="token-mean", z_loss=0.0,
+  c.loss = ml_collections.ConfigDict(dict(name="sft", reduction="token-mean", z_loss=0.0,
                                                label_smoothing=0.0))
   return c
 

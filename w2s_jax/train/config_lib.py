@@ -92,6 +92,11 @@ OLD_KEYS = {
   "prm.warmup_steps": "prm.optimizer.warmup_steps",
   "loss.kind": "loss.name",
   "eval.every_steps": "eval_every_steps",
+  "objective.*": "loss.*",  # the SFT / preference / PRM runs' loss section
+  "stage2.objective.*": "stage2.loss.*",
+  "distill.estimator": "loss.name",
+  "distill.beta": "loss.beta",
+  "train.reduction": "loss.reduction",
   **{f"{s}.{k}": f"{s}.optimizer.{k}" for s in _SFT_SECTIONS for k in ("lr", "warmup_steps")},
 }
 

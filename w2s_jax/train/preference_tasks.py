@@ -29,7 +29,7 @@
 
 `records_setup` is the same for records and a start model already in hand (w2s_jax/recipes/delta_learning.py).
 
-Objective names (`objective.name`; the other keys of `objective` are the loss's keyword arguments):
+Objective names (`loss.name`; the other keys of `loss` are the loss's keyword arguments):
 the pairwise losses of `preference_objectives.PAIRWISE_INPUTS` (`dpo`, `ipo`, `simpo`, `orpo`, `rpo`,
 `hinge`, `robust`...; cDPO is `dpo` with `label_smoothing`), `kto`, and `reward_model` (Bradley–Terry on
 `SequenceClassifier(cfg, 1)`, or `ValueModel` with `model.head = "value"`).
@@ -185,7 +185,7 @@ def with_reward_accuracy(objective: Objective, name: str) -> Objective:
 
 
 def make_objective(objective_cfg: dict[str, Any]) -> tuple[str, Objective]:
-  """(name, objective) from the config's `objective` section (name + the loss's keyword arguments)."""
+  """(name, objective) from the config's `loss` section (name + the loss's keyword arguments)."""
   cfg = dict(objective_cfg)
   name = cfg.pop("name")
   if name not in po.PREFERENCE_OBJECTIVES:
@@ -314,7 +314,7 @@ def _unpaired_rows(examples: list[dict[str, Any]], tokenizer: Tokenizer, seq_len
 def preference_setup(config: ml_collections.ConfigDict) -> Setup:
   """The loop's `Setup` for a `task = "preference"` config (see the module docstring)."""
   tokenizer = make_tokenizer(config.data.tokenizer)
-  make_objective(config.objective.to_dict())  # fail on a bad objective before any training or sampling
+  make_objective(config.loss.to_dict())  # fail on a bad objective before any training or sampling
   cfg, graphdef, params = start_model(config)
   if cfg.vocab_size < tokenizer.vocab_size:
     raise ValueError(f"model vocab {cfg.vocab_size} < tokenizer vocab {tokenizer.vocab_size}")
@@ -328,7 +328,7 @@ def preference_setup(config: ml_collections.ConfigDict) -> Setup:
         "data.source='perturbed'"
       )
   setup = records_setup(
-    records, cfg, graphdef, params, tokenizer, objective=config.objective.to_dict(),
+    records, cfg, graphdef, params, tokenizer, objective=config.loss.to_dict(),
     batch_size=int(config.batch_size), seq_len=int(config.data.seq_len),
     eval_batches=int(config.data.eval_batches), seed=int(config.seed),
     head=config.model.get("head", "classifier"), eval_at_start=bool(config.get("eval_at_start", True)),

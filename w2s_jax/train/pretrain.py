@@ -88,7 +88,7 @@ def pretrain_config(
       raise ValueError(f"ladder.corpus {corpus!r}: unknown variant; choose w2s:<one of {sorted(VARIANTS)}>")
     data.update(corpus="jsonl", variant=corpus[4:], problems=8000, seed=0)
   c.data = ml_collections.ConfigDict({**data, **(corpus_options or {})})
-  c.objective = ml_collections.ConfigDict(dict(name="sft", reduction="token-mean", z_loss=0.0,
+  c.loss = ml_collections.ConfigDict(dict(name="sft", reduction="token-mean", z_loss=0.0,
                                                label_smoothing=0.0))
   return c
 

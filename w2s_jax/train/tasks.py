@@ -66,7 +66,7 @@ def sft_setup(config: ml_collections.ConfigDict) -> Setup:
   model_cfg = from_section(config.model)
   if model_cfg.vocab_size < tokenizer.vocab_size:
     raise ValueError(f"model vocab {model_cfg.vocab_size} < tokenizer vocab {tokenizer.vocab_size}")
-  obj_cfg = dict(config.objective)
+  obj_cfg = dict(config.loss)
   name = obj_cfg.pop("name")
   return Setup(
     make_model=lambda rngs: Transformer(model_cfg, rngs=rngs),
