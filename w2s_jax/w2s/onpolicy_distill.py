@@ -119,7 +119,7 @@ def distill_token_loss(
     adv_RN = reverse_kl_token_rewards(old_logp_RN, teacher_logp_RN, mask_RN)
     loss_RN, _ = policy_loss(logp_RN, old_logp_RN, adv_RN, mask_RN, kind="reinforce")
     return loss_RN * mask_RN, {"reverse_kl_RN": -adv_RN}
-  raise ValueError(f"loss.name must be one of {ESTIMATORS}, got {estimator!r}")
+  raise ValueError(f"loss.name (the estimator) must be one of {ESTIMATORS}, got {estimator!r}")
 
 
 def completion_logits(
@@ -148,7 +148,7 @@ def onpolicy_distill_objective(
   `teacher_logp`, `old_logp` [R, N] (`sampled`).
   """
   if estimator not in ESTIMATORS:
-    raise ValueError(f"loss.name must be one of {ESTIMATORS}, got {estimator!r}")
+    raise ValueError(f"loss.name (the estimator) must be one of {ESTIMATORS}, got {estimator!r}")
 
   def objective(model: nnx.Module, batch: Batch, rng: jax.Array):
     del rng
