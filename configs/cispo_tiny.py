@@ -18,7 +18,7 @@ from w2s_jax.config_files import load_config
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = load_config("rl_base", arg)
   c.advantage.name = "grpo"
-  c.loss.kind = "cispo"
+  c.loss.name = "cispo"
   c.loss.clip_eps = 1.0  # weight ≥ 1 − 1 = 0: no lower bound
   c.loss.clip_eps_high = 4.0  # weight ≤ 1 + 4 = 5
   c.loss.reduction = "token-mean"

@@ -16,7 +16,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   smoke = arg == "smoke"
   c = load_config("rl_base", arg)
   c.advantage.name = "grpo"
-  c.loss.kind = "dapo"
+  c.loss.name = "dapo"
   c.loss.reduction = "token-mean"
   c.dynamic_sampling.enabled = True
   c.dynamic_sampling.max_rounds = 3

@@ -17,7 +17,7 @@ from w2s_jax.config_files import load_config
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = load_config("rl_base", arg)
   c.advantage.name = "dr_grpo"
-  c.loss.kind = "ppo"
+  c.loss.name = "ppo"
   c.loss.reduction = "seq-mean-token-sum-norm"
   c.kl.coef = 0.0
   return c

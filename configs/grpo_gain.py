@@ -31,7 +31,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.optimizer.lr = 1e-4 if smoke else 2e-4
   c.eval.samples = 4 if smoke else 8
   c.eval.ks = [1, 2, 4] if smoke else [1, 2, 4, 8]
-  c.eval.every_steps = 3 if smoke else 10
+  c.eval_every_steps = 3 if smoke else 10
   c.data.eval_size = 8 if smoke else 128
   c.checkpoint_every_steps = 2 if smoke else 10
   return c

@@ -14,7 +14,7 @@ from w2s_jax.config_files import load_config
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = load_config("rl_base", arg)
   c.advantage.name = "grpo"
-  c.loss.kind = "ppo"
+  c.loss.name = "ppo"
   c.loss.reduction = "seq-mean-token-mean"  # the GRPO paper's 1/G Σ_i 1/|o_i| Σ_t
   c.kl.coef = 0.04
   c.kl.kind = "k3"

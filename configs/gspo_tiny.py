@@ -17,7 +17,7 @@ from w2s_jax.config_files import load_config
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = load_config("rl_base", arg)
   c.advantage.name = "grpo"
-  c.loss.kind = "gspo"
+  c.loss.name = "gspo"
   c.loss.clip_eps = 3e-4  # GSPO paper, left and right clip ranges of s_i
   c.loss.clip_eps_high = 4e-4
   c.loss.reduction = "seq-mean-token-mean"  # the per-token values are s_i·A_i for every token of y_i

@@ -13,4 +13,4 @@ from w2s_jax.train.preference_config import preference_config
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  return preference_config(arg, objective={"name": "ipo", "beta": 0.1})
+  return preference_config(arg, loss={"name": "ipo", "beta": 0.1})

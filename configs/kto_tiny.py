@@ -16,5 +16,5 @@ from w2s_jax.train.preference_config import preference_config
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return preference_config(
-    arg, objective={"name": "kto", "beta": 0.1, "desirable_weight": 1.0, "undesirable_weight": 1.0}
+    arg, loss={"name": "kto", "beta": 0.1, "desirable_weight": 1.0, "undesirable_weight": 1.0}
   )

@@ -6,7 +6,7 @@ COMMAND:
   python -m w2s_jax.main --config=configs/onpolicy_distill.py:w2s --workdir=runs/opd_w2s  # weak → strong
 Both models are SFT'd first on `chain_sum` worked solutions (the `teacher` / `student` sections: preset +
 SFT budget; `sft.workdir` shares an SFT model between runs, same settings required), then the student is
-distilled on its own samples (`distill`: estimator `full` = generalized JSD_β of whole distributions,
+distilled on its own samples (`loss.name`: `full` = generalized JSD_β of whole distributions,
 β = 1 reverse KL, β = 0 forward KL; `sampled` = single-sample reverse-KL advantages; λ = on_policy_frac).
 Default (strong → weak): teacher = the tiny decoder SFT'd 1,500 steps (configs/rl_base.py's SFT phase,
 so `--config.teacher.sft.workdir` can point at an RL run's SFT folder), student = the smaller `ladder-0`
@@ -65,17 +65,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     {k: base.rollout[k] for k in ("prompts_per_step", "group_size", "max_new_tokens", "temperature")})
   c.rollout.prompts_per_step = 4 if smoke else 8  # B
 
+  c.loss = ml_collections.ConfigDict()
+  c.loss.name = "full"  # full | sampled (w2s_jax.w2s.onpolicy_distill.ESTIMATORS)
+  c.loss.beta = 1.0  # generalized JSD β: 1 = reverse KL(S‖T), 0 = forward KL(T‖S)
+  c.loss.reduction = "token-mean"
   c.distill = ml_collections.ConfigDict()
-  c.distill.estimator = "full"  # full | sampled
-  c.distill.beta = 1.0  # generalized JSD β: 1 = reverse KL(S‖T), 0 = forward KL(T‖S)
   c.distill.on_policy_frac = 1.0  # GKD λ: share of iterations on student samples (else gold solutions)
 
   c.train.minibatch_size = 8 if smoke else 16
-  c.train.reduction = "token-mean"
 
   c.eval.samples = 4 if smoke else 8  # n per held-out problem (0 = no evaluation)
   c.eval.ks = [1, 2, 4] if smoke else [1, 2, 4, 8]
-  c.eval.every_steps = 0 if smoke else 50  # 0 = before and after only
+  c.eval_every_steps = 0 if smoke else 50  # 0 = before and after only
 
   c.optimizer.lr = 1e-3 if smoke else 3e-4
 
@@ -104,5 +105,5 @@ def _gcd(c: ml_collections.ConfigDict, w2s: bool, base: ml_collections.ConfigDic
     c.student.sft.optimizer.warmup_steps = 20
   c.total_steps = 40
   c.checkpoint_every_steps = 10
-  c.eval.every_steps = 0  # before and after only
+  c.eval_every_steps = 0  # before and after only
   c.optimizer.lr = 5e-4

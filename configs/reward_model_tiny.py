@@ -16,6 +16,6 @@ from w2s_jax.train.preference_config import preference_config
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return preference_config(
-    arg, objective={"name": "reward_model", "center_rewards_coefficient": 0.01}, lr=1e-3, full_lr=1e-4,
+    arg, loss={"name": "reward_model", "center_rewards_coefficient": 0.01}, lr=1e-3, full_lr=1e-4,
     model={"head": "classifier"},
   )

@@ -15,7 +15,7 @@ from w2s_jax.config_files import load_config
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = load_config("rl_base", arg)
   c.advantage.name = "rft"
-  c.loss.kind = "reinforce"
+  c.loss.name = "reinforce"
   c.loss.reduction = "token-mean"
   c.kl.coef = 0.0
   return c

@@ -38,7 +38,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.chat_template = ""  # "tokenizer" (its own, e.g. SmolLM2's), a CHAT_TEMPLATES key or Jinja; "" = off
   c.data.train_size = 2000 if smoke else 20000
   c.data.eval_size = 8 if smoke else 128  # held-out problems
-  c.data.data_seed = 0
+  c.data.seed = 0
   c.data.max_prompt_len = 128  # prompt slots P (BOS + "Question: …\nSolution:\n")
   c.data.long_prompts = "error"  # a prompt over max_prompt_len: "error" (names the length to set) or "skip"
 
@@ -80,7 +80,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.reward.process = ""  # "pav" (PRM run as the prover) | "implicit_prm" (a DPO-family run); "" = off
   c.reward.process_workdir = ""  # the run behind reward.process
   c.reward.process_coef = 1.0  # weight of the process term (PAV's alpha), summed over the steps
-  c.reward.implicit_prm_beta = 0.0  # 0 = the DPO run's objective.beta
+  c.reward.implicit_prm_beta = 0.0  # 0 = the DPO run's loss.beta
   c.reward.process_boundary = "\n"  # implicit_prm: text that ends a step (PAV uses the PRM's label.boundary)
 
   c.dynamic_sampling = ml_collections.ConfigDict()
@@ -108,7 +108,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.advantage.unlikeliness_rank_penalty = 0.0  # β_rank, "Rewarding the Unlikely" (paper: 0.25); 0 = off
 
   c.loss = ml_collections.ConfigDict()
-  c.loss.kind = "ppo"  # w2s_jax.losses.POLICY_LOSSES: ppo | dapo | gspo | cispo | topr | reinforce
+  c.loss.name = "ppo"  # w2s_jax.losses.POLICY_LOSSES: ppo | dapo | gspo | cispo | topr | reinforce
   c.loss.reduction = "seq-mean-token-mean"
   c.loss.clip_eps = 0.0  # 0 = the kind's default
   c.loss.clip_eps_high = 0.0
@@ -135,7 +135,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.eval = ml_collections.ConfigDict()
   c.eval.samples = 4 if smoke else 16  # n per held-out problem (0 = no evaluation)
   c.eval.ks = [1, 2, 4] if smoke else [1, 2, 4, 8, 16]
-  c.eval.every_steps = 3 if smoke else 25  # 0 = only before RL and after the last iteration
+  c.eval_every_steps = 3 if smoke else 25  # 0 = only before RL and after the last iteration
 
   c.optimizer = common.optimizer(1e-4, schedule="constant", warmup_steps=0, end_lr_frac=1.0, weight_decay=0.0,
                                  b2=0.999)

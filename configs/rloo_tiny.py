@@ -14,7 +14,7 @@ from w2s_jax.config_files import load_config
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = load_config("rl_base", arg)
   c.advantage.name = "rloo"
-  c.loss.kind = "ppo"
+  c.loss.name = "ppo"
   c.loss.reduction = "token-mean"
   c.kl.coef = 0.05
   c.kl.kind = "k1"

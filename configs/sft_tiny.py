@@ -47,15 +47,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.overlong = "drop"  # "drop" or "truncate" (counted), or "error" (names data.seq_len and the longest)
   c.data.train_size = 2000 if smoke else 20000
   c.data.eval_size = 200 if smoke else 1000
-  c.data.data_seed = 0
+  c.data.seed = 0
   c.data.data_dir = ""  # "" generates in process; a path reads/builds the w2s_reasoning TFDS dataset there
   c.data.eval_batches = 2 if smoke else 8
 
-  c.objective = ml_collections.ConfigDict()
-  c.objective.name = "sft"
-  c.objective.reduction = "token-mean"
-  c.objective.z_loss = 0.0
-  c.objective.label_smoothing = 0.0
+  c.loss = ml_collections.ConfigDict()
+  c.loss.name = "sft"
+  c.loss.reduction = "token-mean"
+  c.loss.z_loss = 0.0
+  c.loss.label_smoothing = 0.0
 
   c.optimizer = common.optimizer(3e-3, warmup_steps=5 if smoke else 100)  # AdamW, cosine to 10 %
   return c

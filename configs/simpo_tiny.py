@@ -14,5 +14,5 @@ from w2s_jax.train.preference_config import preference_config
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return preference_config(
-    arg, objective={"name": "simpo", "beta": 2.0, "gamma_beta_ratio": 0.5, "label_smoothing": 0.0}
+    arg, loss={"name": "simpo", "beta": 2.0, "gamma_beta_ratio": 0.5, "label_smoothing": 0.0}
   )

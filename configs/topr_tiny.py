@@ -15,7 +15,7 @@ from w2s_jax.config_files import load_config
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = load_config("rl_base", arg)
   c.advantage.name = "reinforce"
-  c.loss.kind = "topr"
+  c.loss.name = "topr"
   c.loss.topr_level = "sequence"
   c.loss.reduction = "seq-mean-token-sum"
   c.kl.coef = 0.0

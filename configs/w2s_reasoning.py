@@ -65,7 +65,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.gold_size = 64 if smoke else 400  # worked solutions: the weak model's SFT set
   c.data.pool_size = 48 if smoke else 400  # unlabeled questions the strong model learns from
   c.data.eval_size = 16 if smoke else 100  # held-out problems
-  c.data.data_seed = 0
+  c.data.seed = 0
   c.data.seq_len = 256
   c.data.max_prompt_len = 96  # prompt slots (BOS + "Question: …\nSolution:\n")
   c.data.max_new_tokens = 48
@@ -88,7 +88,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.stage2.min_share = 0.25 if smoke else 0.5  # majority vote share at which its answer is trusted
   c.stage2.max_pairs_per_prompt = 2
   c.stage2.include_unanswered = smoke  # may a sample with no stated answer be the rejected side
-  c.stage2.objective = ml_collections.ConfigDict({"name": "dpo", "beta": 0.1, "label_smoothing": 0.0})
+  c.stage2.loss = ml_collections.ConfigDict({"name": "dpo", "beta": 0.1, "label_smoothing": 0.0})
 
   c.baselines = ml_collections.ConfigDict({"naive_w2s": not smoke, "ceiling": True})
 
@@ -131,7 +131,7 @@ def _gcd(c: ml_collections.ConfigDict) -> None:
   c.stage2.min_share = 0.5
   c.stage2.max_pairs_per_prompt = 2
   c.stage2.include_unanswered = False
-  c.stage2.objective = ml_collections.ConfigDict({"name": "dpo", "beta": 0.1, "label_smoothing": 0.0})
+  c.stage2.loss = ml_collections.ConfigDict({"name": "dpo", "beta": 0.1, "label_smoothing": 0.0})
   # naive_w2s (the start SFT'd on every weak solution) separates the agreement filter from plain training
   # on the weak labels; ceiling = the start SFT'd on the pool's gold solutions (same steps).
   c.baselines = ml_collections.ConfigDict({"naive_w2s": True, "ceiling": True})

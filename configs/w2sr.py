@@ -40,7 +40,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.checkpoint_every_steps = 2 if smoke else 8
   c.eval.samples = 4 if smoke else 8
   c.eval.ks = [1, 2, 4] if smoke else [1, 2, 4, 8]
-  c.eval.every_steps = 0
+  c.eval_every_steps = 0
   c.data.eval_size = 8 if smoke else 64
 
   c.weak = ml_collections.ConfigDict()
@@ -69,7 +69,7 @@ def _gcd() -> ml_collections.ConfigDict:
   c.sft.total_steps = 200  # its short SFT start (shared with the RL arm), in WORKDIR/strong_start
   c.sft.optimizer.warmup_steps = 20
   c.checkpoint_every_steps = 4
-  c.eval.every_steps = 0
+  c.eval_every_steps = 0
 
   c.weak = ml_collections.ConfigDict()
   c.weak.model = ml_collections.ConfigDict({"preset": "tiny", "vocab_size": 512,

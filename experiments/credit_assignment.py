@@ -62,9 +62,9 @@ def method_config(method: str, args: argparse.Namespace, seed: int):
   c.reward.format_coef = args.format_coef
   c.eval.samples = args.eval_samples
   c.eval.ks = [1]
-  c.eval.every_steps = args.eval_every
+  c.eval_every_steps = args.eval_every
   if method == "vineppo" and args.eval_every_vineppo:
-    c.eval.every_steps = args.eval_every_vineppo
+    c.eval_every_steps = args.eval_every_vineppo
   c.data.eval_size = args.eval_size
   if method == "vineppo" and args.mc_rollouts:
     c.advantage.mc_rollouts = args.mc_rollouts
@@ -180,7 +180,7 @@ def main() -> None:
   import jax
 
   from w2s_jax.rl.loop import train_rl
-  from w2s_jax.w2s.ladder import cache_root
+  from w2s_jax.train.pretrain import cache_root
 
   # As the entry point: compiled programs are kept across the sweep's runs.
   jax.config.update("jax_compilation_cache_dir", str(cache_root() / "xla"))

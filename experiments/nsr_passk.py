@@ -46,12 +46,12 @@ def main() -> None:
   for mode, adv in MODES.items():
     c = load_config("rl_base", "smoke" if args.smoke else None)
     c.advantage.update(adv)
-    c.loss.kind = "ppo"
+    c.loss.name = "ppo"
     c.loss.reduction = "token-mean"
     c.kl.coef = 0.0
     c.eval.samples = 16
     c.eval.ks = KS
-    c.eval.every_steps = 0  # only before and after (the final iteration always evaluates)
+    c.eval_every_steps = 0  # only before and after (the final iteration always evaluates)
     if args.smoke:
       c.sft.workdir = str(root / "sft")
       c.rollout.group_size = 4

@@ -68,7 +68,7 @@ def main() -> None:
     config.rollout.group_size = 16
     config.rollout.prompts_per_step = 8
     config.optimizer.lr = args.lr
-    config.eval.every_steps = 25
+    config.eval_every_steps = 25
     config.eval.samples = 8
     config.eval.ks = [1, 2, 4, 8]
     config.data.eval_size = 128

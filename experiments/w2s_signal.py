@@ -22,8 +22,9 @@ from flax import nnx
 
 from w2s_jax.data import w2s_sets
 from w2s_jax.data.tokenizers import ByteTokenizer
-from w2s_jax.w2s import classify, ladder, protocol
-from w2s_jax.w2s.ladder import Rung
+from w2s_jax.train import pretrain
+from w2s_jax.train.pretrain import Rung
+from w2s_jax.w2s import classify, protocol
 
 LOG = Path(__file__).with_suffix(".jsonl")
 
@@ -76,10 +77,10 @@ def main() -> None:
   out = {"args": vars(a), "rungs": {}}
   for name in a.sizes.split(","):
     t1 = time.time()
-    pcfg = ladder.pretrain_config(
+    pcfg = pretrain.pretrain_config(
       name, corpus=f"w2s:{a.task}", tokenizer="bytes", vocab_size=512, seq_len=a.seq_len, steps=a.pre_steps,
       batch_size=a.pre_bs, lr=a.pre_lr, seed=0, mesh={"data": 1}, corpus_options={"problems": a.problems})
-    rung = ladder.pretrain(pcfg, Path("runs/w2s_signal_cache/ladder"))
+    rung = pretrain.pretrain(pcfg, Path("runs/w2s_signal_cache/ladder"))
     t2 = time.time()
     res = {}
     if not a.no_clf:

@@ -241,8 +241,7 @@ def test_every_config_names_a_task_main_runs():
   # A config whose task `main` does not know is a README command that cannot work (delta_learning once was).
   from tests.helpers import load_config
   from w2s_jax.config_files import config_names
-  from w2s_jax.main import PIPELINES
-  from w2s_jax.train.tasks import TASKS
+  from w2s_jax.main import PIPELINES, TASKS
 
   unknown = {}
   for name in config_names():

@@ -16,8 +16,17 @@ import os
 import sys
 from typing import Any
 
+import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+from w2s_jax.config_files import CONFIG_DIR, ConfigError, check_resume, config_names, has_progress
+from w2s_jax.train.config_lib import renamed_key, validate_config
+from w2s_jax.train.loop import train
+from w2s_jax.train.preference_tasks import preference_setup
+from w2s_jax.train.pretrain import cache_root
+from w2s_jax.train.tasks import sft_setup
+from w2s_jax.w2s.report import ladder_table, results_table
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output folder (resumed if it holds checkpoints).")
@@ -36,6 +45,8 @@ RESUME_MAY_CHANGE = (
 # Pipelines that check their own folder on resume (with their own `may_change`, e.g. more seeds).
 SELF_CHECKED = ("w2s_sweep",)
 
+# Tasks that are one `train.loop.train` run: task name -> the function turning the config into its `Setup`.
+TASKS = {"sft": sft_setup, "preference": preference_setup}
 # Tasks that are whole pipelines rather than one `train.loop.train` run: task name -> "module:function",
 # imported on use. Each function is `fn(config, workdir) -> summary` and resumes from `workdir`.
 PIPELINES = {
@@ -53,8 +64,6 @@ PIPELINES = {
 
 
 def _maybe_initialize_distributed(config) -> None:
-  import jax
-
   dist = config.get("distributed")
   if dist is not None and dist.num_processes > 1:
     jax.distributed.initialize(
@@ -75,9 +84,6 @@ def _usage_exit(message: str) -> None:
 
 def _check_before_work(config, workdir: str) -> None:
   """Validates the config, the task and (on resume) the settings; a usage error exits with status 2."""
-  from w2s_jax.config_files import ConfigError, check_resume, has_progress
-  from w2s_jax.train.config_lib import validate_config
-
   task = config.get("task")
   one_loop = task not in PIPELINES or task in ("rl", "onpolicy_distill")
   try:
@@ -96,15 +102,11 @@ def main(argv: list[str]) -> None:
   except OSError as e:  # ml_collections defers a missing or unloadable config file to first use
     _usage_exit(f"cannot load --config: {str(e).strip().splitlines()[-1].strip()}")
   _check_before_work(config, _WORKDIR.value)
-  import jax
-
   if config.get("cpu_devices"):
     jax.config.update("jax_num_cpu_devices", int(config.cpu_devices))
   # Sweeps compile the same step for many runs: keep compiled programs across runs and processes
   # (in a folder of the caller's, JAX_COMPILATION_CACHE_DIR, when set: the tests share one across a run).
   if jax.config.jax_compilation_cache_dir is None:
-    from w2s_jax.w2s.ladder import cache_root
-
     jax.config.update("jax_compilation_cache_dir", str(cache_root() / "xla"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
   _maybe_initialize_distributed(config)
@@ -116,9 +118,6 @@ def main(argv: list[str]) -> None:
     if jax.process_index() == 0 and summary is not None:
       print(_report(config.task, summary))
     return
-  from w2s_jax.train.loop import train
-  from w2s_jax.train.tasks import TASKS
-
   if config.task not in TASKS:
     _usage_exit(f"config.task={config.task!r} is unknown; choose one of {sorted([*TASKS, *PIPELINES])}")
   summary = train(config, _WORKDIR.value, TASKS[config.task](config))
@@ -129,8 +128,6 @@ def main(argv: list[str]) -> None:
 def _report(task: str, summary: Any) -> str:
   """What a pipeline's run prints last: its tables for the sweep, else its summary as one JSON line."""
   if task == "w2s_sweep":
-    from w2s_jax.w2s.report import ladder_table, results_table
-
     return ladder_table(summary) + "\n\n" + results_table(summary)
   table = ""
   if isinstance(summary, dict):
@@ -142,8 +139,6 @@ def _report(task: str, summary: Any) -> str:
 
 
 def _help_text() -> str:
-  from w2s_jax.config_files import CONFIG_DIR, config_names
-
   names = config_names()
   return (f"{__doc__}\nUsage: python -m w2s_jax.main --config=configs/NAME.py[:smoke] --workdir=DIR "
           "[--config.KEY=VALUE ...] [--allow_config_change]\n\n"
@@ -169,8 +164,6 @@ def _parse_flags(argv: list[str]) -> list[str]:
 
 def _check_renamed_flags(args: list[str]) -> None:
   """A `--config.KEY` flag of an old spelling (`config_lib.OLD_KEYS`) is a usage error naming the new key."""
-  from w2s_jax.train.config_lib import renamed_key
-
   for arg in args:
     if arg.startswith("--config."):
       key = arg[len("--config."):].split("=", 1)[0]

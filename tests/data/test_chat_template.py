@@ -54,7 +54,7 @@ def test_sft_and_rl_prompts_use_the_template(tok):
   c.data = ml_collections.ConfigDict(dict(corpus="leg_counting", tokenizer="gguf:smollm2-135m", seq_len=256,
                                           overlong="error", train_size=8, eval_size=4, eval_batches=1,
                                           chat_template="tokenizer"))
-  c.objective = ml_collections.ConfigDict(dict(name="sft", reduction="token-mean", z_loss=0.0,
+  c.loss = ml_collections.ConfigDict(dict(name="sft", reduction="token-mean", z_loss=0.0,
                                                label_smoothing=0.0))
   batch = sft_setup(c).train_batches[0]
   for row in range(2):

@@ -15,12 +15,12 @@ from flax import nnx
 
 from tests.helpers import ROOT, load_config
 from w2s_jax.data.tokenizers import ByteTokenizer
+from w2s_jax.main import TASKS
 from w2s_jax.models.presets import get_preset
 from w2s_jax.models.transformer import Transformer
 from w2s_jax.sampling.texts import sample_completions
 from w2s_jax.train import preference_tasks as pt
 from w2s_jax.train.loop import train
-from w2s_jax.train.tasks import TASKS
 
 CONFIGS = ["dpo_tiny", "ipo_tiny", "simpo_tiny", "orpo_tiny", "kto_tiny", "reward_model_tiny"]
 
@@ -147,7 +147,7 @@ def test_sample_completions_greedy_matches_plain_decode():
 
 
 @pytest.mark.parametrize("key, value, words", [
-  ("objective.name", "dpoo", "unknown preference objective"),
+  ("loss.name", "dpoo", "unknown preference objective"),
   ("data.source", "scraped", "unknown data.source"),
   ("model.init", "pretrained", "unknown model.init"),
 ])

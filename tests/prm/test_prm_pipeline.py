@@ -62,7 +62,7 @@ def runs(tmp_path_factory):
 @pytest.fixture(scope="module")
 def problems():
   c = load_config("prm_tiny", "smoke")
-  return reasoning_problems(c.data.task, "train", size=c.label.problems, seed=c.data.data_seed)
+  return reasoning_problems(c.data.task, "train", size=c.label.problems, seed=c.data.seed)
 
 
 def _records(workdir):

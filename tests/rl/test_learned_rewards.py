@@ -27,7 +27,8 @@ from w2s_jax.data.tokenizers import ByteTokenizer
 from w2s_jax.models.heads import SequenceClassifier, ValueModel
 from w2s_jax.models.presets import get_preset
 from w2s_jax.models.transformer import Transformer
-from w2s_jax.rewards.compose import make_reward_config, reward_terms
+from w2s_jax.rewards.compose import reward_terms
+from w2s_jax.rewards.learned import make_reward_config
 
 TOK = ByteTokenizer()
 PAIRS = ["--config.total_steps=4", "--config.eval_every_steps=4", "--config.checkpoint_every_steps=2",
@@ -152,7 +153,7 @@ def test_implicit_prm_term_is_beta_times_the_log_ratio_summed_over_steps(runs, p
   assert c["model"]["init"] == "scratch"  # the smoke's reference is the preset at the run's seed
   ref = Transformer(preset, rngs=nnx.Rngs(c["seed"]))
   policy = _raw_params(runs["dpo"], Transformer(preset, rngs=nnx.Rngs(0)))
-  beta = c["objective"]["beta"]
+  beta = c["loss"]["beta"]
   ends = [[9, 19, len(TEXTS[0])], [10], []]
   for r, (p, t, s) in enumerate(zip(problems, TEXTS, STOPPED)):
     prompt, completion = _ids(p, t, s)
@@ -206,7 +207,7 @@ def test_missing_or_incompatible_checkpoint_names_the_key_and_folder(runs, tmp_p
 def test_rl_through_main_with_learned_terms(runs, tmp_path):
   args = ["--config=configs/grpo_tiny.py:smoke", f"--workdir={tmp_path}", "--config.data.train_size=48",
           "--config.sft.total_steps=6", "--config.total_steps=2", "--config.checkpoint_every_steps=2",
-          "--config.eval.every_steps=0", f"--config.reward.model_workdir={runs['rm']}",
+          "--config.eval_every_steps=0", f"--config.reward.model_workdir={runs['rm']}",
           f"--config.reward.prm_workdir={runs['prm']}", "--config.reward.process=implicit_prm",
           f"--config.reward.process_workdir={runs['dpo']}", "--config.reward.process_coef=0.1"]
   _main(args, runs["env"])

@@ -15,7 +15,7 @@ TASKS = ["countdown", "leg_counting", "spell_backward", "word_sorting", "family_
 # Fewer problems and steps than the smoke args, only so the ten runs stay a few minutes on 2 cores.
 FAST = {
   "grpo_tiny": ["--config.data.train_size=48", "--config.sft.total_steps=6", "--config.total_steps=2",
-                "--config.checkpoint_every_steps=2", "--config.eval.every_steps=0"],
+                "--config.checkpoint_every_steps=2", "--config.eval_every_steps=0"],
   "sft_tiny": ["--config.data.train_size=48", "--config.data.eval_size=48", "--config.total_steps=4",
                "--config.eval_every_steps=4"],
 }

@@ -48,13 +48,13 @@ def test_every_rl_config_loads_and_validates(name):
 def test_the_papers_settings():
   gspo, cispo, dr = (load_config(n) for n in NEW_CONFIGS)
   # GSPO: sequence ratio, clip range (1 - 3e-4, 1 + 4e-4), one term per sequence, group-normalised A.
-  assert (gspo.loss.kind, gspo.loss.clip_eps, gspo.loss.clip_eps_high) == ("gspo", 3e-4, 4e-4)
+  assert (gspo.loss.name, gspo.loss.clip_eps, gspo.loss.clip_eps_high) == ("gspo", 3e-4, 4e-4)
   assert (gspo.loss.reduction, gspo.advantage.name, gspo.kl.coef) == ("seq-mean-token-mean", "grpo", 0.0)
   # CISPO: clipped IS weight (no lower bound, cap 5) with stop-grad, token-level normalisation.
-  assert (cispo.loss.kind, cispo.loss.clip_eps, cispo.loss.clip_eps_high) == ("cispo", 1.0, 4.0)
+  assert (cispo.loss.name, cispo.loss.clip_eps, cispo.loss.clip_eps_high) == ("cispo", 1.0, 4.0)
   assert (cispo.loss.reduction, cispo.advantage.name, cispo.kl.coef) == ("token-mean", "grpo", 0.0)
   # Dr. GRPO: no std normalisation, token sum over a constant normaliser, PPO-clip at the kind's 0.2.
-  assert (dr.advantage.name, dr.loss.kind, dr.loss.clip_eps) == ("dr_grpo", "ppo", 0.0)
+  assert (dr.advantage.name, dr.loss.name, dr.loss.clip_eps) == ("dr_grpo", "ppo", 0.0)
   assert (dr.loss.reduction, dr.kl.coef) == ("seq-mean-token-sum-norm", 0.0)
 
 
@@ -94,7 +94,7 @@ def smoke_runs(tmp_path_factory):
 @pytest.mark.parametrize("name", NEW_CONFIGS)
 def test_new_config_smoke_runs_end_to_end(name, smoke_runs):
   summary, records, evals, saved = smoke_runs[name]
-  assert summary["final_step"] == 3 and saved["loss"]["kind"] == load_config(name).loss.kind
+  assert summary["final_step"] == 3 and saved["loss"]["name"] == load_config(name).loss.name
   assert [r["step"] for r in records] == [1, 2, 3]
   for r in records:
     assert np.isfinite(r["loss"]) and np.isfinite(r["pg_loss"])

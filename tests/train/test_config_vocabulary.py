@@ -26,7 +26,11 @@ def _all_configs():
   ("data_seed", "data.seed"), ("data.n_train", "data.train_size"), ("train.steps", "train.total_steps"),
   ("rl.iterations", "rl.total_steps"), ("models.weak.steps", "models.weak.total_steps"),
   ("teacher.sft.lr", "teacher.sft.optimizer.lr"), ("sft.warmup_steps", "sft.optimizer.warmup_steps"),
-  ("prm.lr", "prm.optimizer.lr"),
+  ("prm.lr", "prm.optimizer.lr"), ("loss.kind", "loss.name"),
+  ("eval.every_steps", "eval_every_steps"), ("data.data_seed", "data.seed"),
+  ("objective.name", "loss.name"), ("objective.label_smoothing", "loss.label_smoothing"),
+  ("stage2.objective.beta", "stage2.loss.beta"),
+  ("distill.estimator", "loss.name"), ("distill.beta", "loss.beta"), ("train.reduction", "loss.reduction"),
   # Current spellings, and keys that only end like an old one, are not renamed.
   ("data.eval_size", None), ("train.total_steps", None), ("steps", None), ("models.steps", None),
   ("x.train.steps", None), ("sft.optimizer.lr", None),
@@ -87,3 +91,20 @@ def test_common_is_shared_sections_not_a_config():
   for arg in (None, "smoke"):
     c = load_config("prm_tiny", arg)
     assert not rl_only & set(c.keys()) and c.sft.optimizer.lr == 3e-3
+
+
+@pytest.mark.parametrize("name,key,value,new", [
+  ("onpolicy_distill", "distill.estimator", "full", "loss.name"),
+  ("dpo_tiny", "objective.name", "dpo", "loss.name"),
+  ("grpo_tiny", "loss.kind", "ppo", "loss.name"),
+  ("sft_tiny", "data.data_seed", 0, "data.seed"),
+])
+def test_an_old_loss_or_seed_key_in_a_config_names_the_new_one(name, key, value, new):
+  c = load_config(name, "smoke")
+  section, field = key.split(".")
+  with c.unlocked():
+    c[section] = c.get(section) or ml_collections.ConfigDict()
+    c[section][field] = value
+  with pytest.raises(ConfigError) as e:
+    check_old_keys(c)
+  assert str(e.value) == f"config.{key} was renamed config.{new}"

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from tests.helpers import load_config
+from w2s_jax.main import TASKS
 from w2s_jax.train.loop import train
-from w2s_jax.train.tasks import TASKS
 
 STEPS = 6
 

@@ -168,13 +168,13 @@ def test_gold_rows_layout():
 
 def test_validate_names_the_field():
   c = load_config("onpolicy_distill", "smoke")
-  c.distill.estimator = "sampled"
+  c.loss.name = "sampled"
   c.distill.on_policy_frac = 0.5
   with pytest.raises(ValueError, match="on_policy_frac"):
     validate(c)
   c = load_config("onpolicy_distill", "smoke")
-  c.distill.beta = 1.5
-  with pytest.raises(ValueError, match="distill.beta"):
+  c.loss.beta = 1.5
+  with pytest.raises(ValueError, match="loss.beta"):
     validate(c)
   c = load_config("onpolicy_distill", "smoke")
   c.student.model.vocab_size = 1024

@@ -119,8 +119,8 @@ def test_lora_mode_trains_only_adapters_and_head():
 
   from w2s_jax.models.presets import get_preset
   from w2s_jax.models.transformer import Transformer
+  from w2s_jax.train.pretrain import Rung
   from w2s_jax.w2s import lora_mode
-  from w2s_jax.w2s.ladder import Rung
 
   tok = ByteTokenizer()
   cfg = get_preset("ladder-0", vocab_size=tok.vocab_size)

@@ -138,7 +138,7 @@ def test_probe_sweep_computes_each_sets_features_once_per_rung(tmp_path, monkeyp
 
   from w2s_jax.models.presets import get_preset
   from w2s_jax.models.transformer import Transformer
-  from w2s_jax.w2s.ladder import Rung
+  from w2s_jax.train.pretrain import Rung
 
   tok = ByteTokenizer()
   cfg = get_preset("ladder-0", vocab_size=tok.vocab_size)
@@ -162,14 +162,15 @@ def test_variant_corpus_is_written_once_as_jsonl_with_a_disjoint_held_out_split(
   # `ladder.corpus = "w2s:<variant>"`: the variant's pretraining documents as JSONL beside the rungs,
   # prompt = the question line, response = the rest; held-out documents chosen by id hash, not in train.
   from w2s_jax.data import corpus
-  from w2s_jax.w2s import ladder
+  from w2s_jax.train import pretrain
 
   kw = dict(tokenizer="bytes", vocab_size=512, seq_len=64, steps=10, batch_size=4, lr=1e-3, seed=0)
   with pytest.raises(ValueError, match="ladder.corpus 'w2s:nope'"):
-    ladder.pretrain_config("ladder-0", corpus="w2s:nope", **kw)
-  cfg = ladder.pretrain_config("ladder-0", corpus="w2s:chain_sum_3x1", corpus_options={"problems": 200}, **kw)
+    pretrain.pretrain_config("ladder-0", corpus="w2s:nope", **kw)
+  cfg = pretrain.pretrain_config("ladder-0", corpus="w2s:chain_sum_3x1", corpus_options={"problems": 200},
+                                 **kw)
   assert cfg.data.corpus == "jsonl" and cfg.data.problems == 200 and "train_files" not in cfg.data
-  out = ladder._with_variant_files(cfg, tmp_path / "ladder-0-x")
+  out = pretrain._with_variant_files(cfg, tmp_path / "ladder-0-x")
   read = {s: [json.loads(x) for x in open(out.data[f"{s}_files"])] for s in ("train", "eval")}
   docs = {doc_id: text for doc_id, _, text in corpus.variant_documents("chain_sum_3x1", 200)}
   assert sorted(r["id"] for r in read["train"] + read["eval"]) == sorted(docs)
@@ -178,7 +179,7 @@ def test_variant_corpus_is_written_once_as_jsonl_with_a_disjoint_held_out_split(
     assert r["prompt"] + r["response"] == docs[r["id"]] and r["prompt"].endswith(" =\n")
   assert {r["id"] for r in read["eval"]} == {d for d in docs if corpus.in_test_split(d, 0.05)}
   mtime = Path(out.data.train_files).stat().st_mtime_ns  # a second rung reads the same files
-  again = ladder._with_variant_files(cfg, tmp_path / "ladder-1-y")
+  again = pretrain._with_variant_files(cfg, tmp_path / "ladder-1-y")
   assert again.data.train_files == out.data.train_files
   assert Path(out.data.train_files).stat().st_mtime_ns == mtime
 
@@ -205,8 +206,8 @@ def test_label_filter_works_in_the_strong_rungs_feature_space(tmp_path):
 
   from w2s_jax.models.presets import get_preset
   from w2s_jax.models.transformer import Transformer
+  from w2s_jax.train.pretrain import Rung
   from w2s_jax.w2s import label_filters
-  from w2s_jax.w2s.ladder import Rung
 
   tok = ByteTokenizer()
   cfg = get_preset("ladder-0", vocab_size=tok.vocab_size)

@@ -26,8 +26,9 @@ import sysconfig
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from pydoc_data.topics import topics
 
-from w2s_jax.data import reasoning
+from w2s_jax.data import reasoning, w2s_sets
 
 PRETRAIN_TASKS = ("chain_sum", "gcd", "base_conversion", "gsm_symbolic")
 QA_TASKS = (
@@ -61,8 +62,6 @@ def qa_documents(problems_per_task: int, seed: int) -> Iterator[tuple[str, str, 
 
 def python_reference_documents() -> Iterator[tuple[str, str, str]]:
   """(id, source, text) of the Python language reference topics, one document per topic."""
-  from pydoc_data.topics import topics
-
   for name in sorted(topics):
     text = topics[name].strip()
     if len(text) >= 100:
@@ -90,8 +89,6 @@ def stdlib_docstring_documents(min_chars: int = 200) -> Iterator[tuple[str, str,
 
 def variant_documents(variant: str, problems: int, seed: int = 0) -> Iterator[tuple[str, str, str]]:
   """(id, source, text) of `problems` worked problems of a `w2s_sets.VARIANTS` task's pretraining pool."""
-  from w2s_jax.data import w2s_sets
-
   for i, p in enumerate(w2s_sets.variant_problems(variant, "pretrain", problems, pool="pretrain", seed=seed)):
     question = f"Question: {w2s_sets.variant_question(p)}\n"
     body = f"Answer: {p.answer}" if i % 2 else f"Solution:\n{p.solution}"

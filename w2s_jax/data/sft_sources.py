@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from w2s_jax.data import answers, corpus, jsonl, reasoning, task_registry, text
+from w2s_jax.data import answers, builders, corpus, jsonl, reasoning, task_registry, text
 
 Pairs = list[tuple[str, str]]
 
@@ -41,8 +41,6 @@ def reasoning_problems(task: str, split: str, *, size: int, train_size: int = 0,
   `data_dir`, problems are the first `size` records of the `w2s_reasoning/<task>` TFDS build.
   """
   if data_dir:
-    from w2s_jax.data import builders
-
     source = builders.build("w2s_reasoning", task, data_dir=data_dir).as_data_source()
     records = builders.read_all(source["train" if split == "train" else "test"], limit=size)
     return [reasoning.Problem.from_record(r) for r in records]
@@ -52,12 +50,12 @@ def reasoning_problems(task: str, split: str, *, size: int, train_size: int = 0,
 
 def problems_from_config(d: Any, split: str, *, task_key: str = "task") -> list[reasoning.Problem]:
   """The problems a config's `data` section names (`task` or `corpus`, `task_options`, `answer_format`,
-  `train_size`, `eval_size`, `data_seed`, `data_dir`) for split "train" or "eval"."""
+  `train_size`, `eval_size`, `seed`, `data_dir`) for split "train" or "eval"."""
   train_size = int(d.get("train_size", 2000))
   size = train_size if split == "train" else int(d.get("eval_size", 200))
   fmt = d.get("answer_format") or ""
   return reasoning_problems(d[task_key], split, size=size, train_size=train_size,
-                            seed=int(d.get("data_seed", 0)), data_dir=d.get("data_dir") or None,
+                            seed=int(d.get("seed", 0)), data_dir=d.get("data_dir") or None,
                             options=d.get("task_options"),
                             answer_format=answers.check_format(fmt) if fmt else "")
 
@@ -102,7 +100,7 @@ def _pretrain(split: str, d: Any) -> tuple[Pairs, dict[str, Any]]:
   docs = corpus.documents(problems_per_task=int(d.get("problems_per_task", 2000)),
                           qa_per_task=int(d.get("qa_per_task", 500)),
                           with_docstrings=bool(d.get("with_docstrings", False)),
-                          seed=int(d.get("data_seed", 0)))
+                          seed=int(d.get("seed", 0)))
   eval_frac, max_chars = float(d.get("eval_frac", 0.01)), int(d.get("max_chars") or 1000)
   chunks: dict[bool, list[str]] = {False: [], True: []}
   n_docs = {False: 0, True: 0}

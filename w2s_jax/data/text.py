@@ -8,6 +8,7 @@ becomes an example whose prompt names the topic and whose response is the paragr
 from __future__ import annotations
 
 import zlib
+from pydoc_data.topics import topics
 
 
 def python_reference_examples(
@@ -23,8 +24,6 @@ def python_reference_examples(
   Returns:
     A list of (prompt, response) strings.
   """
-  from pydoc_data.topics import topics
-
   if split not in ("train", "eval"):
     raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
   out = []

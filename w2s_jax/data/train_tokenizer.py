@@ -15,6 +15,9 @@ from collections.abc import Iterator, Sequence
 
 from absl import app, flags
 
+from w2s_jax.data import builders
+from w2s_jax.data.tokenizers import train_sentencepiece
+
 _INPUT = flags.DEFINE_list("input", [], "Text files (one document per file) or .jsonl files (see --field).")
 _FIELD = flags.DEFINE_string("field", "text", "Text field of .jsonl inputs.")
 _TFDS = flags.DEFINE_string("tfds", "", "A registered builder/config to train on, e.g. w2s_pretrain/small.")
@@ -42,8 +45,6 @@ def file_texts(paths: Sequence[str], field: str = "text") -> Iterator[str]:
 
 def tfds_texts(spec: str, data_dir: str | None, field: str = "text") -> Iterator[str]:
   """Texts of the train split of a registered builder (`name/config`), building it if needed."""
-  from w2s_jax.data import builders
-
   name, _, config = spec.partition("/")
   source = builders.build(name, config or None, data_dir=data_dir).as_data_source()["train"]
   for i in range(len(source)):
@@ -52,7 +53,6 @@ def tfds_texts(spec: str, data_dir: str | None, field: str = "text") -> Iterator
 
 def main(argv: list[str]) -> None:
   del argv
-  from w2s_jax.data.tokenizers import train_sentencepiece
 
   if not _PREFIX.value or not (_INPUT.value or _TFDS.value):
     raise app.UsageError("give --model_prefix and --input or --tfds")

@@ -40,7 +40,7 @@ import zlib
 from collections.abc import Sequence
 from typing import Any
 
-from w2s_jax.data import reasoning
+from w2s_jax.data import reasoning, task_registry
 
 W2S_TASKS = {"chain_sum": "easy", "chain_sum_3x1": "easy", "chain_sum_2x2": "easy", "gcd": "medium",
              "gsm_symbolic": "hard"}
@@ -103,7 +103,6 @@ def step_values(problem: reasoning.Problem) -> list[str]:
 def _group_key(problem: reasoning.Problem) -> Any:
   # GSM problems of one template share their variable names: answers of the same template are the most
   # plausible "another problem's answer".
-  import json
 
   meta = json.loads(problem.metadata)
   return tuple(sorted(meta.get("variables", {}))) if problem.task == "gsm_symbolic" else problem.task
@@ -346,7 +345,6 @@ def generate(
                        f"asked for {size} (data.train_size / data.eval_size count questions)")
     return make_records(problems, seed=seed, variant=task, candidates=candidates, template=template,
                         distractors=distractors)
-  from w2s_jax.data import task_registry
 
   if task_registry.kind(task) in ("file", "function", "registered"):  # the user's own problems
     problems = task_registry.generate(task, "train" if split == "train" else "eval", size, seed=seed,

@@ -13,7 +13,7 @@ gradient sees them, and a fully masked row gives 0.
 One pure function per kind (the rlax way, in `policy_kinds.py`), all of one signature
 `fn(terms, options) -> PolicyTokenLoss`:
 `ppo_clip_loss` (`ppo`, `dapo`, `clip_higher`), `gspo_loss`, `cispo_loss`, `topr_loss`, `reinforce_loss`.
-`POLICY_LOSSES` maps each config name (`loss.kind`) to a `PolicyLoss` entry, the kind's function and its
+`POLICY_LOSSES` maps each config name (`loss.name`) to a `PolicyLoss` entry, the kind's function and its
 defaults; calling an entry (or `policy_loss(kind=...)`) masks the inputs, runs the function, applies the
 positive/negative weights and computes the metrics.
 """
@@ -60,7 +60,7 @@ class PolicyLoss:
   """A `POLICY_LOSSES` entry: a kind's pure function and its defaults; call it like `policy_loss`.
 
   Attributes:
-    name: the config name (`loss.kind`).
+    name: the config name (`loss.name`).
     fn: the kind's pure per-token function, `fn(terms, options) -> PolicyTokenLoss`.
     clip_eps: default (ε_l, ε_h) when `clip_eps` / `clip_eps_high` are not given.
     symmetric_eps: a given `clip_eps` sets ε_h too (PPO's single ε).

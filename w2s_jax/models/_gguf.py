@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from w2s_jax.models._hf_mapping import UnsupportedHFConfig
+from w2s_jax.models.presets import RopeScaling
 from w2s_jax.models.transformer import rope_inv_freq
 
 _SUPPORTED_ARCHS = ("llama",)
@@ -70,8 +71,6 @@ def _tensor_map(reader: Any) -> dict[str, Any]:
 
 def _llama3_scaling(freq_factors: np.ndarray, theta: float, head_dim: int) -> dict[str, Any]:
   """llama3 `rope_parameters` whose divisors equal `freq_factors` (llama.cpp's `rope_freqs`)."""
-  from w2s_jax.models.presets import RopeScaling  # noqa: PLC0415
-
   factor = float(freq_factors.max())
   base = rope_inv_freq(head_dim, theta, None)
   for original in (8192, 4096, 16384, 32768):

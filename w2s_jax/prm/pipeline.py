@@ -179,7 +179,7 @@ def _prm_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.mesh = ml_collections.ConfigDict(config.mesh.to_dict())
   c.sharding = config.sharding
   c.model = ml_collections.ConfigDict(config.model.to_dict())
-  c.objective = ml_collections.ConfigDict({"name": "prm", "reduction": "token-mean"})
+  c.loss = ml_collections.ConfigDict({"name": "prm", "reduction": "token-mean"})
   return c
 
 
@@ -231,9 +231,9 @@ def run_prm(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str,
   t_sft = time.perf_counter()
   d, ro, ev = config.data, config.rollout, config.eval
   P, N = int(d.max_prompt_len), int(ro.max_new_tokens)
-  train_problems = reasoning_problems(d.task, "train", size=int(config.label.problems), seed=d.data_seed)
+  train_problems = reasoning_problems(d.task, "train", size=int(config.label.problems), seed=d.seed)
   eval_problems = reasoning_problems(d.task, "eval", size=d.eval_size, train_size=d.train_size,
-                                     seed=d.data_seed)
+                                     seed=d.seed)
   model_cfg = from_section(config.model)
   mesh, rules = shd.make_mesh(dict(config.mesh)), shd.get_rules(config.sharding)
   with jax.set_mesh(mesh), nnx.logical_axis_rules(rules):

@@ -40,9 +40,9 @@ from w2s_jax.data import w2s_sets
 from w2s_jax.evals.metrics import accuracy
 from w2s_jax.pipeline_shell import finish
 from w2s_jax.sampling.sampler import Sampler, SamplingConfig, left_pad
+from w2s_jax.train.pretrain import Rung
 from w2s_jax.w2s import classify, protocol
 from w2s_jax.w2s import rungs as rung_lib
-from w2s_jax.w2s.ladder import Rung
 from w2s_jax.w2s.metrics import pgr, summary_ci
 from w2s_jax.w2s.rungs import load_rungs, tokenizer_of
 

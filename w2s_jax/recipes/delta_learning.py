@@ -30,11 +30,11 @@ from w2s_jax.data.tokenizers import ByteTokenizer
 from w2s_jax.models.transformer import Transformer
 from w2s_jax.pipeline_shell import write_json
 from w2s_jax.sampling.texts import sample_completions
+from w2s_jax.train import pretrain
 from w2s_jax.train.config_lib import train_defaults
 from w2s_jax.train.loop import Setup, train
 from w2s_jax.train.objectives import OBJECTIVES
 from w2s_jax.train.preference_tasks import records_setup, start_params
-from w2s_jax.w2s import ladder
 
 ORDER = ("weaker", "weak", "student")
 
@@ -42,14 +42,14 @@ ORDER = ("weaker", "weak", "student")
 def sft_model(c: ml_collections.ConfigDict, m: ml_collections.ConfigDict) -> tuple[Any, nnx.GraphDef, Any]:
   """(model config, graphdef, params) of the `models` entry `m` (preset, total_steps, optimizer) fine-tuned
   on the task's worked solutions."""
-  pcfg = ladder.pretrain_config(
+  pcfg = pretrain.pretrain_config(
     m.preset, corpus=c.data.task, tokenizer=c.tokenizer, vocab_size=c.vocab_size, seq_len=c.seq_len,
     steps=int(m.total_steps), batch_size=c.sft.batch_size, optimizer=m.optimizer, seed=c.seed,
     mesh={"data": 1},
-    corpus_options={"train_size": c.sft.train_size, "eval_size": 64, "data_seed": c.data.seed,
+    corpus_options={"train_size": c.sft.train_size, "eval_size": 64, "seed": c.data.seed,
                     "overlong": "drop"},
   )
-  rung = ladder.pretrain(pcfg, ladder.cache_root() / "sft")
+  rung = pretrain.pretrain(pcfg, pretrain.cache_root() / "sft")
   return rung.model_cfg, rung.graphdef, jax.device_get(rung.params)
 
 

@@ -54,9 +54,9 @@ from w2s_jax.recipes.solutions import rollout_matrices, sample_solutions, sft_on
 from w2s_jax.rl.loop import train_rl
 from w2s_jax.rl.roles import abstract_graphdef
 from w2s_jax.rl.sft_init import run_sft
+from w2s_jax.train.pretrain import Rung
 from w2s_jax.train.tasks import make_tokenizer
 from w2s_jax.w2s import classify, protocol
-from w2s_jax.w2s.ladder import Rung
 from w2s_jax.w2s.protocol import TrainSpec
 
 LEVELS = ("easy", "hard")
@@ -150,7 +150,7 @@ def _problems(config: ml_collections.ConfigDict, exclude: set[str]) -> dict[str,
     if size == 0:  # e.g. no policy SFT split when the policy comes from the RL config's SFT
       out[f"{split}_easy"], out[f"{split}_hard"] = [], []
       continue
-    drawn = reasoning.generate(d.task, f"e2h-{split}", int(d.draw_factor) * size, seed=int(d.data_seed),
+    drawn = reasoning.generate(d.task, f"e2h-{split}", int(d.draw_factor) * size, seed=int(d.seed),
                                exclude=seen, options=options)
     seen |= {p.prompt for p in drawn}
     easy, hard = split_by_difficulty(drawn, d.difficulty_key, easy_max=float(d.easy_max),
@@ -227,7 +227,7 @@ def rl_config(config: ml_collections.ConfigDict, arm: str, sft_workdir: str) -> 
   c.rollout.prompts_per_step, c.rollout.group_size = int(r.prompts_per_step), int(r.group_size)
   c.train.minibatch_size = int(r.minibatch_size)
   c.optimizer.lr = float(r.lr)
-  c.eval.samples, c.eval.every_steps = 0, 0  # evaluated by the pipeline on its easy/hard test sets
+  c.eval.samples, c.eval_every_steps = 0, 0  # evaluated by the pipeline on its easy/hard test sets
   c.reward.correct_coef = 0.0 if arm == "verifier" else 1.0
   c.reward.learned_coef = 1.0 if arm == "verifier" else 0.0
   return c
@@ -276,7 +276,7 @@ def run_easy_to_hard(config: ml_collections.ConfigDict, workdir: str | Path) -> 
   if rl_on:  # the policy's SFT and RL problems (the task's train split) stay out of every e2h split
     rc = rl_config(config, "gold", "")
     exclude = {p.prompt for p in reasoning_problems(rc.data.task, "train", size=int(rc.data.train_size),
-                                                    seed=int(rc.data.data_seed))}
+                                                    seed=int(rc.data.seed))}
   probs = _problems(config, exclude)
   levels = [lv.strip() for lv in str(config.policy.sft_levels).split(",")]
   if not levels or any(lv not in LEVELS for lv in levels):

@@ -27,8 +27,8 @@ from w2s_jax.sampling.sampler import Sampler, SamplingConfig
 from w2s_jax.train.config_lib import train_defaults
 from w2s_jax.train.loop import train
 from w2s_jax.train.preference_tasks import start_params
+from w2s_jax.train.pretrain import Rung
 from w2s_jax.train.tasks import sft_setup
-from w2s_jax.w2s.ladder import Rung
 
 Pairs = list[tuple[str, str]]
 
@@ -72,7 +72,7 @@ def sft_on_pairs(
   c.data = ml_collections.ConfigDict(dict(
     corpus="jsonl", tokenizer=tokenizer, seq_len=seq_len, overlong="drop",
     train_files=str(data / "train.jsonl"), eval_files=str(data / "eval.jsonl"), eval_batches=2))
-  c.objective = ml_collections.ConfigDict(dict(name="sft", reduction="token-mean", z_loss=0.0,
+  c.loss = ml_collections.ConfigDict(dict(name="sft", reduction="token-mean", z_loss=0.0,
                                                label_smoothing=0.0))
   setup = sft_setup(c)
   if init is not None:

@@ -54,8 +54,8 @@ from w2s_jax.rl.sft_init import sft_workdir
 from w2s_jax.train.config_lib import train_defaults
 from w2s_jax.train.loop import train
 from w2s_jax.train.preference_tasks import records_setup
+from w2s_jax.train.pretrain import Rung
 from w2s_jax.train.tasks import make_tokenizer
-from w2s_jax.w2s.ladder import Rung
 from w2s_jax.w2s.metrics import pgr
 
 # ------------------------------------------------------------------------------------------------
@@ -142,7 +142,7 @@ def task_splits(d: ml_collections.ConfigDict) -> dict[str, list[reasoning.Proble
   `sft_sources.reasoning_problems(task, "eval", ...)`; `pool` is a fresh split sharing no question with
   the train or test problems; `gold` is the first `gold_size` train problems.
   """
-  seed = int(d.data_seed)
+  seed = int(d.seed)
   options = d.options.to_dict() if d.get("options") else None
   sizes = {"gold": int(d.gold_size), "pool": int(d.pool_size), "test": int(d.eval_size)}
   train_size = int(d.get("train_size", 0))
@@ -285,7 +285,7 @@ def _dpo(stage1: Rung, records: dict[str, Any], cfg: ml_collections.ConfigDict, 
   c.eval_every_steps = int(s2.total_steps)
   c.checkpoint_every_steps = int(s2.total_steps)
   setup = records_setup(records, stage1.model_cfg, stage1.graphdef, stage1.params, tokenizer,
-                        objective=s2.objective.to_dict(), batch_size=int(s2.batch_size),
+                        objective=s2.loss.to_dict(), batch_size=int(s2.batch_size),
                         seq_len=int(cfg.data.seq_len), eval_batches=4, seed=int(cfg.seed))
   summary = train(c, workdir, setup)
   return Rung("stage2", stage1.model_cfg, stage1.graphdef, summary["state"].params, float("nan"), workdir)

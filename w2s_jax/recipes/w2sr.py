@@ -180,10 +180,10 @@ def run_w2sr(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str
   start_params, start_sft = run_sft(rl_cfg, workdir / "rl")
 
   d, ro = config.data, config.rollout
-  train_prompts = encode_prompts(reasoning_problems(d.task, "train", size=d.train_size, seed=d.data_seed),
+  train_prompts = encode_prompts(reasoning_problems(d.task, "train", size=d.train_size, seed=d.seed),
                                  tokenizer, d.max_prompt_len)
   eval_problems = reasoning_problems(d.task, "eval", size=d.eval_size, train_size=d.train_size,
-                                     seed=d.data_seed)
+                                     seed=d.seed)
   eval_prompts = encode_prompts(eval_problems, tokenizer, d.max_prompt_len)
   # The problems RL's first problems/B iterations draw (rl.loop.prompt_indices from cursor 0).
   idx = prompt_indices(0, int(config.w2sr.problems), len(train_prompts.problems), int(config.seed))

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -72,7 +72,7 @@ class RewardConfig:
     process: "" (off), "pav" or "implicit_prm".
     process_workdir: the run behind `process`: a PRM run (pav) or a DPO-family run (implicit_prm).
     process_coef: weight of the process term (PAV's α).
-    implicit_prm_beta: β of the implicit PRM; 0 = the DPO run's `objective.beta`.
+    implicit_prm_beta: β of the implicit PRM; 0 = the DPO run's `loss.beta`.
     process_boundary: text that ends a step for the implicit PRM (PAV uses the PRM's `label.boundary`).
     scorers: the loaded folder terms by name, `fn(problems_R, texts_R, stopped_R) -> [R]`
       (`make_reward_config` fills it).
@@ -102,28 +102,6 @@ class RewardConfig:
 
 
 COEFS = {"model": "model_coef", "prm": "prm_coef", "pav": "process_coef", "implicit_prm": "process_coef"}
-
-
-def make_reward_config(section: Mapping[str, Any], learned: Callable[..., np.ndarray] | None = None
-                       ) -> RewardConfig:
-  """The `RewardConfig` of a config's `reward` section, with the learned terms it names loaded.
-
-  Args:
-    section: the `reward` section (a ConfigDict or dict of `RewardConfig` fields).
-    learned: the in-code learned reward (`train_rl(reward_fn=...)`), or None.
-
-  Raises:
-    ValueError: an unknown key (named as `reward.<key>`), or a folder term whose run cannot be used.
-    FileNotFoundError: a folder term's run or checkpoint is missing (names the key and folder).
-  """
-  from w2s_jax.rewards.learned import learned_scorers
-
-  values = section.to_dict() if hasattr(section, "to_dict") else dict(section)
-  fields = {f.name for f in dataclasses.fields(RewardConfig)} - {"learned", "scorers"}
-  if unknown := sorted(set(values) - fields):
-    raise ValueError(f"unknown key reward.{unknown[0]}; the reward section takes {sorted(fields)}")
-  cfg = RewardConfig(**values, learned=learned)
-  return dataclasses.replace(cfg, scorers=learned_scorers(cfg))
 
 
 def _folder_term(name: str, fn: Callable[..., np.ndarray], problems_R, texts_R, stopped_R) -> np.ndarray:

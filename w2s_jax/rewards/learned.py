@@ -21,10 +21,11 @@ Legend: R completions, L row tokens, S steps, T = S + 1 step boundaries, N compl
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +50,14 @@ from w2s_jax.models.presets import from_section
 from w2s_jax.models.transformer import Transformer
 from w2s_jax.prm.data import step_scores
 from w2s_jax.prm.labels import step_end_indices
+from w2s_jax.rewards.compose import RewardConfig
+from w2s_jax.rl.objective import completion_logprobs_jit
+from w2s_jax.sampling.sampler import left_pad
 from w2s_jax.train.optim import make_optimizer
 from w2s_jax.train.preference_objectives import PAIRWISE_INPUTS, sequence_scores
+from w2s_jax.train.preference_tasks import start_model
 from w2s_jax.train.state import create_train_state
+from w2s_jax.train.tasks import make_tokenizer
 
 Scorer = Callable[[Sequence[reasoning.Problem], Sequence[str], np.ndarray], np.ndarray]
 BUCKET = 64  # row lengths are rounded up to a multiple of this (few compiled shapes)
@@ -139,11 +145,10 @@ class RewardModelScorer:
 
   def __init__(self, workdir: str | Path, key: str = "reward.model_workdir"):
     cfg = run_config(workdir, key)
-    objective = cfg.get("objective", {}).get("name")
+    objective = cfg.get("loss", {}).get("name")
     if cfg.get("task") != "preference" or objective != "reward_model":
       raise ValueError(f"{key}={str(workdir)!r} is a {cfg.get('task')!r} run with objective {objective!r}, "
                        "not a reward model (train one with configs/reward_model_tiny.py)")
-    from w2s_jax.train.tasks import make_tokenizer
 
     self.key, self.model_cfg = key, from_section(cfg.model)
     head = cfg.model.get("head", "classifier")
@@ -178,7 +183,6 @@ class PRMScorer:
     if cfg.get("task") != "prm_pipeline":
       raise ValueError(f"{key}={str(workdir)!r} is a {cfg.get('task')!r} run, not a PRM (train one with "
                        "configs/prm_tiny.py)")
-    from w2s_jax.train.tasks import make_tokenizer
 
     self.key, self.model_cfg = key, from_section(cfg.model)
     make_model = lambda rngs: ValueModel(self.model_cfg, rngs=rngs)
@@ -234,32 +238,28 @@ class ImplicitPRMScorer:
   """Implicit-PRM process rewards of a DPO-family run: r_k from β log π_θ/π_ref, summed over steps.
 
   π_θ is the run's trained policy (its checkpoint), π_ref its start model (`preference_tasks.start_model`:
-  the preset at `seed`, or the cached SFT model), β the run's `objective.beta` unless `beta` > 0; steps
+  the preset at `seed`, or the cached SFT model), β the run's `loss.beta` unless `beta` > 0; steps
   end at `boundary` (the step rule of `prm.labels.step_end_indices`).
   """
 
   def __init__(self, workdir: str | Path, *, beta: float = 0.0, boundary: str = "\n",
                key: str = "reward.process_workdir"):
     cfg = run_config(workdir, key)
-    objective = cfg.get("objective", {}).get("name")
+    objective = cfg.get("loss", {}).get("name")
     if cfg.get("task") != "preference" or objective not in PAIRWISE_INPUTS or objective in ("simpo", "orpo"):
       raise ValueError(f"{key}={str(workdir)!r} is a {cfg.get('task')!r} run with objective {objective!r}: "
                        "an implicit PRM needs a reference-based preference run (e.g. configs/dpo_tiny.py)")
-    from w2s_jax.train.preference_tasks import start_model
-    from w2s_jax.train.tasks import make_tokenizer
 
     self.key = key
     self.model_cfg, self.graphdef, self.ref_params = start_model(cfg)
     self.params = restore_params(workdir, cfg, lambda rngs: Transformer(self.model_cfg, rngs=rngs), key)
-    self.beta = float(beta) or float(cfg.objective.get("beta", 0.1))
+    self.beta = float(beta) or float(cfg.loss.get("beta", 0.1))
     self.tokenizer = make_tokenizer(cfg.data.tokenizer)
     self.boundary_ids = tuple(self.tokenizer.encode(boundary))
 
   def log_ratios(self, problems_R: Sequence[reasoning.Problem], texts_R: Sequence[str],
                  stopped_R: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
     """(log π_θ − log π_ref of each completion token [R, N], its mask [R, N], each row's step ends)."""
-    from w2s_jax.rl.objective import completion_logprobs_jit
-    from w2s_jax.sampling.sampler import left_pad
 
     prompts, completions = _token_rows(problems_R, texts_R, stopped_R, self.tokenizer)
     P = max(map(len, prompts))
@@ -324,5 +324,25 @@ def learned_scorers(cfg: Any) -> dict[str, Scorer]:
   return out
 
 
-__all__ = ["ImplicitPRMScorer", "PRMScorer", "RewardModelScorer", "learned_scorers", "restore_params",
-           "run_config"]
+def make_reward_config(section: Mapping[str, Any], learned: Callable[..., np.ndarray] | None = None
+                       ) -> RewardConfig:
+  """The `RewardConfig` of a config's `reward` section, with the learned terms it names loaded.
+
+  Args:
+    section: the `reward` section (a ConfigDict or dict of `RewardConfig` fields).
+    learned: the in-code learned reward (`train_rl(reward_fn=...)`), or None.
+
+  Raises:
+    ValueError: an unknown key (named as `reward.<key>`), or a folder term whose run cannot be used.
+    FileNotFoundError: a folder term's run or checkpoint is missing (names the key and folder).
+  """
+  values = section.to_dict() if hasattr(section, "to_dict") else dict(section)
+  fields = {f.name for f in dataclasses.fields(RewardConfig)} - {"learned", "scorers"}
+  if unknown := sorted(set(values) - fields):
+    raise ValueError(f"unknown key reward.{unknown[0]}; the reward section takes {sorted(fields)}")
+  cfg = RewardConfig(**values, learned=learned)
+  return dataclasses.replace(cfg, scorers=learned_scorers(cfg))
+
+
+__all__ = ["ImplicitPRMScorer", "PRMScorer", "RewardModelScorer", "learned_scorers", "make_reward_config",
+           "restore_params", "run_config"]

@@ -44,7 +44,7 @@ from w2s_jax.losses.policy import unlikeliness_rewards
 from w2s_jax.models.presets import from_section
 from w2s_jax.models.transformer import Transformer
 from w2s_jax.references import resolve_reference
-from w2s_jax.rewards.compose import make_reward_config
+from w2s_jax.rewards.learned import make_reward_config
 from w2s_jax.rl import batch as batch_lib
 from w2s_jax.rl import tree_rollout
 from w2s_jax.rl.evaluate import evaluate
@@ -77,7 +77,7 @@ def make_objective(config: ml_collections.ConfigDict):
   """`rl_objective` from the config's `loss`, `kl` and `rollout` sections."""
   loss, kl = config.loss, config.kl
   return rl_objective(
-    loss_kind=loss.kind, reduction=loss.reduction, clip_eps=_none_if_zero(loss.clip_eps),
+    loss_kind=loss.name, reduction=loss.reduction, clip_eps=_none_if_zero(loss.clip_eps),
     clip_eps_high=_none_if_zero(loss.clip_eps_high), dual_clip_c=_none_if_zero(loss.dual_clip_c),
     topr_level=loss.topr_level, use_is_ratio=bool(loss.use_is_ratio),
     positive_weight=float(loss.positive_weight), negative_weight=float(loss.negative_weight),
@@ -101,8 +101,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   needs = ADVANTAGES[name].needs
   if "values" in needs and config.loss.value_coef <= 0:
     raise ValueError(f"advantage {name!r} trains a critic: set loss.value_coef > 0")
-  if "keep" in needs and config.loss.kind != "reinforce":
-    raise ValueError(f"advantage {name!r} (rejection-sampling SFT) needs loss.kind='reinforce'")
+  if "keep" in needs and config.loss.name != "reinforce":
+    raise ValueError(f"advantage {name!r} (rejection-sampling SFT) needs loss.name='reinforce'")
   kind = ro.get("kind", "group")
   if kind not in ("group", "tree"):
     raise ValueError(f"rollout.kind must be 'group' or 'tree', got {kind!r}")
@@ -202,7 +202,7 @@ def train_rl(
       lambda s: evaluate(run.sampler, run.policy(s), eval_prompts, int(ev.samples), list(ev.ks),
                          jax.random.fold_in(jax.random.key(config.seed), 1_000_003), tokenizer,
                          chunk_prompts=max(run.B * run.G // int(ev.samples), 1)),
-      every=int(ev.every_steps or 0), at_start=True, prefix="eval_") if ev.samples else None
+      every=int(config.eval_every_steps or 0), at_start=True, prefix="eval_") if ev.samples else None
     state = rt.run(state, run.iteration, evaluator=evaluator, until=run.spent_budget)
   return {"sft": sft_summary, **rt.summary, "wall_s": rt.wall_s, "state": state}
 

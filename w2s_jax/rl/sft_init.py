@@ -15,7 +15,10 @@ from typing import Any
 
 import ml_collections
 
+from w2s_jax.data.limits import LengthLimitError
 from w2s_jax.train.config_lib import train_defaults
+from w2s_jax.train.loop import train
+from w2s_jax.train.tasks import sft_setup
 
 
 def sft_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -35,13 +38,13 @@ def sft_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict(dict(
     corpus=config.data.task, tokenizer=config.data.tokenizer, seq_len=int(s.seq_len), overlong="drop",
     train_size=int(config.data.train_size), eval_size=int(s.get("eval_size", 64)),
-    data_seed=int(config.data.data_seed), data_dir="", eval_batches=int(s.get("eval_batches", 1)),
+    seed=int(config.data.seed), data_dir="", eval_batches=int(s.get("eval_batches", 1)),
   ))
   # Only when set, so a shared SFT folder's config stays the same.
   for key in ("task_options", "answer_format", "chat_template"):
     if config.data.get(key):
       c.data[key] = config.data[key]
-  c.objective = ml_collections.ConfigDict(dict(name="sft", reduction="token-mean", z_loss=0.0,
+  c.loss = ml_collections.ConfigDict(dict(name="sft", reduction="token-mean", z_loss=0.0,
                                                label_smoothing=0.0))
   return c
 
@@ -62,8 +65,6 @@ def run_sft(config: ml_collections.ConfigDict, workdir: str | Path) -> tuple[Any
     (params, summary): the SFT'd policy's params (an `nnx.State` of the Transformer) and the SFT
     loop's summary (`final_step`, `last`, `eval`).
   """
-  from w2s_jax.train.loop import train
-  from w2s_jax.train.tasks import sft_setup
 
   cfg = sft_config(config)
   folder = sft_workdir(config, workdir)
@@ -76,7 +77,6 @@ def run_sft(config: ml_collections.ConfigDict, workdir: str | Path) -> tuple[Any
         f"{folder} holds an SFT run with a different config (keys {diff}); use a fresh sft.workdir "
         "or the same sft/model/data settings"
       )
-  from w2s_jax.data.limits import LengthLimitError
 
   try:
     setup = sft_setup(cfg)

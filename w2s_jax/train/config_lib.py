@@ -68,6 +68,7 @@ def distributed_defaults() -> ml_collections.ConfigDict:
 _SFT_SECTIONS = ("sft", "teacher.sft", "student.sft", "weak.sft", "strong.sft", "w2sr.sft")
 OLD_KEYS = {
   "data_seed": "data.seed",
+  "data.data_seed": "data.seed",
   "data_task": "data.task",
   "data.n_test": "data.eval_size",
   "data.test_size": "data.eval_size",
@@ -89,6 +90,13 @@ OLD_KEYS = {
   **{f"{s}.lr": f"{s}.optimizer.lr" for s in ("weak", "strong.start", "stage1", "stage2")},
   "prm.lr": "prm.optimizer.lr",
   "prm.warmup_steps": "prm.optimizer.warmup_steps",
+  "loss.kind": "loss.name",
+  "eval.every_steps": "eval_every_steps",
+  "objective.*": "loss.*",  # the SFT / preference / PRM runs' loss section
+  "stage2.objective.*": "stage2.loss.*",
+  "distill.estimator": "loss.name",
+  "distill.beta": "loss.beta",
+  "train.reduction": "loss.reduction",
   **{f"{s}.{k}": f"{s}.optimizer.{k}" for s in _SFT_SECTIONS for k in ("lr", "warmup_steps")},
 }
 

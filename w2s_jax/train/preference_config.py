@@ -23,7 +23,7 @@ import ml_collections
 from w2s_jax.train.config_lib import distributed_defaults, train_defaults
 
 
-def preference_config(arg: str | None, *, objective: dict, lr: float = 1e-3, full_lr: float = 3e-5,
+def preference_config(arg: str | None, *, loss: dict, lr: float = 1e-3, full_lr: float = 3e-5,
                       model: dict | None = None) -> ml_collections.ConfigDict:
   """A `preference` task config.
 
@@ -31,7 +31,7 @@ def preference_config(arg: str | None, *, objective: dict, lr: float = 1e-3, ful
     arg: "smoke" (seconds on CPU: worked-solution vs wrong-answer pairs, a randomly initialised start
       model) or None/"" (the full run: the tiny model fine-tuned on worked solutions, then pairs of its
       own sampled solutions scored by the task's scorer).
-    objective: the `objective` section: `name` plus the loss's keyword arguments.
+    loss: the `loss` section: `name` plus the loss's keyword arguments.
     lr: the smoke run's peak learning rate.
     full_lr: the full run's peak learning rate.
     model: keys of the `model` section to override (e.g. {"head": "value"}).
@@ -67,7 +67,7 @@ def preference_config(arg: str | None, *, objective: dict, lr: float = 1e-3, ful
   c.data.seq_len = 256
   c.data.train_size = 256 if smoke else 5000  # prompts
   c.data.eval_size = 64 if smoke else 500
-  c.data.data_seed = 0
+  c.data.seed = 0
   c.data.perturbations = ("wrong_answer", "truncated")  # source "perturbed": flaws cycled over problems
   c.data.samples_per_prompt = 8
   c.data.max_pairs_per_prompt = 4
@@ -81,6 +81,6 @@ def preference_config(arg: str | None, *, objective: dict, lr: float = 1e-3, ful
   c.data.eval_files = ""
   c.data.skip_bad_records = False  # True: skip and count bad records instead of stopping
 
-  c.objective = ml_collections.ConfigDict(objective)
+  c.loss = ml_collections.ConfigDict(loss)
 
   return c

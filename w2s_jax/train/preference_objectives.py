@@ -256,7 +256,7 @@ class PreferenceObjective:
   Call it with the loss's keyword arguments to get the objective (`PREFERENCE_OBJECTIVES["ipo"](beta=0.5)`).
 
   Attributes:
-    name: the config name (`objective.name`).
+    name: the config name (`loss.name`).
     make: `make(**loss_kwargs) -> Objective`.
     reference: its batches carry the frozen reference model's summed log-probs (`ref_logps`).
     train_data: "pairs" (chosen-then-rejected [2B, L] batches) or "unpaired" (KTO's examples with

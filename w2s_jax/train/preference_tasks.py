@@ -4,7 +4,7 @@
 
 1. **Start model.** `model.init = "scratch"` (the preset at `seed`) or `"sft"`: the preset fine-tuned on
    the task's worked solutions (`model.sft`: steps, batch_size, lr, train_size), run once and cached by
-   config hash under `$W2S_JAX_CACHE/sft` (see `w2s.ladder.pretrain`). It is the policy's initialisation
+   config hash under `$W2S_JAX_CACHE/sft` (see `train.pretrain.pretrain`). It is the policy's initialisation
    and the frozen reference model.
 2. **Pairs.** `data.source = "sampled"`: `data.samples_per_prompt` completions per prompt sampled from
    the start model and scored by the task's scorer (`preference_pairs.sampled_records`); `"perturbed"`:
@@ -29,7 +29,7 @@
 
 `records_setup` is the same for records and a start model already in hand (w2s_jax/recipes/delta_learning.py).
 
-Objective names (`objective.name`; the other keys of `objective` are the loss's keyword arguments):
+Objective names (`loss.name`; the other keys of `loss` are the loss's keyword arguments):
 the pairwise losses of `preference_objectives.PAIRWISE_INPUTS` (`dpo`, `ipo`, `simpo`, `orpo`, `rpo`,
 `hinge`, `robust`...; cDPO is `dpo` with `label_smoothing`), `kto`, and `reward_model` (Bradley–Terry on
 `SequenceClassifier(cfg, 1)`, or `ValueModel` with `model.head = "value"`).
@@ -52,15 +52,17 @@ import numpy as np
 from flax import nnx
 
 from w2s_jax.data import packing, preference_pairs
-from w2s_jax.data.sft_sources import reasoning_problems
+from w2s_jax.data.sft_sources import reasoning_problems, reasoning_prompt
 from w2s_jax.data.tokenizers import Tokenizer
 from w2s_jax.models.heads import SequenceClassifier, ValueModel
 from w2s_jax.models.presets import ModelConfig, get_preset
 from w2s_jax.models.transformer import Transformer
 from w2s_jax.sampling.texts import sample_completions
 from w2s_jax.train import preference_objectives as po
+from w2s_jax.train import pretrain
 from w2s_jax.train.loop import Setup
 from w2s_jax.train.step import Batch, Objective
+from w2s_jax.train.tasks import make_tokenizer
 
 Rows = dict[str, np.ndarray]
 REFERENCE_FREE = tuple(name for name, entry in po.PREFERENCE_OBJECTIVES.items() if not entry.reference)
@@ -183,7 +185,7 @@ def with_reward_accuracy(objective: Objective, name: str) -> Objective:
 
 
 def make_objective(objective_cfg: dict[str, Any]) -> tuple[str, Objective]:
-  """(name, objective) from the config's `objective` section (name + the loss's keyword arguments)."""
+  """(name, objective) from the config's `loss` section (name + the loss's keyword arguments)."""
   cfg = dict(objective_cfg)
   name = cfg.pop("name")
   if name not in po.PREFERENCE_OBJECTIVES:
@@ -223,8 +225,6 @@ def start_params(
 
 def start_model(config: ml_collections.ConfigDict) -> tuple[ModelConfig, nnx.GraphDef, Any]:
   """(model config, graphdef, params) of the decoder training starts from and the reference model."""
-  from w2s_jax.w2s import ladder
-
   m = config.model
   overrides = dict(m.get("overrides", {}))
   if m.init == "scratch":
@@ -234,14 +234,14 @@ def start_model(config: ml_collections.ConfigDict) -> tuple[ModelConfig, nnx.Gra
   if m.init != "sft":
     raise ValueError(f"unknown model.init {m.init!r}; choose 'scratch' or 'sft'")
   s = m.sft
-  sft_cfg = ladder.pretrain_config(
+  sft_cfg = pretrain.pretrain_config(
     m.preset, corpus=config.data.task, tokenizer=config.data.tokenizer, vocab_size=m.vocab_size,
     seq_len=config.data.seq_len, steps=s.steps, batch_size=s.batch_size, lr=s.lr, seed=config.seed,
     mesh=dict(config.mesh), corpus_options={"train_size": s.train_size, "eval_size": s.get("eval_size", 64),
-                                            "data_seed": config.data.data_seed, "overlong": "drop"},
+                                            "seed": config.data.seed, "overlong": "drop"},
   )
   sft_cfg.model.overrides.update(overrides)
-  rung = ladder.pretrain(sft_cfg, ladder.cache_root() / "sft")
+  rung = pretrain.pretrain(sft_cfg, pretrain.cache_root() / "sft")
   return rung.model_cfg, rung.graphdef, jax.device_get(rung.params)
 
 
@@ -249,8 +249,6 @@ def preference_records(
   config: ml_collections.ConfigDict, tokenizer: Tokenizer, graphdef: nnx.GraphDef, params: Any
 ) -> tuple[dict[str, dict[str, list[dict[str, Any]]]], dict[str, Any], Path]:
   """Train/eval preference records of the config (built once, then read from the JSONL cache)."""
-  from w2s_jax.w2s.ladder import cache_root
-
   d = config.data
   if d.source == "files":  # users' pair files: read (and validated) on every run, never cached
     skip = bool(d.get("skip_bad_records", False))
@@ -259,27 +257,25 @@ def preference_records(
     return {k: v[0] for k, v in read.items()}, {k: v[1] for k, v in read.items()}, Path(d.train_files)
   key = {"data": json.loads(d.to_json_best_effort()), "model": json.loads(config.model.to_json_best_effort()),
          "seed": config.seed}
-  directory = Path(d.cache_dir) if d.get("cache_dir") else cache_root() / "preference" / _hash(key)
+  directory = Path(d.cache_dir) if d.get("cache_dir") else pretrain.cache_root() / "preference" / _hash(key)
   sizes = {"train": int(d.train_size), "eval": int(d.eval_size)}
 
   def build(split: str):
     problems = reasoning_problems(d.task, split, size=sizes[split], train_size=sizes["train"],
-                                  seed=int(d.data_seed))
+                                  seed=int(d.seed))
     if d.source == "perturbed":
       kinds = tuple(d.get("perturbations", preference_pairs.PERTURBATIONS))
-      return preference_pairs.perturbed_records(problems, kinds=kinds, seed=int(d.data_seed))
+      return preference_pairs.perturbed_records(problems, kinds=kinds, seed=int(d.seed))
     if d.source != "sampled":
       raise ValueError(f"unknown data.source {d.source!r}; choose 'sampled', 'perturbed' or 'files'")
-    from w2s_jax.data.sft_sources import reasoning_prompt
-
     completions = sample_completions(
       graphdef, params, tokenizer, [reasoning_prompt(p) for p in problems], n=int(d.samples_per_prompt),
       max_new_tokens=int(d.max_new_tokens), temperature=float(d.temperature),
-      seed=int(d.data_seed) + (split == "eval"),
+      seed=int(d.seed) + (split == "eval"),
     )
     return preference_pairs.sampled_records(
       problems, completions, max_pairs_per_prompt=int(d.max_pairs_per_prompt),
-      correct_at=float(d.correct_at), seed=int(d.data_seed),
+      correct_at=float(d.correct_at), seed=int(d.seed),
     )
 
   records, stats = preference_pairs.cached_records(directory, ("train", "eval"), build)
@@ -317,10 +313,8 @@ def _unpaired_rows(examples: list[dict[str, Any]], tokenizer: Tokenizer, seq_len
 
 def preference_setup(config: ml_collections.ConfigDict) -> Setup:
   """The loop's `Setup` for a `task = "preference"` config (see the module docstring)."""
-  from w2s_jax.train.tasks import make_tokenizer
-
   tokenizer = make_tokenizer(config.data.tokenizer)
-  make_objective(config.objective.to_dict())  # fail on a bad objective before any training or sampling
+  make_objective(config.loss.to_dict())  # fail on a bad objective before any training or sampling
   cfg, graphdef, params = start_model(config)
   if cfg.vocab_size < tokenizer.vocab_size:
     raise ValueError(f"model vocab {cfg.vocab_size} < tokenizer vocab {tokenizer.vocab_size}")
@@ -334,7 +328,7 @@ def preference_setup(config: ml_collections.ConfigDict) -> Setup:
         "data.source='perturbed'"
       )
   setup = records_setup(
-    records, cfg, graphdef, params, tokenizer, objective=config.objective.to_dict(),
+    records, cfg, graphdef, params, tokenizer, objective=config.loss.to_dict(),
     batch_size=int(config.batch_size), seq_len=int(config.data.seq_len),
     eval_batches=int(config.data.eval_batches), seed=int(config.seed),
     head=config.model.get("head", "classifier"), eval_at_start=bool(config.get("eval_at_start", True)),

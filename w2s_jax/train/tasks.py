@@ -5,17 +5,16 @@ Only entry points read configs; this module is where a config's names become lib
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import ml_collections
 
 from w2s_jax.data import chat, limits, pipeline, sft_sources
 from w2s_jax.data.tokenizers import ByteTokenizer, HFTokenizer, Tokenizer, load_tokenizer
+from w2s_jax.models import _gguf
+from w2s_jax.models.convert import smollm2_gguf_path
 from w2s_jax.models.presets import from_section
 from w2s_jax.models.transformer import Transformer
 from w2s_jax.train.loop import Setup
 from w2s_jax.train.objectives import OBJECTIVES
-from w2s_jax.train.preference_tasks import preference_setup
 
 CORPORA = sft_sources.SFT_CORPORA  # name -> fn(split, data_cfg) -> (pairs, info); a live view of the tasks
 TOKENIZERS = {"bytes": ByteTokenizer}
@@ -25,8 +24,6 @@ def make_tokenizer(spec: str) -> Tokenizer:
   """A registered tokenizer name, `gguf:smollm2-135m` / `gguf:<file>` (the tokenizer and chat template a
   GGUF checkpoint embeds), or a `.model` / `tokenizer.json` path (see `load_tokenizer`)."""
   if spec.startswith("gguf:"):
-    from w2s_jax.models import _gguf
-    from w2s_jax.models.convert import smollm2_gguf_path
 
     path = smollm2_gguf_path() if spec == "gguf:smollm2-135m" else spec[len("gguf:"):]
     parts = _gguf.tokenizer_parts(_gguf.open_gguf(path))
@@ -69,7 +66,7 @@ def sft_setup(config: ml_collections.ConfigDict) -> Setup:
   model_cfg = from_section(config.model)
   if model_cfg.vocab_size < tokenizer.vocab_size:
     raise ValueError(f"model vocab {model_cfg.vocab_size} < tokenizer vocab {tokenizer.vocab_size}")
-  obj_cfg = dict(config.objective)
+  obj_cfg = dict(config.loss)
   name = obj_cfg.pop("name")
   return Setup(
     make_model=lambda rngs: Transformer(model_cfg, rngs=rngs),
@@ -86,7 +83,3 @@ def sft_setup(config: ml_collections.ConfigDict) -> Setup:
     },
   )
 
-
-TASKS: dict[str, Callable[[ml_collections.ConfigDict], Setup]] = {
-  "sft": sft_setup, "preference": preference_setup
-}

@@ -11,7 +11,7 @@ kept (a `Request`):
     data's longest example), the input of the top blocks a `top`/`lora` student trains (`top_mode.py`).
     Layer 0 is the token embedding.
 
-Entries live under `ladder.cache_root() / "features"`, content-addressed by the checkpoint's bytes
+Entries live under `pretrain.cache_root() / "features"`, content-addressed by the checkpoint's bytes
 (SHA-256, `rungs.file_digest`), the encoded data (SHA-256 of its token ids and segment ids, so the
 tokenizer, the template and the record order are all in the key), the layer, the kind (pooling) and the
 stored dtype: reused across seeds, losses, rungs and reruns, and recomputed when any of them changes.
@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 from w2s_jax.atomic_file import write_atomic
 from w2s_jax.models.transformer import Transformer, attention_mask, is_local_layer
+from w2s_jax.train.pretrain import cache_root
 from w2s_jax.w2s.classify import Encoded
 from w2s_jax.w2s.rungs import Checkpoint
 
@@ -127,7 +128,7 @@ class FeatureCache:
   """Disk cache of `Request`s of a checkpoint on an encoded set (see the module docstring).
 
   Attributes:
-    root: the cache folder (`ladder.cache_root() / "features"` by default).
+    root: the cache folder (`pretrain.cache_root() / "features"` by default).
     dtype: stored dtype of `tokens` entries ("float32" or "float16"; pooled features stay float32).
     forward_passes: batches run through the model by this object (0 when everything came from disk).
   """
@@ -136,8 +137,6 @@ class FeatureCache:
     if dtype not in ("float32", "float16"):
       raise ValueError(f"train.cache_dtype {dtype!r}: choose 'float32' or 'float16'")
     if root is None:
-      from w2s_jax.w2s.ladder import cache_root  # noqa: PLC0415
-
       root = cache_root() / "features"
     self.root, self.dtype, self.batch_size = Path(root), dtype, batch_size
     self.forward_passes = 0

@@ -24,10 +24,10 @@ from tqdm.auto import tqdm
 
 from w2s_jax.models.heads import ClassifierHead, SequenceClassifier
 from w2s_jax.models.lora import LoRAParam, apply_lora
+from w2s_jax.train.pretrain import Rung
 from w2s_jax.train.state import create_train_state
 from w2s_jax.train.step import make_train_step
 from w2s_jax.w2s import classify
-from w2s_jax.w2s.ladder import Rung
 
 TRAINABLE = nnx.Any(LoRAParam, nnx.All(nnx.Param, nnx.PathContains("head")))
 

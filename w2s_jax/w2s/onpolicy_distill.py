@@ -12,14 +12,14 @@ otherwise the batch is B·G train problems' gold worked solutions (GKD's fixed-d
 teacher scores every completion token; `train.epochs` passes of minibatches go through the one train
 step with `onpolicy_distill_objective`:
 
-- estimator `full`: per token, the generalized JSD_β between the teacher's and the student's whole
+- `loss.name = "full"`: per token, the generalized JSD_β between the teacher's and the student's whole
   next-token distributions (`losses.distill.generalized_jsd_loss`): β = 1 the reverse KL(S‖T) (the
   on-policy distillation loss), β = 0 the forward KL(T‖S), between them GKD's mix.
-- estimator `sampled`: the single-sample reverse-KL estimate as a per-token advantage,
+- `loss.name = "sampled"`: the single-sample reverse-KL estimate as a per-token advantage,
   r_t = log T(y_t) − log S_old(y_t) (`reverse_kl_token_rewards`), in `policy_loss(kind="reinforce")`:
   ℓ_t = −r_t·log S(y_t), whose expected gradient is that of KL(S‖T). On-policy only (λ = 1).
 
-Held-out evaluation (student at step 0, every `eval.every_steps` and at the end; the teacher once):
+Held-out evaluation (student at step 0, every `eval_every_steps` and at the end; the teacher once):
 pass@1 / pass@k / maj@k from `eval.samples` samples per problem (`rl.evaluate`), and the exact per-token
 reverse and forward KL between student and teacher on the student's held-out samples.
 
@@ -119,7 +119,7 @@ def distill_token_loss(
     adv_RN = reverse_kl_token_rewards(old_logp_RN, teacher_logp_RN, mask_RN)
     loss_RN, _ = policy_loss(logp_RN, old_logp_RN, adv_RN, mask_RN, kind="reinforce")
     return loss_RN * mask_RN, {"reverse_kl_RN": -adv_RN}
-  raise ValueError(f"distill.estimator must be one of {ESTIMATORS}, got {estimator!r}")
+  raise ValueError(f"loss.name (the estimator) must be one of {ESTIMATORS}, got {estimator!r}")
 
 
 def completion_logits(
@@ -148,7 +148,7 @@ def onpolicy_distill_objective(
   `teacher_logp`, `old_logp` [R, N] (`sampled`).
   """
   if estimator not in ESTIMATORS:
-    raise ValueError(f"distill.estimator must be one of {ESTIMATORS}, got {estimator!r}")
+    raise ValueError(f"loss.name (the estimator) must be one of {ESTIMATORS}, got {estimator!r}")
 
   def objective(model: nnx.Module, batch: Batch, rng: jax.Array):
     del rng
@@ -227,15 +227,15 @@ def evaluate_model(sampler: Sampler, params: Any, prompts: PromptSet, ev: ml_col
 
 def validate(config: ml_collections.ConfigDict) -> None:
   """Fails early, naming the config key."""
-  d = config.distill
-  if d.estimator not in ESTIMATORS:
-    raise ValueError(f"distill.estimator must be one of {ESTIMATORS}, got {d.estimator!r}")
-  if not 0.0 <= d.beta <= 1.0:
-    raise ValueError(f"distill.beta must be in [0, 1], got {d.beta}")
+  d, loss = config.distill, config.loss
+  if loss.name not in ESTIMATORS:
+    raise ValueError(f"loss.name must be one of {ESTIMATORS}, got {loss.name!r}")
+  if not 0.0 <= loss.beta <= 1.0:
+    raise ValueError(f"loss.beta must be in [0, 1], got {loss.beta}")
   if not 0.0 <= d.on_policy_frac <= 1.0:
     raise ValueError(f"distill.on_policy_frac (λ) must be in [0, 1], got {d.on_policy_frac}")
-  if d.estimator == "sampled" and d.on_policy_frac != 1.0:
-    raise ValueError("distill.estimator 'sampled' is on-policy only: set distill.on_policy_frac = 1")
+  if loss.name == "sampled" and d.on_policy_frac != 1.0:
+    raise ValueError("loss.name 'sampled' is on-policy only: set distill.on_policy_frac = 1")
   if config.rollout.temperature <= 0:
     raise ValueError("rollout.temperature must be > 0 (the student samples)")
   rows = config.rollout.prompts_per_step * config.rollout.group_size
@@ -260,10 +260,10 @@ def run_onpolicy_distill(config: ml_collections.ConfigDict, workdir: str | Path)
   t_cfg, teacher_params, t_sft = prepare_role(config, "teacher", workdir)
   s_cfg, student_params, s_sft = prepare_role(config, "student", workdir)
   d, ro = config.data, config.rollout
-  train_prompts = encode_prompts(reasoning_problems(d.task, "train", size=d.train_size, seed=d.data_seed),
+  train_prompts = encode_prompts(reasoning_problems(d.task, "train", size=d.train_size, seed=d.seed),
                                  tokenizer, d.max_prompt_len)
   eval_prompts = encode_prompts(reasoning_problems(d.task, "eval", size=d.eval_size, train_size=d.train_size,
-                                                   seed=d.data_seed), tokenizer, d.max_prompt_len)
+                                                   seed=d.seed), tokenizer, d.max_prompt_len)
   B, G = int(ro.prompts_per_step), int(ro.group_size)
   total = int(config.total_steps)
   rt = Runtime(config, workdir, total_steps=total, desc="distill",
@@ -276,8 +276,8 @@ def run_onpolicy_distill(config: ml_collections.ConfigDict, workdir: str | Path)
     ev, evaluator = config.eval, None
     if ev.samples:
       summary["teacher_eval"] = run.teacher_eval(workdir / "teacher_eval.json", eval_prompts)
-      evaluator = Evaluator(lambda s: run.evaluate(s.params, eval_prompts), every=int(ev.every_steps or 0),
-                            at_start=True, prefix="eval_")
+      evaluator = Evaluator(lambda s: run.evaluate(s.params, eval_prompts),
+                            every=int(config.eval_every_steps or 0), at_start=True, prefix="eval_")
     rt.run(state, run.iteration, evaluator=evaluator)
   if ev.samples:
     summary["student_eval_initial"] = rt.summary.get("eval_initial")
@@ -303,8 +303,8 @@ class _DistillRun:
     self.s_graphdef, self.t_graphdef = abstract_graphdef(student[0]), abstract_graphdef(teacher[0])
     self.teacher_params = teacher[1]
     rt.shard(lambda: create_train_state(student[1], rt.tx, config.seed))
-    objective = onpolicy_distill_objective(estimator=self.dist.estimator, beta=float(self.dist.beta),
-                                           temperature=self.T, reduction=config.train.reduction)
+    objective = onpolicy_distill_objective(estimator=config.loss.name, beta=float(config.loss.beta),
+                                           temperature=self.T, reduction=config.loss.reduction)
     self.train_step = rt.train_step(objective, self.s_graphdef)
     self.sampling = SamplingConfig(max_new_tokens=self.N, temperature=self.T, stop_ids=(tokenizer.eos_id,),
                                    pad_id=tokenizer.pad_id)
@@ -355,7 +355,7 @@ class _DistillRun:
       for rows in minibatches(self.B * self.G, int(self.config.train.minibatch_size), rng):
         batch = shd.put_batch({k: v[rows] for k, v in host.items()}, self.rt.mesh)
         scored = (self.t_graphdef, self.teacher_params, batch["tokens"], batch["mask"])
-        if self.dist.estimator == "full":
+        if self.config.loss.name == "full":
           batch["teacher_logits"] = completion_logits_jit(*scored, num_new=self.N)
         else:
           batch["teacher_logp"] = completion_logprobs_jit(*scored, num_new=self.N, temperature=self.T)

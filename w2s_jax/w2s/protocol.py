@@ -32,11 +32,14 @@ from flax import nnx
 from w2s_jax.evals.metrics import accuracy, auroc, bootstrap_ci
 from w2s_jax.models.heads import SequenceClassifier
 from w2s_jax.train.config_lib import train_defaults
+from w2s_jax.train.loop import Setup
+from w2s_jax.train.loop import train as run_train
+from w2s_jax.train.pretrain import Rung
 from w2s_jax.train.step import Objective
 from w2s_jax.w2s import classify, label_filters, top_mode
 from w2s_jax.w2s import rungs as rung_lib
 from w2s_jax.w2s.feature_cache import FeatureCache, Request
-from w2s_jax.w2s.ladder import Rung
+from w2s_jax.w2s.lora_mode import lora_finetune
 from w2s_jax.w2s.metrics import pgr
 from w2s_jax.w2s.rungs import is_pretrained
 
@@ -62,7 +65,7 @@ class TrainSpec:
   lora_alpha: float = 16.0
   top_blocks: int = 1  # `top`/`top_lora`: blocks trained above the cached trunk
   pooling: str = "last"  # probe features of checkpoint rungs: "last" token or "mean" over real tokens
-  cache_dir: str = ""  # feature cache folder; "" = ladder.cache_root() / "features"
+  cache_dir: str = ""  # feature cache folder; "" = pretrain.cache_root() / "features"
   cache_dtype: str = "float32"  # stored dtype of cached per-token states ("float16" halves the disk)
   label_filter: str = "none"  # label_filters.LABEL_FILTERS key, applied to each strong student's weak labels
   label_filter_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -121,8 +124,6 @@ def train_classifier(
   Returns:
     (graphdef, params) of the trained `SequenceClassifier`, and the last logged training loss.
   """
-  from w2s_jax.train.loop import Setup
-  from w2s_jax.train.loop import train as run_train
 
   config = train_defaults(total_steps=spec.steps, batch_size=spec.batch_size, lr=spec.lr, seed=seed)
   config.mesh.update(spec.mesh)
@@ -326,8 +327,6 @@ class Sweep:
       feats = [self.features(rung, test)] + ([self.features(rung, other)] if other is not None else [])
       probs, extra = _probe(self.features(rung, train), train, feats, loss, self.spec, seed)
     elif mode == "lora":
-      from w2s_jax.w2s.lora_mode import lora_finetune  # noqa: PLC0415
-
       sp = self.spec
       probs, extra = lora_finetune(
         rung, train, evals, loss, steps=sp.steps, batch_size=sp.batch_size, lr=sp.lr, seed=seed,

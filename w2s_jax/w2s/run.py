@@ -17,7 +17,8 @@ from w2s_jax.data import w2s_sets
 from w2s_jax.data.tokenizers import ByteTokenizer
 from w2s_jax.models.presets import count_params
 from w2s_jax.pipeline_shell import RunLog, finish
-from w2s_jax.w2s import classify, ladder, plots, protocol
+from w2s_jax.train import pretrain
+from w2s_jax.w2s import classify, plots, protocol
 from w2s_jax.w2s import rungs as rung_lib
 
 
@@ -61,13 +62,13 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[st
       per_rung[rung.preset] = encode(rung_lib.tokenizer_key(rung), rung.tokenizer)
       rungs.append(rung)
       continue
-    pcfg = ladder.pretrain_config(
+    pcfg = pretrain.pretrain_config(
       name, corpus=lc.corpus, tokenizer="bytes", vocab_size=lc.vocab_size, seq_len=lc.seq_len,
       steps=lc.total_steps, batch_size=lc.batch_size, lr=lc.lr, seed=lc.seed, mesh=dict(config.mesh),
       corpus_options=lc.corpus_options.to_dict(),
     )
     cache = Path(lc.cache_dir) if lc.cache_dir else None
-    rungs.append(ladder.pretrain(pcfg, cache))
+    rungs.append(pretrain.pretrain(pcfg, cache))
   ladder_report = {r.preset: rung_lib.describe(r) for r in rungs}
 
   log = RunLog(workdir, "test_loss")  # metrics.jsonl: one record per finished training

