@@ -16,7 +16,8 @@ def test_a_new_unset_key_is_not_a_change_but_a_set_one_is(tmp_path):
   workdir = _folder(tmp_path, {"model": {"preset": "tiny"}, "optimizer": {"lr": 0.001}})
   unset = ml_collections.ConfigDict({"model": {"preset": "tiny", "dtype": None}, "optimizer": {"lr": 0.001}})
   assert changed_keys(unset, workdir) == []
-  set_ = ml_collections.ConfigDict({"model": {"preset": "tiny", "dtype": "bfloat16"}, "optimizer": {"lr": 0.001}})
+  set_ = ml_collections.ConfigDict(
+    {"model": {"preset": "tiny", "dtype": "bfloat16"}, "optimizer": {"lr": 0.001}})
   assert changed_keys(set_, workdir) == [("model.dtype", "<absent>", "bfloat16")]
 
 

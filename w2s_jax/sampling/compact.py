@@ -20,13 +20,16 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from w2s_jax.sampling.sampler import RUNNING, STOPPED, DecodeState, Sampler
+from w2s_jax.sampling.decode_state import RUNNING, STOPPED, DecodeState
+
+if TYPE_CHECKING:  # the sampler calls this module; only its type is needed here
+  from w2s_jax.sampling.sampler import Sampler
 
 MIN_ROWS = 2  # the smallest batch a part shrinks to (each size compiles its own decode loop)
 
