@@ -90,3 +90,24 @@ def test_local_folder_given_as_epath_saves_restores_and_resumes_metrics(tmp_path
   w.close()
   assert _records((tmp_path / "run" / "metrics.jsonl").read_text()) == [{"step": 1, "loss": 2.0},
                                                                        {"step": 2, "loss": 0.5}]
+
+
+def test_gs_workdir_config_json_and_progress_go_through_epath(gcs_in_memory, tmp_path):
+  from w2s_jax.config_files import changed_keys, has_progress, load_config, write_config
+
+  workdir = "gs://w2s-test-bucket/run3"
+  config = load_config("sft_tiny", "smoke")
+  assert not has_progress(workdir)
+  write_config(config, workdir)
+  assert json.loads(gcs_in_memory.cat(f"{workdir}/config.json"))["seed"] == config.seed
+  assert not has_progress(workdir)  # a config alone is no progress
+  MetricsWriter(workdir, tensorboard=False).close()
+  assert not has_progress(workdir)  # nor an empty metrics file
+  w = MetricsWriter(workdir, tensorboard=False)
+  w.write(1, {"loss": 1.0})
+  w.close()
+  assert has_progress(workdir)
+  with config.unlocked():
+    config.seed = config.seed + 1
+  assert changed_keys(config, workdir) == [("seed", config.seed - 1, config.seed)]
+  assert list(tmp_path.iterdir()) == []

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import ml_collections
+from etils import epath
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
@@ -75,7 +76,7 @@ def changed_keys(
   Returns:
     (key, old value, new value) per changed key, sorted by key; "<absent>" for a key only one side has.
   """
-  previous = Path(workdir) / "config.json"
+  previous = epath.Path(workdir) / "config.json"
   if not previous.exists():
     return []
   free = lambda k: any(k == p or k.startswith(p + ".") for p in may_change)
@@ -107,7 +108,7 @@ def has_progress(workdir: str | Path) -> bool:
   folder one level down, e.g. an RL run's SFT start), a non-empty `metrics.jsonl` or a pipeline's
   `results.json`. A folder where a run stopped before training (a usage or length error) holds none, so a
   corrected rerun may change settings."""
-  workdir = Path(workdir)
+  workdir = epath.Path(workdir)  # a local folder or a gs:// one
   if not workdir.is_dir():
     return False
   if (workdir / "results.json").is_file():
@@ -115,13 +116,13 @@ def has_progress(workdir: str | Path) -> bool:
   for ckpt in (workdir / "checkpoints", *workdir.glob("*/checkpoints")):
     if ckpt.is_dir() and any(p.name.isdigit() for p in ckpt.iterdir()):
       return True
-  return any(f.is_file() and f.stat().st_size > 0
+  return any(f.is_file() and f.stat().length > 0
              for f in (workdir / "metrics.jsonl", *workdir.glob("*/metrics.jsonl")))
 
 
 def start_workdir(
   config: ml_collections.ConfigDict, workdir: str | Path, *, may_change: tuple[str, ...] | None = None
-) -> Path:
+) -> epath.Path:
   """Creates `workdir` and writes the resolved config to `workdir/config.json` (atomically).
 
   Every pipeline calls this first, so a run's folder always says what produced it.
@@ -138,7 +139,7 @@ def start_workdir(
     ConfigError: a ValueError naming the changed keys, when `may_change` is given and the folder's
       config differs.
   """
-  workdir = Path(workdir)
+  workdir = epath.Path(workdir)
   if may_change is not None:
     check_resume(config, workdir, may_change=may_change)
   write_config(config, workdir)
@@ -146,9 +147,14 @@ def start_workdir(
 
 
 def write_config(config: ml_collections.ConfigDict, workdir: str | Path) -> None:
-  """Writes `workdir/config.json` atomically (a temporary file renamed into place)."""
-  workdir = Path(workdir)
+  """Writes `workdir/config.json` atomically (a temporary file renamed into place; on an object store such
+  as `gs://`, where a write replaces the object whole, directly)."""
+  workdir = epath.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
+  text = json.dumps(json.loads(config.to_json_best_effort()), indent=2)
+  if "://" in os.fspath(workdir):
+    (workdir / "config.json").write_text(text)
+    return
   tmp = workdir / f".config.json.{os.getpid()}.tmp"
-  tmp.write_text(json.dumps(json.loads(config.to_json_best_effort()), indent=2))
+  tmp.write_text(text)
   os.replace(tmp, workdir / "config.json")
