@@ -34,6 +34,9 @@ transformers folder (`save_hf`) that all three systems load; the same iteration 
 budget so the whole script stays within minutes: B=4 prompts × G=4 × 32 new tokens, 1 warm-up + 3 timed
 iterations (`--smollm2-*` flags). A BOS post-processor is added to the folder's tokenizer so that TRL's
 prompts are BOS + text like w2s_jax's (`encode_prompts`) and Tunix's (its sampler prepends BOS).
+`w2s_jax_compiles` counts the XLA programs w2s_jax built during its first iteration and during the timed
+ones (0 there: every iteration reuses the compiled sampler, advantage and train-step programs, since the
+rollout's shapes are fixed at [B·G, P + N]).
 Checks before timing, per shape (in the JSON): the w2s_jax, transformers and Tunix models give the same
 logits on one prompt (`max_logit_diff`, `tunix_max_logit_diff`, `tunix_argmax_agree`), the tokenizers
 agree on the prompts, and the first iteration's loss of w2s_jax and TRL (`first_loss`): with one update
@@ -167,6 +170,18 @@ def check_same_model(folder: Path, peer) -> dict:
   return out
 
 
+COMPILES = [0]  # XLA programs built (or fetched from the persistent cache) in this process so far
+
+
+def _count_compiles(event: str, duration: float, **_) -> None:
+  del duration
+  if event == "/jax/core/compile/backend_compile_duration":
+    COMPILES[0] += 1
+
+
+jax.monitoring.register_event_duration_secs_listener(_count_compiles)
+
+
 def grpo_config(lr: float):
   """The GRPO settings both systems run (configs/grpo_tiny.py without the KL term)."""
   c = load_config("grpo_tiny")
@@ -187,11 +202,11 @@ def w2s_runner(folder: Path, problems: list, B: int, G: int, N: int, lr: float):
   prompt_len = max(len(tokenizer.encode(reasoning_prompt(p))) + 1 for p in problems)
   prompts = encode_prompts(problems, tokenizer, prompt_len)
   key = jax.random.key(0)
-  record = {"times": [], "cpu_times": [], "rollout_times": [], "completion_len": [], "loss": []}
+  record = {k: [] for k in ("times", "cpu_times", "rollout_times", "completion_len", "loss", "compiles")}
   box = {"state": create_train_state(params, tx, 0)}
 
   def one() -> None:
-    it = len(record["times"])
+    it, n0 = len(record["times"]), COMPILES[0]
     t0, c0 = time.perf_counter(), time.process_time()
     rollout = sample_groups(sampler, box["state"].params, prompts.take(range(it * B, (it + 1) * B)), G,
                             jax.random.fold_in(key, it), tokenizer, RewardConfig())
@@ -207,6 +222,7 @@ def w2s_runner(folder: Path, problems: list, B: int, G: int, N: int, lr: float):
     record["rollout_times"].append(t1 - t0)
     record["completion_len"].append(float(rollout.lengths_R.mean()))
     record["loss"].append(float(metrics["loss"]))
+    record["compiles"].append(COMPILES[0] - n0)
 
   return one, record
 
@@ -292,6 +308,7 @@ def bench_shape(folder: Path, problems: list, B: int, G: int, N: int, warmup: in
   result["w2s_jax_first_s"] = ours["times"][0]
   result["w2s_jax_completion_len"] = float(np.mean(ours["completion_len"]))
   result["first_loss"] = {"w2s_jax": ours["loss"][0]}
+  result["w2s_jax_compiles"] = {"first": ours["compiles"][0], "after_warmup": sum(ours["compiles"][w:])}
   med = result["w2s_jax_s"]["median"]
   print(f"w2s_jax {label}: {med:.3f} s / iteration (rollout {result['w2s_jax_rollout_s']['median']:.3f} s; "
         f"first, with compiles, {result['w2s_jax_first_s']:.1f} s), "

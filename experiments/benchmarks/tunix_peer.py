@@ -18,6 +18,11 @@ Tasks (all on the one CPU device, under `tunix.utils.mesh.create_mesh` with Auto
   logits:  the model's logits on one sequence of ids (a check that Tunix reads the checkpoint as the
            other systems do); setup returns the last position's logits and every position's argmax.
 This file imports only Tunix's environment (not w2s_jax).
+
+RoPE base: Tunix 0.1.7's Llama3 attention calls `apply_rope` without the config's `rope_theta`, so it
+always rotates with base 1e6 and computes another network than the checkpoint's whenever its base differs
+(perf-4m: 1e4; SmolLM2: 1e5). `_model` rebinds the module's `apply_rope` to the checkpoint's base (the same
+operations, so Tunix's cost is unchanged); the `logits` task checks the result against the other systems.
 """
 
 from __future__ import annotations
@@ -42,15 +47,21 @@ def _config(ckpt: str):
     hidden_dim=hf["intermediate_size"], num_heads=hf["num_attention_heads"],
     head_dim=hf.get("head_dim") or hf["hidden_size"] // hf["num_attention_heads"],
     num_kv_heads=hf["num_key_value_heads"],
-    rope_theta=int(hf.get("rope_theta") or hf.get("rope_parameters", {}).get("rope_theta", 1e6)),
+    rope_theta=float(hf.get("rope_theta") or hf.get("rope_parameters", {}).get("rope_theta", 1e6)),
     norm_eps=hf["rms_norm_eps"], weight_tying=hf.get("tie_word_embeddings", False),
   )
 
 
 def _model(ckpt: str, mesh):
+  import functools
+
+  from tunix.models.llama3 import model as llama
   from tunix.models.llama3 import params
 
-  return params.create_model_from_safe_tensors(ckpt, _config(ckpt), mesh=mesh)
+  config = _config(ckpt)
+  rope = getattr(llama.apply_rope, "func", llama.apply_rope)  # the original, also after an earlier rebind
+  llama.apply_rope = functools.partial(rope, rope_theta=config.rope_theta)  # see the module docstring
+  return params.create_model_from_safe_tensors(ckpt, config, mesh=mesh)
 
 
 class IdTokenizer:
