@@ -62,7 +62,8 @@ def process_rows(mesh: Mesh, batch_size: int) -> slice:
   it follows the mesh's device order; on one process it is all rows.
 
   Raises:
-    ValueError: B does not divide over the batch axes, or this process's rows are not one block.
+    ValueError: B does not divide over the batch axes, this process has no device in the mesh, or its
+      rows are not one block.
   """
   sharding = shd.batch_sharding(mesh)
   n_shards = mesh.shape["data"] * mesh.shape["fsdp"]
@@ -71,6 +72,9 @@ def process_rows(mesh: Mesh, batch_size: int) -> slice:
                      "devices: make it a multiple")
   blocks = sorted({s[0].indices(batch_size)[:2] for s in
                    sharding.addressable_devices_indices_map((batch_size,)).values()})
+  if not blocks:
+    raise ValueError(f"process {jax.process_index()} has no device in the mesh {dict(mesh.shape)}: "
+                     "size the mesh to all devices (one axis -1)")
   for (_, stop), (start, _) in zip(blocks, blocks[1:]):
     if start != stop:
       raise ValueError(f"process {jax.process_index()} holds rows {blocks} of the batch, not one block: "
