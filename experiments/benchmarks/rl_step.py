@@ -341,6 +341,7 @@ def main() -> None:
   p.add_argument("--warmup", type=int, default=2)
   p.add_argument("--lr", type=float, default=1e-4)
   p.add_argument("--no-smollm2", action="store_true", help="skip SmolLM2-135M")
+  p.add_argument("--only-smollm2", action="store_true", help="skip the --preset shape")
   p.add_argument("--smollm2-prompts", type=int, default=4)
   p.add_argument("--smollm2-group", type=int, default=4)
   p.add_argument("--smollm2-new", type=int, default=32)
@@ -369,12 +370,13 @@ def main() -> None:
   torch.set_num_threads(threads)
   result["torch"] = f"torch {torch.__version__} ({threads} threads)"
   with tempfile.TemporaryDirectory() as tmp:
-    B, G, N = args.prompts, args.group, args.max_new_tokens
-    problems = reasoning_problems("chain_sum", "train", size=B * (args.warmup + args.repeats), seed=0)
-    folder = Path(tmp) / "ckpt"
-    make_checkpoint(args.preset, folder, seed=0)
-    result.update(bench_shape(folder, problems, B, G, N, args.warmup, args.repeats, args.lr, peer, use_trl,
-                              "bytes", 2, args.preset))
+    if not args.only_smollm2:
+      B, G, N = args.prompts, args.group, args.max_new_tokens
+      problems = reasoning_problems("chain_sum", "train", size=B * (args.warmup + args.repeats), seed=0)
+      folder = Path(tmp) / "ckpt"
+      make_checkpoint(args.preset, folder, seed=0)
+      result.update(bench_shape(folder, problems, B, G, N, args.warmup, args.repeats, args.lr, peer, use_trl,
+                                "bytes", 2, args.preset))
     if not args.no_smollm2:
       B, G, N = args.smollm2_prompts, args.smollm2_group, args.smollm2_new
       iters = args.smollm2_warmup + args.smollm2_repeats
