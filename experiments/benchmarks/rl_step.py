@@ -38,8 +38,8 @@ the script with a Python that has the `bench` extra (e.g. its own virtualenv) fo
 A BOS post-processor is added to the folder's tokenizer so that TRL's
 prompts are BOS + text like w2s_jax's (`encode_prompts`) and Tunix's (its sampler prepends BOS).
 `w2s_jax_compiles` counts the XLA programs w2s_jax built during its first iteration and during the timed
-ones (0 there: every iteration reuses the compiled sampler, advantage and train-step programs, since the
-rollout's shapes are fixed at [B·G, P + N]).
+ones (expected 0 there, since the rollout's shapes are fixed at [B·G, P + N] and the sampler, advantage and
+train-step programs are jitted once; not yet checked on a run with warm-up iterations).
 Checks before timing, per shape (in the JSON): the w2s_jax, transformers and Tunix models give the same
 logits on one prompt (`max_logit_diff`, `tunix_max_logit_diff`, `tunix_argmax_agree`), the tokenizers
 agree on the prompts, and the first iteration's loss of w2s_jax and TRL (`first_loss`): with one update
