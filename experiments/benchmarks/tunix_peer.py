@@ -15,7 +15,14 @@ Tasks (all on the one CPU device, under `tunix.utils.mesh.create_mesh` with Auto
            its `train()`.
   grpo:    `GRPOLearner` over `RLCluster` (rollout engine "vanilla"), one `learner.train` call on the
            next batch of text prompts per run (see `setup_grpo`).
+  logits:  the model's logits on one sequence of ids (a check that Tunix reads the checkpoint as the
+           other systems do); setup returns the last position's logits and every position's argmax.
 This file imports only Tunix's environment (not w2s_jax).
+
+RoPE base: Tunix 0.1.7's Llama3 attention calls `apply_rope` without the config's `rope_theta`, so it
+always rotates with base 1e6 and computes another network than the checkpoint's whenever its base differs
+(perf-4m: 1e4; SmolLM2: 1e5). `_model` rebinds the module's `apply_rope` to the checkpoint's base (the same
+operations, so Tunix's cost is unchanged); the `logits` task checks the result against the other systems.
 """
 
 from __future__ import annotations
@@ -40,15 +47,21 @@ def _config(ckpt: str):
     hidden_dim=hf["intermediate_size"], num_heads=hf["num_attention_heads"],
     head_dim=hf.get("head_dim") or hf["hidden_size"] // hf["num_attention_heads"],
     num_kv_heads=hf["num_key_value_heads"],
-    rope_theta=int(hf.get("rope_theta") or hf.get("rope_parameters", {}).get("rope_theta", 1e6)),
+    rope_theta=float(hf.get("rope_theta") or hf.get("rope_parameters", {}).get("rope_theta", 1e6)),
     norm_eps=hf["rms_norm_eps"], weight_tying=hf.get("tie_word_embeddings", False),
   )
 
 
 def _model(ckpt: str, mesh):
+  import functools
+
+  from tunix.models.llama3 import model as llama
   from tunix.models.llama3 import params
 
-  return params.create_model_from_safe_tensors(ckpt, _config(ckpt), mesh=mesh)
+  config = _config(ckpt)
+  rope = getattr(llama.apply_rope, "func", llama.apply_rope)  # the original, also after an earlier rebind
+  llama.apply_rope = functools.partial(rope, rope_theta=config.rope_theta)  # see the module docstring
+  return params.create_model_from_safe_tensors(ckpt, config, mesh=mesh)
 
 
 class IdTokenizer:
@@ -164,10 +177,56 @@ class ByteTokenizer:
     return 0
 
 
+class JsonTokenizer:
+  """A HF `tokenizer.json` (the `tokenizers` package) with given BOS/EOS/pad ids; Tunix's sampler adds BOS."""
+
+  def __init__(self, path: str, bos: int, eos: int, pad: int):
+    from tokenizers import Tokenizer
+
+    self.tok, self._ids = Tokenizer.from_file(path), (bos, eos, pad)
+
+  def encode(self, text: str, **_) -> list[int]:
+    return self.tok.encode(text, add_special_tokens=False).ids
+
+  def decode(self, ids, **_) -> str:
+    return self.tok.decode([int(i) for i in ids])
+
+  def bos_id(self) -> int:
+    return self._ids[0]
+
+  def eos_id(self) -> int:
+    return self._ids[1]
+
+  def pad_id(self) -> int:
+    return self._ids[2]
+
+
+def _tokenizer(a: dict):
+  """ByteTokenizer, or the checkpoint's tokenizer.json when `a["tokenizer"] == "json"`."""
+  if a.get("tokenizer", "bytes") == "bytes":
+    return ByteTokenizer()
+  hf = json.loads(open(f"{a['ckpt']}/config.json").read())
+  return JsonTokenizer(f"{a['ckpt']}/tokenizer.json", hf["bos_token_id"], hf["eos_token_id"],
+                       hf["pad_token_id"])
+
+
+def setup_logits(a: dict, mesh):
+  import numpy as np
+  from tunix.sft import utils
+
+  model = _model(a["ckpt"], mesh)
+  ids = np.asarray([a["ids"]], np.int32)
+  mask = np.ones(ids.shape, bool)
+  logits, _ = model(ids, utils.build_positions_from_mask(mask), None, utils.make_causal_attn_mask(mask))
+  out = np.asarray(logits[0], np.float32)
+  return (lambda: None), {"last": out[-1].tolist(), "argmax": out.argmax(-1).tolist()}
+
+
 def setup_grpo(a: dict, mesh):
   """`GRPOLearner` over `RLCluster` (rollout engine "vanilla"); run i = `learner.train` on batch i of
   `batches` (lists of B prompt texts; `answers` alike), G samples each, at most `new` tokens, no KL,
-  one update per rollout; the reward is 1 when the answer string is in the completion."""
+  one update per rollout; the reward is 1 when the answer string is in the completion. The tokenizer is
+  `ByteTokenizer` or (`tokenizer="json"`) the checkpoint's own; `eos` is the stop id."""
   import numpy as np
   import optax
   from tunix.rl import rl_cluster as rl
@@ -176,7 +235,8 @@ def setup_grpo(a: dict, mesh):
 
   actor = _model(a["ckpt"], mesh)
   G, N = a["group"], a["new"]
-  prompt_len = max(len(p.encode()) + 1 for batch in a["batches"] for p in batch)
+  tokenizer = _tokenizer(a)
+  prompt_len = max(len(tokenizer.encode(p)) + 1 for batch in a["batches"] for p in batch)
   config = rl.ClusterConfig(
     role_to_mesh={rl.Role.ACTOR: mesh, rl.Role.REFERENCE: mesh, rl.Role.ROLLOUT: mesh},
     rollout_engine="vanilla", offload_to_cpu=False,
@@ -184,9 +244,9 @@ def setup_grpo(a: dict, mesh):
                                         eval_every_n_steps=10**9, max_steps=10**9),
     rollout_config=base_rollout.RolloutConfig(max_tokens_to_generate=N, max_prompt_length=prompt_len,
                                               kv_cache_size=prompt_len + N + 8, temperature=1.0, top_p=1.0,
-                                              eos_tokens=[2]),
+                                              eos_tokens=[a.get("eos", 2)]),
   )
-  cluster = rl.RLCluster(actor=actor, reference=actor, tokenizer=ByteTokenizer(), cluster_config=config)
+  cluster = rl.RLCluster(actor=actor, reference=actor, tokenizer=tokenizer, cluster_config=config)
 
   def reward(prompts, completions, answer, **_):
     return [float(str(x) in c) for c, x in zip(completions, answer)]
@@ -204,7 +264,8 @@ def setup_grpo(a: dict, mesh):
   return call, {"iterations": len(done)}
 
 
-TASKS = {"sampler": setup_sampler, "sft": setup_sft, "dpo": setup_dpo, "grpo": setup_grpo}
+TASKS = {"sampler": setup_sampler, "sft": setup_sft, "dpo": setup_dpo, "grpo": setup_grpo,
+         "logits": setup_logits}
 
 
 def main() -> None:

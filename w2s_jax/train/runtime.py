@@ -36,12 +36,12 @@ import json
 import signal
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import jax
 import ml_collections
 from absl import logging
+from etils import epath
 from flax import nnx
 from tqdm import tqdm
 
@@ -163,11 +163,11 @@ class Runtime:
     desc: the progress bar's label.
   """
 
-  def __init__(self, config: ml_collections.ConfigDict, workdir: str | Path, *, total_steps: int,
+  def __init__(self, config: ml_collections.ConfigDict, workdir: epath.PathLike, *, total_steps: int,
                total_updates: int | None = None, position: str = "iteration", unit: str = "iteration",
                lag: int = 0, log_every: int | None = 1, throughput: bool = False,
                constant_metrics: dict[str, Any] | None = None, desc: str = "train"):
-    self.config, self.workdir = config, Path(workdir)
+    self.config, self.workdir = config, epath.Path(workdir)
     self.total, self.position, self.unit, self.lag, self.desc = int(total_steps), position, unit, lag, desc
     self.log_every = int(config.log_every_steps if log_every is None else log_every)
     self.throughput, self.constant_metrics = throughput, dict(constant_metrics or {})

@@ -1,0 +1,101 @@
+"""Per-process data on two real `jax.distributed` CPU processes: each reads half of every batch, and the
+assembled global batch equals the batch one process builds alone."""
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from w2s_jax import sharding as shd
+from w2s_jax.data import pipeline
+from w2s_jax.data.tokenizers import ByteTokenizer
+
+ROOT = Path(__file__).resolve().parents[2]
+B, L, STEPS = 8, 24, 3
+
+WORKER = """
+import sys
+import jax
+import numpy as np
+pid, port, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+jax.config.update("jax_num_cpu_devices", 2)
+jax.distributed.initialize(f"localhost:{port}", num_processes=2, process_id=pid)
+from jax.experimental import multihost_utils
+from tests.data.test_process_data import B, L, STEPS, make_data
+from w2s_jax import sharding as shd
+from w2s_jax.data import pipeline
+mesh = shd.make_mesh({"data": -1})
+rows = pipeline.process_rows(mesh, B)
+data = make_data(rows)
+n = data.stats["train"].rows
+saved = {"rows": np.array([rows.start, rows.stop]), "devices": np.array(jax.device_count())}
+for i in range(STEPS):
+  local = data.train[i]
+  saved[f"idx{i}"] = pipeline.batch_indices(n, B, seed=3, rows=rows)[i]
+  whole = pipeline.global_batch(local, mesh, B)
+  for k, v in local.items():
+    saved[f"local{i}_{k}"] = v
+    saved[f"global{i}_{k}"] = multihost_utils.process_allgather(whole[k], tiled=True)
+saved["eval_local"] = data.eval_batches[0]["inputs"]
+np.savez(out, **saved)
+jax.distributed.shutdown()
+"""
+
+
+def make_data(process=None) -> pipeline.TokenData:
+  """Token data of 40 short prompt/response pairs (byte tokens), B = 8 rows of L = 24 a batch."""
+  pairs = [(f"q{i} + {i % 7}", f"= {i + i % 7}") for i in range(40)]
+  return pipeline.token_data(pairs, pairs[::-1], ByteTokenizer(), seq_len=L, batch_size=B, eval_batches=2,
+                             seed=3, process=process)
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+def test_process_rows_on_one_process_is_the_whole_batch():
+  mesh = shd.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+  assert pipeline.process_rows(mesh, B) == slice(0, B)
+  with pytest.raises(ValueError, match="batch_size 6 does not divide over the mesh's data x fsdp = 4"):
+    pipeline.process_rows(mesh, 6)
+
+
+def test_a_process_share_is_its_rows_of_each_global_batch():
+  whole, half = make_data(), make_data(slice(4, 8))
+  for i in range(STEPS):
+    for k in whole.train[i]:
+      np.testing.assert_array_equal(half.train[i][k], whole.train[i][k][4:8])
+  np.testing.assert_array_equal(half.eval_batches[1]["targets"], whole.eval_batches[1]["targets"][4:8])
+
+
+@pytest.mark.slow
+def test_two_processes_each_read_half_and_assemble_the_single_process_batch(tmp_path):
+  port = _free_port()
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
+  env.pop("XLA_FLAGS", None)
+  procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(i), str(port), str(tmp_path / f"p{i}.npz")],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           for i in range(2)]
+  outs = [p.communicate(timeout=300) for p in procs]
+  for p, (_, err) in zip(procs, outs, strict=True):
+    assert p.returncode == 0, err[-3000:]
+  got = [np.load(tmp_path / f"p{i}.npz") for i in range(2)]
+  assert [int(g["devices"]) for g in got] == [4, 4]  # one mesh over both processes' devices
+  assert [tuple(g["rows"]) for g in got] == [(0, 4), (4, 8)]
+  ref = make_data()  # this (single) process builds every batch whole
+  n = ref.stats["train"].rows
+  for i in range(STEPS):
+    idx = [got[p][f"idx{i}"] for p in range(2)]
+    assert len(idx[0]) == len(idx[1]) == B // 2 and not set(idx[0]) & set(idx[1])  # half each, disjoint
+    np.testing.assert_array_equal(np.concatenate(idx), pipeline.batch_indices(n, B, seed=3)[i])
+    for k, want in ref.train[i].items():
+      for p in range(2):
+        np.testing.assert_array_equal(got[p][f"local{i}_{k}"], want[4 * p:4 * p + 4])
+        np.testing.assert_array_equal(got[p][f"global{i}_{k}"], want)
+  np.testing.assert_array_equal(np.concatenate([g["eval_local"] for g in got]), ref.eval_batches[0]["inputs"])
