@@ -38,9 +38,19 @@ def loop(
 
 
 def model(preset: str = "tiny", max_seq_len: int = 512) -> ml_collections.ConfigDict:
-  """A `model` section: a preset of the byte-level decoder (vocab 512) with its context length."""
+  """A `model` section: a preset of the byte-level decoder (vocab 512) with its context length.
+
+  Its `lora` section is off (rank 0: full fine-tuning); `--config.model.lora.rank=8` trains rank-8 adapters
+  on `targets` (comma-separated `q k v o gate up down`), scaled by alpha / rank, the base frozen.
+  """
   return ml_collections.ConfigDict({"preset": preset, "vocab_size": 512,
-                                    "overrides": ml_collections.ConfigDict({"max_seq_len": max_seq_len})})
+                                    "overrides": ml_collections.ConfigDict({"max_seq_len": max_seq_len}),
+                                    "lora": lora()})
+
+
+def lora(rank: int = 0, alpha: float = 16.0, targets: str = "q,v") -> ml_collections.ConfigDict:
+  """A `model.lora` section (`w2s_jax.models.lora.LoRASpec`): rank 0 = off (full fine-tuning)."""
+  return ml_collections.ConfigDict({"rank": rank, "alpha": alpha, "targets": targets})
 
 
 def sft_phase(
