@@ -133,5 +133,4 @@ def test_grpo_with_lora_runs_and_keeps_its_sft_phase_a_full_fine_tune(tmp_path):
              for v in jax.tree.leaves(state.params, is_leaf=lambda x: isinstance(x, nnx.Variable)))
   sft = json.loads((tmp_path / "sft" / "config.json").read_text())
   assert "lora" not in sft["model"]  # the SFT phase trained the base; its folder's identity is unchanged
-  # The RL policy started from the SFT model: at step 0 (B = 0) the adapted model is the SFT model.
-  assert summary["eval_initial"] == evals[0] | {} and "pass@1" in evals[0]
+  assert summary["eval_initial"] == {k: v for k, v in evals[0].items() if k != "step"}
