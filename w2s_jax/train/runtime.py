@@ -39,12 +39,13 @@ import dataclasses
 import json
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import jax
 import ml_collections
+import optax
 from absl import logging
 from flax import nnx
 from tqdm import tqdm
@@ -161,6 +162,52 @@ def without_lora(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict
   if "model" in config and "lora" in config.model:
     del config.model["lora"]
   return config
+
+
+def fit_step(objective: step_lib.Objective, graphdef: nnx.GraphDef, optimizer: Mapping[str, Any],
+             total_updates: int) -> tuple[optax.GradientTransformation, Callable[..., Any]]:
+  """(optimizer, jitted `step(state, frozen, batch) -> (state, metrics)`) of an in-memory training (`fit`).
+
+  The optimizer is `make_tx` of the `optimizer` section (schedule over `total_updates`, clipping), the
+  step the one train step; `frozen` (weights shared by many trainings, e.g. a W2S rung's backbone) goes in
+  as an argument, never donated, and not out.
+  """
+  schedule, tx = make_tx(ml_collections.ConfigDict(dict(optimizer)), total_updates)
+  train_step = step_lib.make_train_step(objective, tx, graphdef, schedule=schedule)
+
+  def step(state: TrainState, frozen: Any, batch: Any) -> tuple[TrainState, dict[str, Any]]:
+    new, metrics = train_step(state.replace(frozen=frozen), batch)
+    return new.replace(frozen=None), metrics
+
+  return tx, jax.jit(step, donate_argnums=0)
+
+
+def fit(step: Callable[..., Any], tx: optax.GradientTransformation, params: Any, batches: Any, *, steps: int,
+        seed: int, frozen: Any = None, max_nonfinite_streak: int = 5, desc: str = "fit",
+        ) -> tuple[TrainState, dict[str, Any]]:
+  """A short training held in memory: no folder, no checkpoint (the W2S classifiers, whose results the
+  sweep saves). `step`/`tx` come from `fit_step`; batch i is `batches[i]`.
+
+  Returns:
+    (final state, the last step's metrics).
+
+  Raises:
+    NonFiniteError: once `max_nonfinite_streak` updates in a row were skipped (read one step late).
+  """
+  state = create_train_state(params, tx, seed)
+  metrics: dict[str, Any] = {}
+  for i in tqdm(range(steps), desc=desc, unit="step", leave=False, disable=jax.process_index() != 0):
+    state, new = step(state, frozen, batches[i])
+    _check_streak(metrics, i, max_nonfinite_streak)  # the previous step's, read while this one runs
+    metrics = new
+  _check_streak(metrics, steps, max_nonfinite_streak)
+  return state, metrics
+
+
+def _check_streak(metrics: dict[str, Any], update: int, limit: int) -> None:
+  if metrics and int(metrics["nonfinite_streak"]) >= limit:
+    cause = int(metrics["nonfinite_cause"])
+    raise NonFiniteError(step_lib.nonfinite_message(int(metrics["nonfinite_streak"]), cause, update, None))
 
 
 class Runtime:
