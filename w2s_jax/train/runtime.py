@@ -227,12 +227,15 @@ class Runtime:
     throughput: add `tokens_per_s` (over the last <= 10 steps) to the records.
     constant_metrics: values added to every logged record (e.g. counts of skipped bad records).
     desc: the progress bar's label.
+    lora: the trained model's LoRA section when it is not `config.model.lora` (e.g. a distillation's
+      `student.model.lora`).
   """
 
   def __init__(self, config: ml_collections.ConfigDict, workdir: str | Path, *, total_steps: int,
                total_updates: int | None = None, position: str = "iteration", unit: str = "iteration",
                lag: int = 0, log_every: int | None = 1, throughput: bool = False,
-               constant_metrics: dict[str, Any] | None = None, desc: str = "train"):
+               constant_metrics: dict[str, Any] | None = None, desc: str = "train",
+               lora: Mapping[str, Any] | None = None):
     self.config, self.workdir = config, Path(workdir)
     self.total, self.position, self.unit, self.lag, self.desc = int(total_steps), position, unit, lag, desc
     self.log_every = int(config.log_every_steps if log_every is None else log_every)
@@ -244,7 +247,9 @@ class Runtime:
     self.summary: dict[str, Any] = {}
     self.start, self.final = 0, 0
     self.shardings = self.abstract_state = None
-    self.lora = LoRASpec.from_section((config.get("model") or {}).get("lora"))
+    where = "model.lora" if lora is None else "the trained model's lora section"
+    lora = (config.get("model") or {}).get("lora") if lora is None else lora
+    self.lora = LoRASpec.from_section(lora, where)
     self._build = self._start = None
     self._stack = contextlib.ExitStack()
     self._t0 = time.perf_counter()
