@@ -134,3 +134,19 @@ def test_grpo_with_lora_runs_and_keeps_its_sft_phase_a_full_fine_tune(tmp_path):
   sft = json.loads((tmp_path / "sft" / "config.json").read_text())
   assert "lora" not in sft["model"]  # the SFT phase trained the base; its folder's identity is unchanged
   assert summary["eval_initial"] == {k: v for k, v in evals[0].items() if k != "step"}
+
+
+def test_onpolicy_distillation_trains_student_adapters(tmp_path):
+  from w2s_jax.w2s.onpolicy_distill import run_onpolicy_distill
+
+  c = load_config("onpolicy_distill", "smoke")
+  c.mesh.data = 1
+  c.student.model.lora.rank = 4
+  summary = run_onpolicy_distill(c, tmp_path)
+  assert summary["final_step"] == 3
+  records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert [r["step"] for r in records] == [1, 2, 3] and all(np.isfinite(r["loss"]) for r in records)
+  before, after = summary["student_eval_initial"], summary["student_eval"]
+  assert after["reverse_kl"] != before["reverse_kl"]  # the adapters moved the student
+  for role in ("teacher", "student"):  # the SFT phases trained the base models, as before
+    assert "lora" not in json.loads((tmp_path / role / "sft" / "config.json").read_text())["model"]

@@ -14,6 +14,10 @@ with A ~ N(0, 1/prod(in)) and B = 0, so a freshly adapted model equals its base 
     ...
     merge_lora(model); save_hf(model, "out/")                       # plain weights, W' baked in
 
+In a training run, LoRA is a property of the model: a config's `model.lora` section (`LoRASpec`: targets,
+rank, alpha; rank 0 = full fine-tuning) makes the loop runtime (`train/runtime.py`) do the above for SFT,
+preference, RL and on-policy distillation.
+
 The wrapper (`LoRAProjection`) answers `proj[...]` with W', so the decoder reads it exactly as it reads
 a plain parameter: sampling, heads and export all see the adapted weights with no change to the
 decoder. The price of this form is that the backward pass still forms the full-size gradient of W'

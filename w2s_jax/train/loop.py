@@ -5,7 +5,8 @@ one (train state, data position and all), otherwise it starts from scratch. The 
 same workdir therefore picks up where a killed run left off; losses after the resume point are
 bit-identical to an uninterrupted run (batch i is `stream[i]`, the step key is `fold_in(rng, step)`).
 SIGTERM saves a checkpoint at the next step boundary and exits with status 143. The mesh, optimizer,
-checkpointer, writers, guards and evaluation cadence are the runtime's (`w2s_jax.train.runtime`).
+checkpointer, writers, guards and evaluation cadence are the runtime's (`w2s_jax.train.runtime`), and so
+is LoRA: with `model.lora.rank > 0` the run trains adapters (+ a fresh head) on the frozen model.
 """
 
 from __future__ import annotations
