@@ -150,3 +150,19 @@ def test_onpolicy_distillation_trains_student_adapters(tmp_path):
   assert after["reverse_kl"] != before["reverse_kl"]  # the adapters moved the student
   for role in ("teacher", "student"):  # the SFT phases trained the base models, as before
     assert "lora" not in json.loads((tmp_path / role / "sft" / "config.json").read_text())["model"]
+
+
+@pytest.mark.parametrize("name,trained", [("dpo_tiny", {"LoRAParam"}),
+                                          ("reward_model_tiny", {"LoRAParam", "Param"})])
+def test_preference_runs_train_adapters_and_a_fresh_head(tmp_path, name, trained):
+  import ml_collections
+
+  from w2s_jax.train.tasks import TASKS
+
+  c = load_config(name, "smoke")
+  c.model.lora = ml_collections.ConfigDict({"rank": 4, "alpha": 8.0, "targets": "q,v"})  # not declared there
+  c.total_steps, c.eval_every_steps, c.checkpoint_every_steps, c.mesh.data = 4, 2, 2, 1
+  summary = train(c, tmp_path, TASKS[c.task](c))
+  leaves = jax.tree.leaves(summary["state"].params, is_leaf=lambda x: isinstance(x, nnx.Variable))
+  assert {type(v).__name__ for v in leaves} == trained  # a reward model's head is a plain Param
+  assert summary["last"]["eval_loss"] < summary["last"]["eval_loss_start"] == pytest.approx(np.log(2))
