@@ -166,3 +166,12 @@ def test_preference_runs_train_adapters_and_a_fresh_head(tmp_path, name, trained
   leaves = jax.tree.leaves(summary["state"].params, is_leaf=lambda x: isinstance(x, nnx.Variable))
   assert {type(v).__name__ for v in leaves} == trained  # a reward model's head is a plain Param
   assert summary["last"]["eval_loss"] < summary["last"]["eval_loss_start"] == pytest.approx(np.log(2))
+
+
+def test_sft_phase_config_never_carries_lora():
+  from w2s_jax.rl.sft_init import sft_config
+
+  c = load_config("grpo_tiny", "smoke")
+  plain = sft_config(c).to_dict()
+  c.model.lora.rank = 4
+  assert "lora" not in plain["model"] and sft_config(c).to_dict() == plain  # one SFT folder for both

@@ -53,7 +53,7 @@ from w2s_jax.rl.rollout import PromptSet, RewardConfig, collect_groups, encode_p
 from w2s_jax.rl.sft_init import run_sft
 from w2s_jax.sampling.sampler import Sampler, SamplingConfig
 from w2s_jax.train import step as step_lib
-from w2s_jax.train.runtime import Evaluator, Runtime, Update, full_params, without_lora
+from w2s_jax.train.runtime import Evaluator, Runtime, Update, full_params
 from w2s_jax.train.tasks import make_tokenizer
 
 
@@ -185,7 +185,7 @@ def train_rl(
   tokenizer = make_tokenizer(config.data.tokenizer)
   train_prompts, eval_prompts = _encode_splits(config, tokenizer)
   reward_cfg = make_reward(config, reward_fn)
-  sft_params, sft_summary = run_sft(without_lora(config), workdir)  # the SFT phase trains the base
+  sft_params, sft_summary = run_sft(config, workdir)  # the base model's SFT, never LoRA (`sft_config`)
   ro = config.rollout
   updates = int(config.train.epochs) * (int(ro.prompts_per_step) * int(ro.group_size)
                                         // int(config.train.minibatch_size))

@@ -30,6 +30,8 @@ def sft_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.mesh = ml_collections.ConfigDict(config.mesh.to_dict())
   c.sharding = config.sharding
   c.model = ml_collections.ConfigDict(config.model.to_dict())
+  if "lora" in c.model:  # the phase trains the base (LoRA is the RL policy's); no key: same folder identity
+    del c.model["lora"]
   c.data = ml_collections.ConfigDict(dict(
     corpus=config.data.task, tokenizer=config.data.tokenizer, seq_len=int(s.seq_len), overlong="drop",
     train_size=int(config.data.train_size), eval_size=int(s.get("eval_size", 64)),

@@ -155,15 +155,6 @@ def full_params(state: TrainState) -> Any:
   return state.params if state.frozen is None else nnx.merge_state(state.params, state.frozen)
 
 
-def without_lora(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """A copy of `config` with no `model.lora` section (for a sub-run that trains the base model, e.g. an
-  RL run's SFT phase: its config, and so its folder's identity, stays that of a full fine-tune)."""
-  config = ml_collections.ConfigDict(config.to_dict())
-  if "model" in config and "lora" in config.model:
-    del config.model["lora"]
-  return config
-
-
 def fit_step(objective: step_lib.Objective, graphdef: nnx.GraphDef, optimizer: Mapping[str, Any],
              total_updates: int) -> tuple[optax.GradientTransformation, Callable[..., Any]]:
   """(optimizer, jitted `step(state, frozen, batch) -> (state, metrics)`) of an in-memory training (`fit`).

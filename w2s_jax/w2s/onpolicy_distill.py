@@ -62,7 +62,7 @@ from w2s_jax.rl.sft_init import run_sft
 from w2s_jax.sampling.sampler import Sampler, SamplingConfig
 from w2s_jax.sampling.score import token_positions
 from w2s_jax.train import step as step_lib
-from w2s_jax.train.runtime import Evaluator, Runtime, Update, full_params, without_lora
+from w2s_jax.train.runtime import Evaluator, Runtime, Update, full_params
 from w2s_jax.train.step import Batch, Objective
 from w2s_jax.train.tasks import make_tokenizer
 
@@ -202,7 +202,7 @@ def prepare_role(config: ml_collections.ConfigDict, role: str, workdir: Path):
   Returns:
     (model config, params, SFT summary).
   """
-  params, summary = run_sft(without_lora(role_config(config, role)), workdir / role)  # SFT trains the base
+  params, summary = run_sft(role_config(config, role), workdir / role)  # the base model (no LoRA: sft_config)
   return role_model_config(config, role), params, summary
 
 
