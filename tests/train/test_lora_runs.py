@@ -1,6 +1,7 @@
 """LoRA as a property of the model (`model.lora`): SFT and RL train adapters through the one runtime."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -101,7 +102,7 @@ def _main(workdir, *extra):
          "--config.model.lora.rank=4", "--config.total_steps=12", "--config.checkpoint_every_steps=6",
          "--config.data.train_size=128", "--config.data.eval_size=16", "--config.mesh.data=1", *extra]
   out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
-                       env={**__import__("os").environ, "JAX_PLATFORMS": "cpu"})
+                       env={**os.environ, "JAX_PLATFORMS": "cpu"})
   assert out.returncode == 0, out.stderr[-3000:]
   return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
 
