@@ -43,6 +43,9 @@ def model(preset: str = "tiny", max_seq_len: int = 512) -> ml_collections.Config
   `dtype` (compute dtype, e.g. "bfloat16"; parameters stay float32), `attention` ("einsum" or
   "dot_product") and `remat` ("none", "block", "dots_saveable", "dots_with_no_batch_dims_saveable") are
   unset (the preset's) unless given, e.g. `--config.model.attention=dot_product`.
+
+  Its `lora` section is off (rank 0: full fine-tuning); `--config.model.lora.rank=8` trains rank-8 adapters
+  on `targets` (comma-separated `q k v o gate up down`), scaled by alpha / rank, the base frozen.
   """
   return ml_collections.ConfigDict({
     "preset": preset, "vocab_size": 512,
@@ -50,7 +53,13 @@ def model(preset: str = "tiny", max_seq_len: int = 512) -> ml_collections.Config
     "dtype": ml_collections.config_dict.placeholder(str),
     "attention": ml_collections.config_dict.placeholder(str),
     "remat": ml_collections.config_dict.placeholder(str),
+    "lora": lora(),
   })
+
+
+def lora(rank: int = 0, alpha: float = 16.0, targets: str = "q,v") -> ml_collections.ConfigDict:
+  """A `model.lora` section (`w2s_jax.models.lora.LoRASpec`): rank 0 = off (full fine-tuning)."""
+  return ml_collections.ConfigDict({"rank": rank, "alpha": alpha, "targets": targets})
 
 
 def sft_phase(

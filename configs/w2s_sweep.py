@@ -11,6 +11,8 @@ OUTPUT: results.json (ceilings, transfer accuracies, PGR medians with 95 % boots
 
 import ml_collections
 
+from w2s_jax.config_files import load_common
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   smoke = arg == "smoke"
@@ -82,6 +84,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train.lr = 1e-3 if smoke else 5e-4
   c.train.probe_steps = 300
   c.train.probe_lr = 1e-2
+  common = load_common()
+  # Every classifier training's optimizer (finetune, lora, top, top_lora; steps train.total_steps) and the
+  # probe's (probe_steps); their `lr` is train.lr / train.probe_lr (the same setting: change either).
+  five_percent = c.train.get_ref("total_steps") // 20
+  warmup = five_percent + 1 // (five_percent + 1)  # max(total_steps // 20, 1), following train.total_steps
+  c.train.optimizer = common.optimizer(c.train.get_ref("lr"), warmup_steps=warmup)  # AdamW, cosine to 10 %
+  c.train.probe_optimizer = common.optimizer(c.train.get_ref("probe_lr"), warmup_steps=0, schedule="constant",
+                                             weight_decay=0.0, b2=0.999, clip_norm=0.0)
   c.train.loss_kwargs = ml_collections.ConfigDict({
     "logconf": {"aux_coef": 0.5, "warmup_frac": 0.1, "warmup": "reference"},
     "product": {"alpha": 1.0, "beta": 1.0},

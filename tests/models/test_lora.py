@@ -172,3 +172,36 @@ def test_optimizer_memory_saved_on_smollm2_135m():
   # per layer r * (q: D + NH, k, v: D + KH each, o: NH + D, gate, up, down: D + F each)
   assert n_adapter == 30 * 8 * (2 * (576 + 576) + 2 * (576 + 192) + 3 * (576 + 1536)) == 2_442_240
   assert full_bytes > 1.0e9 and lora_bytes < 0.02 * full_bytes  # 1.08 GB -> 19.5 MB
+
+
+def test_sampling_with_unmerged_adapters_equals_the_merged_model():
+  from w2s_jax.sampling.sampler import Sampler, SamplingConfig
+
+  model = lora.apply_lora(_model(), targets=("q", "v", "up"), rank=4, rngs=nnx.Rngs(1))
+  for _, proj in lora.lora_projections(model):  # a trained-looking adapter (B = 0 would be the base)
+    proj.b.set_value(0.1 * jax.random.normal(jax.random.key(3), proj.b.shape))
+  cfg = SamplingConfig(max_new_tokens=12, temperature=1.0, pad_id=0)
+  prompts_BP = np.random.default_rng(1).integers(1, 128, size=(3, 5)).astype(np.int32)
+  mask_BP = np.ones_like(prompts_BP, bool)
+  mask_BP[0, :2] = False  # left padding
+  graphdef, state = nnx.split(model)  # the sampler reads W' through the wrappers: no merge
+  adapted = Sampler(graphdef, cfg)(state, prompts_BP, mask_BP, jax.random.key(7))
+  base = Sampler(_model(), cfg)(nnx.split(_model())[1], prompts_BP, mask_BP, jax.random.key(7))
+  merged_model = lora.merge_lora(model)
+  merged = Sampler(merged_model, cfg)(nnx.split(merged_model)[1], prompts_BP, mask_BP, jax.random.key(7))
+  np.testing.assert_array_equal(adapted.tokens_BS, merged.tokens_BS)
+  np.testing.assert_array_equal(adapted.logprobs_BS, merged.logprobs_BS)
+  assert not np.array_equal(adapted.logprobs_BS, base.logprobs_BS)  # the adapters did change the model
+
+
+def test_lora_spec_from_a_config_section():
+  assert lora.LoRASpec.from_section(None) is None
+  assert lora.LoRASpec.from_section({"rank": 0, "alpha": 16.0, "targets": "q,v"}) is None  # full fine-tune
+  spec = lora.LoRASpec.from_section({"rank": 4, "alpha": 8.0, "targets": "q, v_proj,down"})
+  assert spec == lora.LoRASpec(("q", "v_proj", "down"), 4, 8.0)
+  with pytest.raises(ValueError, match=r"model.lora.targets: unknown LoRA target 'qkv'"):
+    lora.LoRASpec.from_section({"rank": 4, "targets": "q,qkv"})
+  with pytest.raises(ValueError, match=r"model.lora.rank = -1"):
+    lora.LoRASpec.from_section({"rank": -1})
+  with pytest.raises(ValueError, match="not a Linear"):
+    lora.decoder_of(nnx.Linear(2, 2, rngs=nnx.Rngs(0)))

@@ -14,6 +14,10 @@ with A ~ N(0, 1/prod(in)) and B = 0, so a freshly adapted model equals its base 
     ...
     merge_lora(model); save_hf(model, "out/")                       # plain weights, W' baked in
 
+In a training run, LoRA is a property of the model: a config's `model.lora` section (`LoRASpec`: targets,
+rank, alpha; rank 0 = full fine-tuning) makes the loop runtime (`train/runtime.py`) do the above for SFT,
+preference, RL and on-policy distillation.
+
 The wrapper (`LoRAProjection`) answers `proj[...]` with W', so the decoder reads it exactly as it reads
 a plain parameter: sampling, heads and export all see the adapted weights with no change to the
 decoder. The price of this form is that the backward pass still forms the full-size gradient of W'
@@ -24,8 +28,9 @@ gradients kept only for A, B). Targets use our names (`q k v o gate up down`) or
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
@@ -197,6 +202,75 @@ def merge_lora(model: Transformer) -> Transformer:
 def split_lora(model: Transformer) -> tuple[nnx.GraphDef, nnx.State, nnx.State]:
   """(graphdef, adapter params, everything else) — the trainable/frozen split of LoRA training."""
   return nnx.split(model, LoRAParam, ...)
+
+
+# What a LoRA run trains: the adapters, plus the fresh head (an attribute `head`) of a backbone + head model.
+TRAINABLE = nnx.Any(LoRAParam, nnx.All(nnx.Param, nnx.PathContains("head")))
+
+
+def decoder_of(model: nnx.Module) -> Transformer:
+  """The decoder LoRA adapts: `model` itself, or its `backbone` (`SequenceClassifier`, `ValueModel`).
+
+  Raises:
+    ValueError: for a model with no single decoder (e.g. an actor-critic's policy and critic).
+  """
+  if isinstance(model, Transformer):
+    return model
+  backbone = getattr(model, "backbone", None)
+  if isinstance(backbone, Transformer):
+    return backbone
+  raise ValueError(f"LoRA adapts a Transformer or a model with a Transformer `backbone`, not a "
+                   f"{type(model).__name__}")
+
+
+@dataclasses.dataclass(frozen=True)
+class LoRASpec:
+  """What a config's `model.lora` section asks for: adapters of `rank` on `targets`, scaled by alpha / rank.
+
+  Attributes:
+    targets: projection names (`q k v o gate up down` or PEFT's `q_proj` ...).
+    rank: r (>= 1; a section with rank 0 means full fine-tuning and gives no spec).
+    alpha: the update's scale is alpha / r.
+  """
+
+  targets: tuple[str, ...]
+  rank: int
+  alpha: float
+
+  @classmethod
+  def from_section(cls, section: Mapping[str, Any] | None, where: str = "model.lora") -> LoRASpec | None:
+    """The spec of a `{targets, rank, alpha}` section; None when it is absent or its rank is 0.
+
+    `targets` is a sequence or a comma-separated string (`"q,v"`, as typed on the command line).
+
+    Raises:
+      ValueError: naming `where`, for a negative rank, no targets or an unknown target.
+    """
+    if not section:
+      return None
+    rank = int(section.get("rank", 0) or 0)
+    if rank == 0:
+      return None
+    if rank < 0:
+      raise ValueError(f"{where}.rank = {rank}: use a rank >= 1, or 0 for full fine-tuning")
+    targets = section.get("targets", ("q", "v"))
+    if isinstance(targets, str):
+      targets = [t.strip() for t in targets.split(",") if t.strip()]
+    targets = tuple(targets)
+    if not targets:
+      raise ValueError(f"{where}.targets is empty; name projections from {ALL_TARGETS}")
+    try:
+      _resolve(targets)
+    except ValueError as e:
+      raise ValueError(f"{where}.targets: {e}") from None
+    return cls(targets, rank, float(section.get("alpha", 2.0 * rank)))
+
+  def apply(self, model: nnx.Module, *, seed: int) -> nnx.Module:
+    """`apply_lora` of this spec on `model`'s decoder (`decoder_of`; A drawn from `nnx.Rngs(seed)`), in
+    place; returns `model`."""
+    apply_lora(decoder_of(model), targets=self.targets, rank=self.rank, alpha=self.alpha,
+               rngs=nnx.Rngs(seed))
+    return model
 
 
 def state_bytes(tree: Any) -> int:

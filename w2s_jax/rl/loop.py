@@ -53,8 +53,7 @@ from w2s_jax.rl.rollout import PromptSet, RewardConfig, collect_groups, encode_p
 from w2s_jax.rl.sft_init import run_sft
 from w2s_jax.sampling.sampler import Sampler, SamplingConfig
 from w2s_jax.train import step as step_lib
-from w2s_jax.train.runtime import Evaluator, Runtime, Update
-from w2s_jax.train.state import create_train_state
+from w2s_jax.train.runtime import Evaluator, Runtime, Update, full_params
 from w2s_jax.train.tasks import make_tokenizer
 
 
@@ -186,7 +185,7 @@ def train_rl(
   tokenizer = make_tokenizer(config.data.tokenizer)
   train_prompts, eval_prompts = _encode_splits(config, tokenizer)
   reward_cfg = make_reward(config, reward_fn)
-  sft_params, sft_summary = run_sft(config, workdir)
+  sft_params, sft_summary = run_sft(config, workdir)  # the base model's SFT, never LoRA (`sft_config`)
   ro = config.rollout
   updates = int(config.train.epochs) * (int(ro.prompts_per_step) * int(ro.group_size)
                                         // int(config.train.minibatch_size))
@@ -221,12 +220,17 @@ class _RLRun:
     model_cfg = from_section(config.model)
     self.make_model = (lambda rngs: ActorCritic(model_cfg, rngs=rngs)) if self.critic else (
       lambda rngs: Transformer(model_cfg, rngs=rngs))
-    abstract = nnx.eval_shape(lambda: self.make_model(nnx.Rngs(config.seed)))
-    self.graphdef, abstract_params = nnx.split(abstract)
-    self.policy_graphdef = nnx.split(abstract.policy)[0] if self.critic else self.graphdef
-    shardings = rt.shard(lambda: create_train_state(abstract_params, rt.tx, config.seed))
+    if rt.lora is not None and self.critic:
+      raise ValueError(f"model.lora with advantage.name={self.adv.name!r}: LoRA adapts one decoder, an "
+                       "actor-critic has two; use an estimator without a critic or model.lora.rank=0")
     self.sft_params = sft_params
-    self.ref_params = jax.device_put(sft_params, self.policy(shardings))
+    self.graphdef = rt.model(self.make_model, params=self.start_params)  # adapters only under model.lora
+    abstract = nnx.eval_shape(lambda: self.make_model(nnx.Rngs(config.seed)))
+    self.policy_graphdef = nnx.split(abstract.policy)[0] if self.critic else self.graphdef
+    if rt.lora is None:
+      self.ref_params = jax.device_put(sft_params, self.policy(rt.shardings))
+    else:  # the SFT policy read through zero adapters (B = 0: W + 0 is W, bit for bit)
+      self.ref_params = full_params(rt.fresh(params=self.start_params))
     self.train_step = rt.train_step(make_objective(config), self.graphdef)
     self.sampler = Sampler(self.policy_graphdef, SamplingConfig(
       max_new_tokens=self.N, temperature=self.temperature, top_p=_none_if_zero(ro.top_p),
@@ -252,7 +256,7 @@ class _RLRun:
 
   def policy(self, state) -> Any:
     """The policy's part of a state's params (or of its shardings)."""
-    return state.params["policy"] if self.critic else state.params
+    return state.params["policy"] if self.critic else full_params(state)
 
   def spent_budget(self) -> bool:
     return bool(self.budget and self.spent >= self.budget)

@@ -33,8 +33,10 @@ def sft_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.mesh = ml_collections.ConfigDict(config.mesh.to_dict())
   c.sharding = config.sharding
   # Unset shortcuts (model.dtype / model.attention = None) are left out, so a shared SFT folder's config
-  # stays what it was before they were declared.
-  c.model = ml_collections.ConfigDict({k: v for k, v in config.model.to_dict().items() if v is not None})
+  # stays what it was before they were declared; `lora` too (the phase trains the base; LoRA is the RL
+  # policy's).
+  c.model = ml_collections.ConfigDict(
+    {k: v for k, v in config.model.to_dict().items() if v is not None and k != "lora"})
   c.data = ml_collections.ConfigDict(dict(
     corpus=config.data.task, tokenizer=config.data.tokenizer, seq_len=int(s.seq_len), overlong="drop",
     train_size=int(config.data.train_size), eval_size=int(s.get("eval_size", 64)),

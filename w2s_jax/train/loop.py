@@ -5,7 +5,8 @@ one (train state, data position and all), otherwise it starts from scratch. The 
 same workdir therefore picks up where a killed run left off; losses after the resume point are
 bit-identical to an uninterrupted run (batch i is `stream[i]`, the step key is `fold_in(rng, step)`).
 SIGTERM saves a checkpoint at the next step boundary and exits with status 143. The mesh, optimizer,
-checkpointer, writers, guards and evaluation cadence are the runtime's (`w2s_jax.train.runtime`).
+checkpointer, writers, guards and evaluation cadence are the runtime's (`w2s_jax.train.runtime`), and so
+is LoRA: with `model.lora.rank > 0` the run trains adapters (+ a fresh head) on the frozen model.
 """
 
 from __future__ import annotations
@@ -23,8 +24,15 @@ from flax import nnx
 from w2s_jax import sharding as shd
 from w2s_jax.config_files import write_config
 from w2s_jax.train import step as step_lib
-from w2s_jax.train.runtime import Evaluator, NonFiniteError, Preempted, Runtime, SigTermGuard, Update
-from w2s_jax.train.state import create_train_state
+from w2s_jax.train.runtime import (
+  Evaluator,
+  NonFiniteError,
+  Preempted,
+  Runtime,
+  SigTermGuard,
+  Update,
+  full_params,
+)
 
 __all__ = ["NonFiniteError", "Preempted", "Setup", "SigTermGuard", "train"]
 
@@ -75,19 +83,14 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, setup: Setup) 
   rt = Runtime(config, workdir, total_steps=total, position="next_batch", unit="step", lag=1, log_every=None,
                throughput=True, constant_metrics=setup.info.get("metrics", {}), desc="train")
   with rt:
-    graphdef, _ = nnx.split(nnx.eval_shape(lambda: setup.make_model(nnx.Rngs(config.seed))))
-
-    def init():
-      return create_train_state(nnx.split(setup.make_model(nnx.Rngs(config.seed)))[1], rt.tx, config.seed)
-
-    rt.shard(init)
-    state = rt.init_or_restore(params=setup.init_params, init=init)
+    graphdef = rt.model(setup.make_model, params=setup.init_params)  # adapters only under model.lora
+    state = rt.init_or_restore()
     if rt.lead:  # only now: a refused run (second writer, changed model) leaves the folder's config as it was
       write_config(config, workdir)
     train_step = rt.train_step(setup.objective, graphdef, form=config.step_form,
                                grad_accum_steps=config.grad_accum_steps)
     eval_key = jax.random.key(0)
-    eval_fn = jax.jit(lambda p, b: setup.objective(nnx.merge(graphdef, p), b, eval_key))
+    eval_fn = jax.jit(lambda p, b: setup.objective(nnx.merge(graphdef, p), b, eval_key))  # whole model
 
     def step_fn(state, i):
       host_batch = setup.train_batches[i]
@@ -101,8 +104,9 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, setup: Setup) 
     every = int(config.eval_every_steps or 0)
     evaluator = None
     if every or setup.start_eval:
-      evaluator = Evaluator(lambda s: _eval(eval_fn, s.params, setup.eval_batches, rt.mesh), every=every,
-                            at_start=bool(setup.start_eval), at_end=bool(every), keep_start=setup.start_eval)
+      evaluator = Evaluator(lambda s: _eval(eval_fn, full_params(s), setup.eval_batches, rt.mesh),
+                            every=every, at_start=bool(setup.start_eval), at_end=bool(every),
+                            keep_start=setup.start_eval)
     state = rt.run(state, step_fn, evaluator=evaluator)
   if setup.start_eval:  # the start model's values, as logged with every record (`<name>_start`)
     setup.info.setdefault("metrics", {}).update(rt.constant_metrics)

@@ -11,7 +11,11 @@ A `Runtime` owns, for one run in one folder:
 - SIGTERM: a checkpoint at the next step end, then `Preempted` (exit status 143);
 - the non-finite guard: one `NonFiniteError` once `max_nonfinite_streak` updates in a row were skipped,
   and no checkpoint while a streak is open;
-- the evaluator: at step 0, every N steps and at the end (`Evaluator`).
+- the evaluator: at step 0, every N steps and at the end (`Evaluator`);
+- LoRA (`config.model.lora`, `models/lora.py`): with a rank > 0, `model` wraps the model's projections
+  with adapters; the state's `params` (and optimizer state) are the adapters (+ a fresh `head`), the base
+  weights ride in `state.frozen` through the same step. Checkpoints hold the state without `frozen`
+  (adapters, optimizer, counters); a resume rebuilds the base from the same start.
 
 A loop hands `run` a function `step_fn(state, i) -> (state, Update)` that does one step (SFT: one
 update) or one iteration (RL, distillation: a rollout + epochs of updates). Everything random in a
@@ -20,8 +24,8 @@ loop is keyed by (seed, step), so a resumed run's records equal the uninterrupte
 Usage:
 
   with Runtime(config, workdir, total_steps=T, total_updates=U) as rt:
-    rt.shard(lambda: create_train_state(abstract_params, rt.tx, seed))
-    state = rt.init_or_restore(params=lambda: start_params)
+    graphdef = rt.model(make_model, params=lambda: start_params)  # adapters when model.lora is set
+    state = rt.init_or_restore()
     step = rt.train_step(objective, graphdef)
     state = rt.run(state, step_fn, evaluator=Evaluator(fn=...))
   rt.summary  # start_step, last, eval, eval_initial, final_step
@@ -35,11 +39,12 @@ import dataclasses
 import json
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
 import ml_collections
+import optax
 from absl import logging
 from etils import epath
 from flax import nnx
@@ -47,6 +52,7 @@ from tqdm import tqdm
 
 from w2s_jax import sharding as shd
 from w2s_jax.checkpoint import Checkpointer
+from w2s_jax.models.lora import TRAINABLE, LoRASpec
 from w2s_jax.train import step as step_lib
 from w2s_jax.train.metrics_log import MetricsWriter
 from w2s_jax.train.optim import make_optimizer, make_schedule
@@ -144,6 +150,57 @@ def make_tx(optimizer: ml_collections.ConfigDict, total_updates: int):
   return schedule, make_optimizer(optimizer, total_updates)
 
 
+def full_params(state: TrainState) -> Any:
+  """The whole model's state: `params`, merged with `frozen` when set (a LoRA run's adapters + base)."""
+  return state.params if state.frozen is None else nnx.merge_state(state.params, state.frozen)
+
+
+def fit_step(objective: step_lib.Objective, graphdef: nnx.GraphDef, optimizer: Mapping[str, Any],
+             total_updates: int) -> tuple[optax.GradientTransformation, Callable[..., Any]]:
+  """(optimizer, jitted `step(state, frozen, batch) -> (state, metrics)`) of an in-memory training (`fit`).
+
+  The optimizer is `make_tx` of the `optimizer` section (schedule over `total_updates`, clipping), the
+  step the one train step; `frozen` (weights shared by many trainings, e.g. a W2S rung's backbone) goes in
+  as an argument, never donated, and not out.
+  """
+  schedule, tx = make_tx(ml_collections.ConfigDict(dict(optimizer)), total_updates)
+  train_step = step_lib.make_train_step(objective, tx, graphdef, schedule=schedule)
+
+  def step(state: TrainState, frozen: Any, batch: Any) -> tuple[TrainState, dict[str, Any]]:
+    new, metrics = train_step(state.replace(frozen=frozen), batch)
+    return new.replace(frozen=None), metrics
+
+  return tx, jax.jit(step, donate_argnums=0)
+
+
+def fit(step: Callable[..., Any], tx: optax.GradientTransformation, params: Any, batches: Any, *, steps: int,
+        seed: int, frozen: Any = None, max_nonfinite_streak: int = 5, desc: str = "fit",
+        ) -> tuple[TrainState, dict[str, Any]]:
+  """A short training held in memory: no folder, no checkpoint (the W2S classifiers, whose results the
+  sweep saves). `step`/`tx` come from `fit_step`; batch i is `batches[i]`.
+
+  Returns:
+    (final state, the last step's metrics).
+
+  Raises:
+    NonFiniteError: once `max_nonfinite_streak` updates in a row were skipped (read one step late).
+  """
+  state = create_train_state(params, tx, seed)
+  metrics: dict[str, Any] = {}
+  for i in tqdm(range(steps), desc=desc, unit="step", leave=False, disable=jax.process_index() != 0):
+    state, new = step(state, frozen, batches[i])
+    _check_streak(metrics, i, max_nonfinite_streak)  # the previous step's, read while this one runs
+    metrics = new
+  _check_streak(metrics, steps, max_nonfinite_streak)
+  return state, metrics
+
+
+def _check_streak(metrics: dict[str, Any], update: int, limit: int) -> None:
+  if metrics and int(metrics["nonfinite_streak"]) >= limit:
+    cause = int(metrics["nonfinite_cause"])
+    raise NonFiniteError(step_lib.nonfinite_message(int(metrics["nonfinite_streak"]), cause, update, None))
+
+
 class Runtime:
   """One run's mesh, optimizer, sharded state, checkpointer, writers, SIGTERM and non-finite guards.
 
@@ -161,12 +218,15 @@ class Runtime:
     throughput: add `tokens_per_s` (over the last <= 10 steps) to the records.
     constant_metrics: values added to every logged record (e.g. counts of skipped bad records).
     desc: the progress bar's label.
+    lora: the trained model's LoRA section when it is not `config.model.lora` (e.g. a distillation's
+      `student.model.lora`).
   """
 
   def __init__(self, config: ml_collections.ConfigDict, workdir: epath.PathLike, *, total_steps: int,
                total_updates: int | None = None, position: str = "iteration", unit: str = "iteration",
                lag: int = 0, log_every: int | None = 1, throughput: bool = False,
-               constant_metrics: dict[str, Any] | None = None, desc: str = "train"):
+               constant_metrics: dict[str, Any] | None = None, desc: str = "train",
+               lora: Mapping[str, Any] | None = None):
     self.config, self.workdir = config, epath.Path(workdir)
     self.total, self.position, self.unit, self.lag, self.desc = int(total_steps), position, unit, lag, desc
     self.log_every = int(config.log_every_steps if log_every is None else log_every)
@@ -178,6 +238,10 @@ class Runtime:
     self.summary: dict[str, Any] = {}
     self.start, self.final = 0, 0
     self.shardings = self.abstract_state = None
+    where = "model.lora" if lora is None else "the trained model's lora section"
+    lora = (config.get("model") or {}).get("lora") if lora is None else lora
+    self.lora = LoRASpec.from_section(lora, where)
+    self._build = self._start = None
     self._stack = contextlib.ExitStack()
     self._t0 = time.perf_counter()
 
@@ -217,23 +281,63 @@ class Runtime:
       lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, self.shardings)
     return self.shardings
 
+  def model(self, make_model: Callable[[nnx.Rngs], nnx.Module], *,
+            params: Callable[[], Any] | None = None) -> nnx.GraphDef:
+    """Declares the run's model, `make_model(nnx.Rngs(seed))` started from `params()` (its own init when
+    None), adapted by `config.model.lora` when set; sets the state's shardings (`shard`).
+
+    Returns:
+      The graphdef the step merges the state's `params` (and `frozen`) into.
+    """
+    seed, lora = int(self.config.seed), self.lora
+
+    def build(p: Any) -> TrainState:
+      model = make_model(nnx.Rngs(seed))
+      if p is not None:
+        nnx.update(model, p)
+      if lora is None:
+        return create_train_state(nnx.split(model)[1], self.tx, seed)
+      _, trainable, frozen = nnx.split(lora.apply(model, seed=seed), TRAINABLE, ...)
+      return create_train_state(trainable, self.tx, seed, frozen=frozen)
+
+    self._build, self._start = build, params
+    self.shard(lambda: build(None))
+    abstract = nnx.eval_shape(lambda: make_model(nnx.Rngs(seed)))
+    if lora is not None:
+      abstract = nnx.eval_shape(lambda: lora.apply(make_model(nnx.Rngs(seed)), seed=seed))
+    return nnx.split(abstract)[0]
+
+  def fresh(self, *, params: Callable[[], Any] | None = None,
+            init: Callable[[], TrainState] | None = None) -> TrainState:
+    """A fresh state (no checkpoint read): of the declared `model` started from `params()`, else of
+    `params()` as the trainable params, else `init()`."""
+    if self._build is not None and (self.lora is not None or params is None):
+      start = params() if params is not None else None
+      return jax.jit(self._build, out_shardings=self.shardings)(start)
+    if params is not None:
+      p = jax.device_put(params(), self.shardings.params)
+      seed = self.config.seed
+      return jax.jit(lambda p: create_train_state(p, self.tx, seed), out_shardings=self.shardings)(p)
+    return jax.jit(init, out_shardings=self.shardings)()
+
   def init_or_restore(self, *, params: Callable[[], Any] | None = None,
                       init: Callable[[], TrainState] | None = None) -> TrainState:
-    """The newest intact checkpoint's state, else a fresh state of `params()` (or `init()`, jitted).
+    """The newest intact checkpoint's state, else a fresh state: of the declared `model` (its `params`),
+    or of `params()`, or `init()` (jitted).
 
-    Sets `start` (and `data_state`: the checkpoint's, or {} for a fresh run).
+    Sets `start` (and `data_state`: the checkpoint's, or {} for a fresh run). Checkpoints do not hold
+    `state.frozen` (a LoRA run's base): a resumed state gets it from a fresh start.
     """
     self.data_state: dict[str, Any] = {}
+    params = params or self._start
     if self.ckpt.latest_step() is not None:  # restore falls back past damaged steps (with a warning)
-      state, self.data_state, _ = self.ckpt.restore(self.abstract_state)
+      state, self.data_state, _ = self.ckpt.restore(self.abstract_state.replace(frozen=None))
+      if self.abstract_state.frozen is not None:
+        state = state.replace(frozen=self.fresh(params=params, init=init).frozen)
       self.start = int(self.data_state[self.position])
       logging.info("resumed from %s at step %d", self.ckpt.directory, self.start)
-    elif params is not None:
-      p = jax.device_put(params(), self.shardings.params)
-      state = jax.jit(lambda p: create_train_state(p, self.tx, self.config.seed),
-                      out_shardings=self.shardings)(p)
     else:
-      state = jax.jit(init, out_shardings=self.shardings)()
+      state = self.fresh(params=params, init=init)
     self.final = self.start
     self.summary["start_step"] = self.start
     filename = "metrics.jsonl" if self.lead else f"metrics.process{jax.process_index()}.jsonl"
@@ -342,7 +446,7 @@ class Runtime:
         logging.warning("%s %d: no checkpoint while %d updates in a row were non-finite", self.unit, s,
                         self._streak)
       else:
-        self.ckpt.save(s, state, data_state=out.data_state,
+        self.ckpt.save(s, state.replace(frozen=None), data_state=out.data_state,
                        config=json.loads(self.config.to_json_best_effort()), force=end)
     if self.sigterm.received:
       self.ckpt.wait()

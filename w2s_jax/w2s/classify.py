@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable, Sequence
+import json
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import nnx
 
 from w2s_jax.data.tokenizers import Tokenizer
 from w2s_jax.losses.w2s import STEP_FRAC_LOSSES, W2S_LOSSES
 from w2s_jax.models.heads import last_token_index
+from w2s_jax.train.config_lib import optimizer_section
+from w2s_jax.train.runtime import fit, fit_step
 from w2s_jax.train.step import Batch, Objective
 
 
@@ -179,42 +181,79 @@ def features(graphdef: nnx.GraphDef, params: Any, data: Encoded, batch_size: int
   return _map_batches(_last_hidden, graphdef, params, data, batch_size)
 
 
+def default_optimizer(lr: float, steps: int) -> dict[str, Any]:
+  """The optimizer of a classifier training whose caller names only `lr`: the runtime's sub-run default
+  (`config_lib.train_defaults`: AdamW, 5 % warmup, cosine to 10 %, weight decay 0.01, clip 1.0)."""
+  return optimizer_section(lr, warmup_steps=max(steps // 20, 1)).to_dict()
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled(graphdef: nnx.GraphDef, loss: str, loss_kwargs: str, optimizer: str, steps: int
+              ) -> tuple[Any, Any]:
+  """`runtime.fit_step` of a classifier objective: one compilation per architecture, loss and optimizer,
+  shared by every seed and weak supervisor of a sweep (arguments as JSON, so that they hash)."""
+  objective = classifier_objective(loss, **json.loads(loss_kwargs))
+  return fit_step(objective, graphdef, json.loads(optimizer), steps)
+
+
+def fit_classifier(
+  graphdef: nnx.GraphDef, trainable: Any, frozen: Any, train: Encoded, loss: str, *, steps: int,
+  batch_size: int, optimizer: Mapping[str, Any], seed: int, loss_kwargs: Mapping[str, Any] | None = None,
+  desc: str = "fit",
+) -> tuple[Any, dict[str, Any]]:
+  """Trains the `trainable` part of a classifier (`frozen`: the rest, or None) on `train` with a W2S loss,
+  in memory, through the runtime's optimizer builder and train step (`runtime.fit`).
+
+  Returns:
+    (the whole model's trained state, {"final_train_loss", "trainable_params"}).
+  """
+  tx, step = _compiled(graphdef, loss, json.dumps(dict(loss_kwargs or {}), sort_keys=True),
+                       json.dumps(dict(optimizer), sort_keys=True), steps)
+  state, metrics = fit(step, tx, trainable, Batches(train, batch_size, steps, seed), steps=steps, seed=seed,
+                       frozen=frozen, desc=desc)
+  full = state.params if frozen is None else nnx.merge_state(state.params, frozen)
+  n_trainable = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
+  return full, {"final_train_loss": float(metrics["loss"]) if metrics else None,
+                "trainable_params": n_trainable}
+
+
+class LinearProbe(nnx.Module):
+  """logits = x @ w + b on feature rows, zero-initialised (as openai/weak-to-strong); called like a
+  `SequenceClassifier` (the features stand where token ids would), so the classifier objective drives it."""
+
+  def __init__(self, d: int, c: int):
+    self.w = nnx.Param(jnp.zeros((d, c), jnp.float32))
+    self.b = nnx.Param(jnp.zeros((c,), jnp.float32))
+
+  def __call__(self, x_BD: jax.Array, *, segment_ids_BL: jax.Array | None = None) -> jax.Array:
+    del segment_ids_BL
+    return x_BD @ self.w[...] + self.b[...]
+
+
 def train_linear_probe(
   feats_ND: np.ndarray, targets_NC: np.ndarray, *, loss: str = "xent", steps: int = 300, lr: float = 1e-2,
-  batch_size: int = 64, seed: int = 0, weight_decay: float = 0.0, **loss_kwargs: Any,
+  batch_size: int = 64, seed: int = 0, weight_decay: float = 0.0,
+  optimizer: Mapping[str, Any] | None = None, **loss_kwargs: Any,
 ) -> tuple[np.ndarray, np.ndarray]:
-  """Trains a linear head (zero-initialised, as openai/weak-to-strong) on frozen features with a W2S loss.
+  """Trains a linear head (zero-initialised) on frozen features with a W2S loss (`fit_classifier`).
 
   Features are standardised with their own mean and std first (returned folded into the weights).
+  `optimizer`: an `optimizer` section; None = constant-rate AdamW of `lr` and `weight_decay`, no clipping.
 
   Returns:
     (w_DC, b_C) such that logits = feats @ w + b.
   """
-  fn = W2S_LOSSES[loss]
   mu, sd = feats_ND.mean(0), feats_ND.std(0) + 1e-6
-  x_ND = jnp.asarray((feats_ND - mu) / sd, jnp.float32)
-  y_NC = jnp.asarray(targets_NC, jnp.float32)
+  x_ND = ((feats_ND - mu) / sd).astype(np.float32)
+  targets_NC = np.asarray(targets_NC, np.float32)
   n, d = x_ND.shape
-  c = y_NC.shape[1]
-  tx = optax.adamw(lr, weight_decay=weight_decay)
-  params = {"w": jnp.zeros((d, c)), "b": jnp.zeros((c,))}
-  bs = min(batch_size, n)
-
-  def step(carry, i):
-    p, opt = carry
-    idx = jax.random.choice(jax.random.fold_in(jax.random.key(seed), i), n, (bs,), replace=False)
-    kwargs = dict(loss_kwargs)
-    if loss in STEP_FRAC_LOSSES:
-      kwargs["step_frac"] = i / steps
-
-    def lossf(p):
-      return jnp.mean(fn(x_ND[idx] @ p["w"] + p["b"], y_NC[idx], **kwargs)[0])
-
-    g = jax.grad(lossf)(p)
-    upd, opt = tx.update(g, opt, p)
-    return (optax.apply_updates(p, upd), opt), None
-
-  (params, _), _ = jax.jit(lambda p: jax.lax.scan(step, (p, tx.init(p)), jnp.arange(steps)))(params)
-  w = np.asarray(params["w"]) / sd[:, None]
-  b = np.asarray(params["b"]) - (mu / sd) @ np.asarray(params["w"])
-  return w, b
+  c = targets_NC.shape[1]
+  data = Encoded(x_ND, np.ones((n, 1), np.int32), targets_NC.argmax(1).astype(np.int32), targets_NC)
+  if optimizer is None:
+    optimizer = optimizer_section(lr, warmup_steps=0, schedule="constant", weight_decay=weight_decay,
+                                  b2=0.999, clip_norm=0.0).to_dict()
+  graphdef, params = nnx.split(LinearProbe(d, c))
+  params, _ = fit_classifier(graphdef, params, None, data, loss, steps=steps, batch_size=min(batch_size, n),
+                             optimizer=optimizer, seed=seed, loss_kwargs=loss_kwargs, desc="probe")
+  w_DC, b_C = np.asarray(params["w"][...]), np.asarray(params["b"][...])
+  return w_DC / sd[:, None], b_C - (mu / sd) @ w_DC

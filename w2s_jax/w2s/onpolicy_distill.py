@@ -62,8 +62,7 @@ from w2s_jax.rl.rollout import PromptSet, RewardConfig, encode_prompts, sample_g
 from w2s_jax.sampling.sampler import Sampler, SamplingConfig
 from w2s_jax.sampling.score import token_positions
 from w2s_jax.train import step as step_lib
-from w2s_jax.train.runtime import Evaluator, Runtime, Update
-from w2s_jax.train.state import create_train_state
+from w2s_jax.train.runtime import Evaluator, Runtime, Update, full_params
 from w2s_jax.train.step import Batch, Objective
 from w2s_jax.train.tasks import make_tokenizer
 
@@ -266,7 +265,7 @@ def run_onpolicy_distill(config: ml_collections.ConfigDict, workdir: str | Path)
                                                    seed=d.seed), tokenizer, d.max_prompt_len)
   B, G = int(ro.prompts_per_step), int(ro.group_size)
   total = int(config.total_steps)
-  rt = Runtime(config, workdir, total_steps=total, desc="distill",
+  rt = Runtime(config, workdir, total_steps=total, desc="distill", lora=config.student.model.get("lora", {}),
                total_updates=total * int(config.train.epochs) * (B * G // int(config.train.minibatch_size)))
   summary: dict[str, Any] = {"teacher_sft": t_sft, "student_sft": s_sft}
   with rt:
@@ -276,7 +275,7 @@ def run_onpolicy_distill(config: ml_collections.ConfigDict, workdir: str | Path)
     ev, evaluator = config.eval, None
     if ev.samples:
       summary["teacher_eval"] = run.teacher_eval(workdir / "teacher_eval.json", eval_prompts)
-      evaluator = Evaluator(lambda s: run.evaluate(s.params, eval_prompts),
+      evaluator = Evaluator(lambda s: run.evaluate(full_params(s), eval_prompts),
                             every=int(config.eval_every_steps or 0), at_start=True, prefix="eval_")
     rt.run(state, run.iteration, evaluator=evaluator)
   if ev.samples:
@@ -300,9 +299,9 @@ class _DistillRun:
     ro, self.dist = config.rollout, config.distill
     self.B, self.G, self.N, self.T = (int(ro.prompts_per_step), int(ro.group_size), int(ro.max_new_tokens),
                                       float(ro.temperature))
-    self.s_graphdef, self.t_graphdef = abstract_graphdef(student[0]), abstract_graphdef(teacher[0])
-    self.teacher_params = teacher[1]
-    rt.shard(lambda: create_train_state(student[1], rt.tx, config.seed))
+    self.t_graphdef, self.teacher_params = abstract_graphdef(teacher[0]), teacher[1]
+    # the student (adapters only under student.model.lora; the sampler reads W' through them)
+    self.s_graphdef = rt.model(lambda rngs: Transformer(student[0], rngs=rngs), params=lambda: student[1])
     objective = onpolicy_distill_objective(estimator=config.loss.name, beta=float(config.loss.beta),
                                            temperature=self.T, reduction=config.loss.reduction)
     self.train_step = rt.train_step(objective, self.s_graphdef)
@@ -338,7 +337,7 @@ class _DistillRun:
     idx = prompt_indices(self.cursor, B, n, self.config.seed)
     self.cursor += B
     key = jax.random.fold_in(jax.random.key(self.config.seed), it)
-    ro_ = sample_groups(self.sampler, state.params, self.prompts.take(idx), G, key, self.tokenizer,
+    ro_ = sample_groups(self.sampler, full_params(state), self.prompts.take(idx), G, key, self.tokenizer,
                         RewardConfig())
     stats.update(train_accuracy=float(ro_.correct_R.mean()), response_len=float(ro_.lengths_R.mean()))
     return {"tokens": ro_.tokens_RS, "mask": ro_.mask_RS.astype(np.int32),

@@ -69,6 +69,9 @@ class TrainSpec:
   cache_dtype: str = "float32"  # stored dtype of cached per-token states ("float16" halves the disk)
   label_filter: str = "none"  # label_filters.LABEL_FILTERS key, applied to each strong student's weak labels
   label_filter_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+  # `optimizer` sections (config `train.optimizer`, `train.probe_optimizer`); None = built from lr / probe_lr
+  optimizer: dict[str, Any] | None = None
+  probe_optimizer: dict[str, Any] | None = None
 
 
 def split_halves(n: int, seed: int, groups: Sequence[Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -125,7 +128,8 @@ def train_classifier(
     (graphdef, params) of the trained `SequenceClassifier`, and the last logged training loss.
   """
 
-  config = train_defaults(total_steps=spec.steps, batch_size=spec.batch_size, lr=spec.lr, seed=seed)
+  config = train_defaults(total_steps=spec.steps, batch_size=spec.batch_size, seed=seed,
+                          **({"optimizer": spec.optimizer} if spec.optimizer else {"lr": spec.lr}))
   config.mesh.update(spec.mesh)
   config.log_every_steps = max(spec.steps // 20, 1)
 
@@ -164,7 +168,8 @@ def _probe(train_feats: np.ndarray, train: classify.Encoded, eval_feats: Sequenc
            spec: TrainSpec, seed: int) -> tuple[list[np.ndarray], dict[str, Any]]:
   """Fits a linear head on frozen features; returns probabilities on each of `eval_feats`."""
   w, b = classify.train_linear_probe(train_feats, train.soft_NC, loss=loss, steps=spec.probe_steps,
-                                     lr=spec.probe_lr, seed=seed, **spec.loss_kwargs.get(loss, {}))
+                                     lr=spec.probe_lr, seed=seed, optimizer=spec.probe_optimizer,
+                                     **spec.loss_kwargs.get(loss, {}))
   return [_softmax(f @ w + b) for f in eval_feats], {}
 
 
@@ -292,7 +297,7 @@ class Sweep:
     hidden = [top_mode.as_hidden_set(d, self._cached(rung, d)) for d in [train, *evals]]
     return top_mode.train_top(rung.model_cfg, rung.params, hidden[0], hidden[1:], loss, n=sp.top_blocks,
                               steps=sp.steps, batch_size=sp.batch_size, lr=sp.lr, seed=seed, lora=lora,
-                              loss_kwargs=sp.loss_kwargs.get(loss), desc=name)
+                              loss_kwargs=sp.loss_kwargs.get(loss), desc=name, optimizer=sp.optimizer)
 
   def fit(
     self, name: str, rung: Rung, train: classify.Encoded, loss: str, seed: int,
@@ -331,6 +336,7 @@ class Sweep:
       probs, extra = lora_finetune(
         rung, train, evals, loss, steps=sp.steps, batch_size=sp.batch_size, lr=sp.lr, seed=seed,
         targets=sp.lora_targets, rank=sp.lora_rank, alpha=sp.lora_alpha, loss_kwargs=sp.loss_kwargs.get(loss),
+        optimizer=sp.optimizer,
       )
     elif mode in CACHED_MODES:
       probs, extra = self._train_top(rung, train, evals, loss, seed, name)
@@ -427,7 +433,13 @@ def sweep_spec(config: ml_collections.ConfigDict) -> TrainSpec:
                    top_blocks=t.get("top_blocks", 1), pooling=t.get("pooling", "last"),
                    cache_dir=_feature_dir(config), cache_dtype=t.get("cache_dtype", "float32"),
                    label_filter=t.get("label_filter", "none"),
-                   label_filter_kwargs=_kwargs(t.get("label_filter_kwargs", "")))
+                   label_filter_kwargs=_kwargs(t.get("label_filter_kwargs", "")),
+                   optimizer=_section(t, "optimizer"), probe_optimizer=_section(t, "probe_optimizer"))
+
+
+def _section(train: ml_collections.ConfigDict, key: str) -> dict[str, Any] | None:
+  """`train.<key>` as a dict (an `optimizer` section), or None when the config has none."""
+  return train[key].to_dict() if train.get(key) else None
 
 
 def _kwargs(value: Any) -> dict[str, Any]:

@@ -9,28 +9,24 @@ the position the head reads).
 
 `top` trains all of that (n blocks + final norm + head); `top_lora` trains zero-initialised LoRA adapters
 on the n blocks' `train.lora_targets` projections + the head, the blocks themselves frozen. Trainings are
-short and saved by the sweep as a whole, so they are not checkpointed mid-way.
+short and saved by the sweep as a whole, so they are not checkpointed mid-way; they run in memory through the
+runtime's optimizer builder and train step (`classify.fit_classifier`).
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import nnx
-from tqdm.auto import tqdm
 
 from w2s_jax.models.heads import ClassifierHead, last_token_index
-from w2s_jax.models.lora import LoRAParam, apply_lora
+from w2s_jax.models.lora import TRAINABLE, apply_lora
 from w2s_jax.models.presets import ModelConfig
 from w2s_jax.models.transformer import Block, RMSNorm, attention_mask, is_local_layer
-from w2s_jax.train.state import create_train_state
-from w2s_jax.train.step import make_train_step
 from w2s_jax.w2s import classify
 
 
@@ -106,27 +102,16 @@ def as_hidden_set(data: classify.Encoded, hidden_NLD: np.ndarray) -> classify.En
                           data.truncated, data.rows_N)
 
 
-@functools.lru_cache(maxsize=8)
-def _compiled_step(graphdef: nnx.GraphDef, loss: str, loss_kwargs: tuple, lr: float) -> tuple[Any, Any]:
-  """(optimizer, jitted step(state, frozen, batch)) — one compilation per student architecture and loss,
-  shared by every seed and weak supervisor of a sweep."""
-  tx = optax.adamw(lr, weight_decay=0.0)
-  train_step = make_train_step(classify.classifier_objective(loss, **dict(loss_kwargs)), tx, graphdef)
-
-  def step(state, frozen, batch):
-    new, metrics = train_step(state.replace(frozen=frozen), batch)
-    return new.replace(frozen=None), metrics
-
-  return tx, jax.jit(step, donate_argnums=0)
-
-
 def train_top(
   cfg: ModelConfig, params: Any, train: classify.Encoded, evals: Sequence[classify.Encoded], loss: str, *,
   n: int, steps: int, batch_size: int, lr: float, seed: int, lora: dict[str, Any] | None = None,
-  loss_kwargs: dict[str, Any] | None = None, desc: str = "top",
+  loss_kwargs: dict[str, Any] | None = None, desc: str = "top", optimizer: Mapping[str, Any] | None = None,
 ) -> tuple[list[np.ndarray], dict[str, Any]]:
   """Trains the top `n` blocks (or LoRA adapters on them when `lora` = {targets, rank, alpha}) + final norm
   + head on `train` (an `as_hidden_set`), then predicts.
+
+  `optimizer`: an `optimizer` section (the sweep's `train.optimizer`); None =
+  `classify.default_optimizer(lr, steps)`.
 
   Returns:
     (class probabilities [N, 2] per eval set, {"final_train_loss", "trainable_params"}).
@@ -137,16 +122,8 @@ def train_top(
     frozen = None
   else:
     apply_lora(model, targets=lora["targets"], rank=lora["rank"], alpha=lora["alpha"], rngs=nnx.Rngs(seed))
-    which = nnx.Any(LoRAParam, nnx.All(nnx.Param, nnx.PathContains("head")))
-    graphdef, trainable, frozen = nnx.split(model, which, ...)
-  tx, step = _compiled_step(graphdef, loss, tuple(sorted((loss_kwargs or {}).items())), lr)
-  state = create_train_state(trainable, tx, seed)
-  batches = classify.Batches(train, batch_size, steps, seed)
-  metrics: dict[str, Any] = {}
-  for i in tqdm(range(steps), desc=desc, unit="step", leave=False):
-    state, metrics = step(state, frozen, batches[i])
-  full = state.params if frozen is None else nnx.merge_state(state.params, frozen)
-  probs = [classify.predict(graphdef, full, d) for d in evals]
-  n_trainable = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
-  return probs, {"final_train_loss": float(metrics["loss"]) if metrics else None,
-                 "trainable_params": n_trainable}
+    graphdef, trainable, frozen = nnx.split(model, TRAINABLE, ...)
+  full, extra = classify.fit_classifier(
+    graphdef, trainable, frozen, train, loss, steps=steps, batch_size=batch_size, seed=seed,
+    optimizer=optimizer or classify.default_optimizer(lr, steps), loss_kwargs=loss_kwargs, desc=desc)
+  return [classify.predict(graphdef, full, d) for d in evals], extra
