@@ -1,5 +1,5 @@
 """Test-wide settings: 8 simulated CPU devices before anything touches a backend; one JAX compilation cache
-for the whole run; heavy test modules first.
+for the whole run; runs that several test modules start from, built once per worker; heavy test modules first.
 
 The compilation cache is a folder made once per `pytest` run (by the controller; xdist workers and every
 subprocess a test starts inherit it through `JAX_COMPILATION_CACHE_DIR`), so a program that several tests,
@@ -13,6 +13,7 @@ import atexit
 import os
 import shutil
 import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -29,6 +30,35 @@ import jax  # noqa: E402
 jax.config.update("jax_num_cpu_devices", 8)
 
 _WIDE_SCOPES = ("module", "package", "session")
+
+
+@pytest.fixture(scope="session")
+def rl_smoke_sft(tmp_path_factory: pytest.TempPathFactory) -> Path:
+  """The RL smoke configs' SFT phase, trained once per worker: pass it as `sft.workdir` with `mesh.data=1`.
+
+  Every `configs/rl_base.py`-based smoke config (grpo, gspo, tempo, treerl, vineppo, prm_tiny, ...) has the
+  same SFT section; with `mesh.data=1` (the tests' one-device mesh, and what a one-device subprocess uses)
+  their SFT configs are equal, so `rl.sft_init.run_sft` reloads this folder instead of training again.
+  """
+  from w2s_jax.config_files import load_config
+  from w2s_jax.rl.sft_init import run_sft
+
+  folder = tmp_path_factory.mktemp("rl_smoke_sft") / "sft"
+  config = load_config("grpo_tiny", "smoke")
+  config.mesh.data = 1
+  config.sft.workdir = str(folder)
+  run_sft(config, folder.parent)
+  return folder
+
+
+@pytest.fixture(scope="session")
+def w2s_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+  """A `W2S_JAX_CACHE` folder per worker, for runs whose cached rungs / SFT models others may reuse.
+
+  Entries are keyed by their config's hash (`w2s.ladder`), so a test finds a rung only when its settings are
+  the same; per worker, so two processes never train into one folder at once.
+  """
+  return tmp_path_factory.mktemp("w2s_cache")
 
 
 def _is_heavy(item: pytest.Item) -> bool:

@@ -89,14 +89,15 @@ def test_readme_own_task_example_trains(tmp_path):
   assert sft[-1]["loss"] < sft[0]["loss"]  # it learned the user's task's solutions
 
 
-# The W2S sweep smoke, shrunk: one loss, few questions and steps; one ladder (pretrained once, shared cache).
+# The W2S sweep smoke, shrunk: one loss, few questions and steps; one ladder (pretrained once per worker in
+# the shared cache; tests/w2s/test_protocol.py's sweep uses the same 4-step ladder).
 W2S_FAST = ['--config.losses=("xent",)', "--config.data.train_size=48", "--config.data.eval_size=32",
             "--config.train.total_steps=4", "--config.ladder.total_steps=4"]
 
 
 @pytest.fixture(scope="module")
-def w2s_env(tmp_path_factory):
-  return {**os.environ, "W2S_JAX_CACHE": str(tmp_path_factory.mktemp("w2s_cache"))}
+def w2s_env(w2s_cache):
+  return {**os.environ, "W2S_JAX_CACHE": str(w2s_cache)}
 
 
 def _w2s_sweep(task, workdir, env, n_test=32):
