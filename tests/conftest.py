@@ -7,6 +7,11 @@ workers or `python -m w2s_jax.main` runs compile is compiled once. Entries are k
 compile options and the JAX/XLA version, so a hit returns the executable a fresh compile would build.
 A size limit turns on JAX's file lock, which makes concurrent readers and writers (two workers, the
 multi-process tests) safe. A folder set by the caller (`JAX_COMPILATION_CACHE_DIR`) is used as it is.
+
+XLA's CPU backend compiles without LLVM optimisation (`--xla_backend_optimization_level=0`, added to
+`XLA_FLAGS`; subprocesses inherit it unless a test drops `XLA_FLAGS`): the tests' programs are tiny, so the
+compile is most of their cost; the HLO passes still run and the results agree (the SmolLM2 GGUF parity test
+passes either way).
 """
 
 import atexit
@@ -18,6 +23,9 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+_FAST_COMPILE = "--xla_backend_optimization_level=0"
+if _FAST_COMPILE not in os.environ.get("XLA_FLAGS", ""):
+  os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_FAST_COMPILE}".strip()
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # the controller, or a run without xdist
   _cache_dir = tempfile.mkdtemp(prefix="w2s_jax_test_xla_")
   atexit.register(shutil.rmtree, _cache_dir, ignore_errors=True)
