@@ -1,5 +1,5 @@
 """Test-wide settings: 8 simulated CPU devices before anything touches a backend; one JAX compilation cache
-for the whole run; heavy test modules first.
+for the whole run; runs that several test modules start from, built once per worker; heavy test modules first.
 
 The compilation cache is a folder made once per `pytest` run (by the controller; xdist workers and every
 subprocess a test starts inherit it through `JAX_COMPILATION_CACHE_DIR`), so a program that several tests,
@@ -7,16 +7,25 @@ workers or `python -m w2s_jax.main` runs compile is compiled once. Entries are k
 compile options and the JAX/XLA version, so a hit returns the executable a fresh compile would build.
 A size limit turns on JAX's file lock, which makes concurrent readers and writers (two workers, the
 multi-process tests) safe. A folder set by the caller (`JAX_COMPILATION_CACHE_DIR`) is used as it is.
+
+XLA's CPU backend compiles without LLVM optimisation (`--xla_backend_optimization_level=0`, added to
+`XLA_FLAGS`; subprocesses inherit it unless a test drops `XLA_FLAGS`): the tests' programs are tiny, so the
+compile is most of their cost; the HLO passes still run and the results agree (the SmolLM2 GGUF parity test
+passes either way).
 """
 
 import atexit
 import os
 import shutil
 import tempfile
+from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+_FAST_COMPILE = "--xla_backend_optimization_level=0"
+if _FAST_COMPILE not in os.environ.get("XLA_FLAGS", ""):
+  os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_FAST_COMPILE}".strip()
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # the controller, or a run without xdist
   _cache_dir = tempfile.mkdtemp(prefix="w2s_jax_test_xla_")
   atexit.register(shutil.rmtree, _cache_dir, ignore_errors=True)
@@ -29,6 +38,35 @@ import jax  # noqa: E402
 jax.config.update("jax_num_cpu_devices", 8)
 
 _WIDE_SCOPES = ("module", "package", "session")
+
+
+@pytest.fixture(scope="session")
+def rl_smoke_sft(tmp_path_factory: pytest.TempPathFactory) -> Path:
+  """The RL smoke configs' SFT phase, trained once per worker: pass it as `sft.workdir` with `mesh.data=1`.
+
+  Every `configs/rl_base.py`-based smoke config (grpo, gspo, tempo, treerl, vineppo, prm_tiny, ...) has the
+  same SFT section; with `mesh.data=1` (the tests' one-device mesh, and what a one-device subprocess uses)
+  their SFT configs are equal, so `rl.sft_init.run_sft` reloads this folder instead of training again.
+  """
+  from w2s_jax.config_files import load_config
+  from w2s_jax.rl.sft_init import run_sft
+
+  folder = tmp_path_factory.mktemp("rl_smoke_sft") / "sft"
+  config = load_config("grpo_tiny", "smoke")
+  config.mesh.data = 1
+  config.sft.workdir = str(folder)
+  run_sft(config, folder.parent)
+  return folder
+
+
+@pytest.fixture(scope="session")
+def w2s_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+  """A `W2S_JAX_CACHE` folder per worker, for runs whose cached rungs / SFT models others may reuse.
+
+  Entries are keyed by their config's hash (`w2s.ladder`), so a test finds a rung only when its settings are
+  the same; per worker, so two processes never train into one folder at once.
+  """
+  return tmp_path_factory.mktemp("w2s_cache")
 
 
 def _is_heavy(item: pytest.Item) -> bool:

@@ -1,6 +1,6 @@
 """The `prm_pipeline` task end to end through the entry point, and its labels recomputed from what it saved.
 
-Two smoke runs: Math-Shepherd hard labels, then OmegaPRM labels reusing the first run's SFT model. The
+Two smoke runs: Math-Shepherd hard labels, then OmegaPRM labels, both from the RL smoke SFT model. The
 saved rollouts are checked against independent recomputations: every solution's and every Monte Carlo
 completion's correctness is re-scored with the task's scorer from the saved text, step ends are re-derived
 from the tokens, and the labels are recomputed from the saved completion outcomes in plain Python.
@@ -51,11 +51,13 @@ def _run(workdir, *extra):
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, rl_smoke_sft):
+  # Both start from the RL smoke configs' SFT model (prm_tiny's SFT section is theirs; one device).
+  shared = (f"--config.sft.workdir={rl_smoke_sft}", "--config.mesh.data=1")
   hard = tmp_path_factory.mktemp("prm_hard")
-  out_hard = _run(hard)
+  out_hard = _run(hard, *shared)
   omega = tmp_path_factory.mktemp("prm_omega")
-  out_omega = _run(omega, "--config.label.method=omega", f"--config.sft.workdir={hard / 'sft'}")
+  out_omega = _run(omega, "--config.label.method=omega", *shared)
   return {"mc_hard": (hard, out_hard), "omega": (omega, out_omega)}
 
 

@@ -36,7 +36,7 @@ PAIRS = ["--config.total_steps=4", "--config.eval_every_steps=4", "--config.chec
 SHORT = {  # a few steps each: enough for a checkpoint, not for a good model
   "reward_model_tiny": PAIRS,
   "dpo_tiny": PAIRS,
-  "prm_tiny": ["--config.sft.total_steps=4", "--config.label.problems=4",
+  "prm_tiny": ["--config.label.problems=4",
                "--config.label.solutions_per_problem=2",
                "--config.label.rollouts_per_step=2", "--config.total_steps=2",
                "--config.checkpoint_every_steps=2", "--config.prm.batch_size=2", "--config.eval.samples=2",
@@ -55,16 +55,20 @@ def _main(args, env):
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-  """Folders of a reward-model, a PRM-pipeline and a DPO run (short smoke runs through main)."""
+def runs(tmp_path_factory, rl_smoke_sft):
+  """Folders of a reward-model, a PRM-pipeline and a DPO run (short smoke runs through main); the PRM
+  pipeline starts from the RL smoke configs' SFT model (tests/conftest.py, one device)."""
   root = tmp_path_factory.mktemp("learned_runs")
   env = {**os.environ, "JAX_PLATFORMS": "cpu", "W2S_JAX_CACHE": str(root / "cache")}
   env.pop("XLA_FLAGS", None)
   out = {}
+  shared_sft = {"prm_tiny": [f"--config.sft.workdir={rl_smoke_sft}", "--config.mesh.data=1"]}
   for name, config in (("rm", "reward_model_tiny"), ("prm", "prm_tiny"), ("dpo", "dpo_tiny")):
-    _main([f"--config=configs/{config}.py:smoke", f"--workdir={root / name}", *SHORT[config]], env)
+    _main([f"--config=configs/{config}.py:smoke", f"--workdir={root / name}", *SHORT[config],
+           *shared_sft.get(config, [])], env)
     out[name] = root / name
   out["env"] = env
+  out["sft"] = rl_smoke_sft
   return out
 
 
@@ -205,8 +209,9 @@ def test_missing_or_incompatible_checkpoint_names_the_key_and_folder(runs, tmp_p
 
 @pytest.mark.slow
 def test_rl_through_main_with_learned_terms(runs, tmp_path):
-  args = ["--config=configs/grpo_tiny.py:smoke", f"--workdir={tmp_path}", "--config.data.train_size=48",
-          "--config.sft.total_steps=6", "--config.total_steps=2", "--config.checkpoint_every_steps=2",
+  args = ["--config=configs/grpo_tiny.py:smoke", f"--workdir={tmp_path}",
+          f"--config.sft.workdir={runs['sft']}", "--config.mesh.data=1", "--config.total_steps=2",
+          "--config.checkpoint_every_steps=2",
           "--config.eval_every_steps=0", f"--config.reward.model_workdir={runs['rm']}",
           f"--config.reward.prm_workdir={runs['prm']}", "--config.reward.process=implicit_prm",
           f"--config.reward.process_workdir={runs['dpo']}", "--config.reward.process_coef=0.1"]

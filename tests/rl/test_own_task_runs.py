@@ -1,5 +1,6 @@
 """Tasks the library never picked, through `python -m w2s_jax.main`: reasoning-gym tasks by name through the
-SFT and RL smokes (with only the length overrides the errors name), and the README's own-task example."""
+SFT and RL smokes (with only the length overrides the errors name), and the README's own-task example; the
+W2S sweep of each task in this process (the command-line sweep: the user-file task at the end)."""
 
 import json
 import os
@@ -9,7 +10,7 @@ import sys
 
 import pytest
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, load_config
 
 TASKS = ["countdown", "leg_counting", "spell_backward", "word_sorting", "family_relationships"]
 # Fewer problems and steps than the smoke args, only so the ten runs stay a few minutes on 2 cores.
@@ -89,33 +90,31 @@ def test_readme_own_task_example_trains(tmp_path):
   assert sft[-1]["loss"] < sft[0]["loss"]  # it learned the user's task's solutions
 
 
-# The W2S sweep smoke, shrunk: one loss, few questions and steps; one ladder (pretrained once, shared cache).
+# The W2S sweep smoke, shrunk: one loss, few questions and steps; one ladder (pretrained once per worker in
+# the shared cache; tests/w2s/test_protocol.py's sweep uses the same 4-step ladder).
 W2S_FAST = ['--config.losses=("xent",)', "--config.data.train_size=48", "--config.data.eval_size=32",
             "--config.train.total_steps=4", "--config.ladder.total_steps=4"]
 
 
 @pytest.fixture(scope="module")
-def w2s_env(tmp_path_factory):
-  return {**os.environ, "W2S_JAX_CACHE": str(tmp_path_factory.mktemp("w2s_cache"))}
+def w2s_env(w2s_cache):
+  return {**os.environ, "W2S_JAX_CACHE": str(w2s_cache)}
 
 
 def _w2s_sweep(task, workdir, env, n_test=32):
   out = _main(["--config=configs/w2s_sweep.py:smoke", f"--workdir={workdir}", f"--config.data.task={task}",
                *W2S_FAST, f"--config.data.eval_size={n_test}"], env=env, timeout=1200)  # three trainings
   assert out.returncode == 0, out.stderr[-3000:]
+  return _check_w2s_results(workdir, task, n_test)
+
+
+def _check_w2s_results(workdir, task, n_test):
   results = json.loads((workdir / "results.json").read_text())
   assert results["task"] == task and (results["data"]["train"], results["data"]["test"]) == (48, n_test)
   (transfer,) = results["summary"]["transfer"]
   assert (transfer["weak"], transfer["strong"], transfer["loss"]) == ("ladder-0", "ladder-1", "xent")
   assert 0.0 <= transfer["accuracy"]["median"] <= 1.0
   return results
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("task", TASKS)
-def test_w2s_sweep_smoke_runs_each_task(task, w2s_env, tmp_path):
-  results = _w2s_sweep(task, tmp_path, w2s_env)
-  assert 0.25 <= results["data"]["test_positive_rate"] <= 0.75  # both labels present: a real test set
 
 
 def _words_file(path):
@@ -129,12 +128,32 @@ def _words_file(path):
   return path
 
 
-@pytest.mark.slow
-def test_user_file_task_runs_rl_and_w2s_sweep_from_the_command_line(w2s_env, tmp_path):
-  task = str(_words_file(tmp_path / "words.jsonl"))
-  out = _main(["--config=configs/grpo_tiny.py:smoke", f"--workdir={tmp_path / 'rl'}",
-               f"--config.data.task={task}", *FAST["grpo_tiny"]])
-  assert out.returncode == 0, out.stderr[-3000:]
-  assert [r["step"] for r in _records(tmp_path / "rl")] == [1, 2]
-  assert json.loads((tmp_path / "rl" / "config.json").read_text())["data"]["task"] == task
-  _w2s_sweep(task, tmp_path / "w2s", w2s_env, n_test=24)
+class TestW2SSweeps:
+  """The W2S sweeps: a scope of their own, so `--dist loadscope` may run them beside the runs above."""
+
+  @pytest.mark.slow
+  @pytest.mark.parametrize("task", TASKS)
+  def test_w2s_sweep_smoke_runs_each_task(self, task, w2s_cache, tmp_path, monkeypatch):
+    # W2S_FAST's settings, run in this process: the sweeps reuse its compiled programs instead of a new
+    # process re-tracing them (the command line is the user-file test's, below).
+    from w2s_jax.w2s.run import run_sweep
+
+    monkeypatch.setenv("W2S_JAX_CACHE", str(w2s_cache))
+    config = load_config("w2s_sweep", "smoke")
+    with config.unlocked():
+      config.losses = ("xent",)
+      config.data.task, config.data.train_size, config.data.eval_size = task, 48, 32
+      config.train.total_steps = config.ladder.total_steps = 4
+    run_sweep(config, tmp_path)
+    results = _check_w2s_results(tmp_path, task, 32)
+    assert 0.25 <= results["data"]["test_positive_rate"] <= 0.75  # both labels present: a real test set
+
+  @pytest.mark.slow
+  def test_user_file_task_runs_rl_and_w2s_sweep_from_the_command_line(self, w2s_env, tmp_path):
+    task = str(_words_file(tmp_path / "words.jsonl"))
+    out = _main(["--config=configs/grpo_tiny.py:smoke", f"--workdir={tmp_path / 'rl'}",
+                 f"--config.data.task={task}", *FAST["grpo_tiny"]])
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert [r["step"] for r in _records(tmp_path / "rl")] == [1, 2]
+    assert json.loads((tmp_path / "rl" / "config.json").read_text())["data"]["task"] == task
+    _w2s_sweep(task, tmp_path / "w2s", w2s_env, n_test=24)

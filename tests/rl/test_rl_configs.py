@@ -70,11 +70,11 @@ def test_validate_names_the_bad_key():
 
 
 @pytest.fixture(scope="module")
-def smoke_runs(tmp_path_factory):
+def smoke_runs(tmp_path_factory, rl_smoke_sft):
   """The three new configs' smoke runs (+ a format reward), sharing one SFT phase (rl_base smoke SFT)."""
   from w2s_jax.rl.loop import train_rl
 
-  sft_dir = tmp_path_factory.mktemp("rl_cfg_sft") / "sft"
+  sft_dir = rl_smoke_sft  # trained once per worker (tests/conftest.py)
   runs = {}
   for name in NEW_CONFIGS:
     c = load_config(name, "smoke")

@@ -285,13 +285,14 @@ def test_mc_step_returns_fork_every_step(policy):
 # ------------------------------------------------------------------------------------------------
 
 
-def test_tree_smoke_configs_run_through_main(tmp_path):
-  sft = tmp_path / "sft"
+def test_tree_smoke_configs_run_through_main(tmp_path, rl_smoke_sft):
+  sft = rl_smoke_sft  # the smoke SFT phase, trained once per worker (tests/conftest.py); one device
   lengths = {}
   for name in ("tempo_tiny", "treerl_tiny", "vineppo_tiny"):
     workdir = tmp_path / name
     cmd = [sys.executable, "-m", "w2s_jax.main", f"--config={ROOT}/configs/{name}.py:smoke",
-           f"--workdir={workdir}", f"--config.sft.workdir={sft}", "--config.reward.format_coef=0.5"]
+           f"--workdir={workdir}", f"--config.sft.workdir={sft}", "--config.mesh.data=1",
+           "--config.reward.format_coef=0.5"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(proc.stdout.strip().splitlines()[-1])

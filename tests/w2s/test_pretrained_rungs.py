@@ -77,7 +77,7 @@ def test_sweep_rejects_per_rung_sets_of_other_records(tmp_path):
 
 
 @pytest.mark.slow
-def test_hf_rung_runs_a_probe_sweep_with_its_own_tokenizer(tmp_path, monkeypatch):
+def test_hf_rung_runs_a_probe_sweep_with_its_own_tokenizer(tmp_path, monkeypatch, w2s_cache):
   folder = _tiny_llama_folder(tmp_path / "tiny-llama")
   seen = {}
   original = protocol.Sweep.features
@@ -88,6 +88,8 @@ def test_hf_rung_runs_a_probe_sweep_with_its_own_tokenizer(tmp_path, monkeypatch
 
   monkeypatch.setattr(protocol.Sweep, "features", spy)
   config = _config(["ladder-0", f"hf:{folder}"], tmp_path)
+  with config.unlocked():  # the 4-step ladder-0 of the other sweep tests, pretrained once per worker
+    config.ladder.cache_dir = str(w2s_cache / "ladder")
   results = run_sweep(config, tmp_path / "run")
 
   assert list(results["ladder"]) == ["ladder-0", "tiny-llama"]  # the user's order, weak first

@@ -104,14 +104,15 @@ def test_summarize_medians_and_excludes_degenerate_pgr():
 
 
 @pytest.mark.slow
-def test_smoke_sweep_runs_and_resumes(tmp_path, monkeypatch):
+def test_smoke_sweep_runs_and_resumes(tmp_path, monkeypatch, w2s_cache):
   from w2s_jax.w2s.run import run_sweep
 
-  monkeypatch.setenv("W2S_JAX_CACHE", str(tmp_path / "cache"))
+  # The ladder of tests/rl/test_own_task_runs.py's sweeps (4 steps), pretrained once per worker.
+  monkeypatch.setenv("W2S_JAX_CACHE", str(w2s_cache))
   config = load_config("w2s_sweep", "smoke")
   with config.unlocked():
     config.train.total_steps = 12
-    config.ladder.total_steps = 10
+    config.ladder.total_steps = 4
   results = run_sweep(config, tmp_path / "run")
   out = tmp_path / "run"
   saved = json.loads((out / "results.json").read_text())
