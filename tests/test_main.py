@@ -20,7 +20,6 @@ SMOKE = ["-m", "w2s_jax.main", "--config=configs/sft_tiny.py:smoke"]
 
 def _env():
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
-  env.pop("XLA_FLAGS", None)
   return env
 
 

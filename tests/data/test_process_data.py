@@ -78,7 +78,6 @@ def test_a_process_share_is_its_rows_of_each_global_batch():
 def test_two_processes_each_read_half_and_assemble_the_single_process_batch(tmp_path):
   port = _free_port()
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
-  env.pop("XLA_FLAGS", None)
   procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(i), str(port), str(tmp_path / f"p{i}.npz")],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
            for i in range(2)]

@@ -42,7 +42,6 @@ def _n_tokens_at_least(text):
 
 def _run(workdir, *extra):
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
-  env.pop("XLA_FLAGS", None)
   cmd = [sys.executable, "-m", "w2s_jax.main", "--config=configs/prm_tiny.py:smoke", f"--workdir={workdir}",
          *extra]
   out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)

@@ -60,7 +60,6 @@ def runs(tmp_path_factory, rl_smoke_sft):
   pipeline starts from the RL smoke configs' SFT model (tests/conftest.py, one device)."""
   root = tmp_path_factory.mktemp("learned_runs")
   env = {**os.environ, "JAX_PLATFORMS": "cpu", "W2S_JAX_CACHE": str(root / "cache")}
-  env.pop("XLA_FLAGS", None)
   out = {}
   shared_sft = {"prm_tiny": [f"--config.sft.workdir={rl_smoke_sft}", "--config.mesh.data=1"]}
   for name, config in (("rm", "reward_model_tiny"), ("prm", "prm_tiny"), ("dpo", "dpo_tiny")):

@@ -121,7 +121,6 @@ def test_resume_after_interruption_gives_the_same_metrics(grpo_run, sft_dir, tmp
 
 def test_entry_point_command(sft_dir, grpo_run, tmp_path):
   env = dict(os.environ, JAX_PLATFORMS="cpu")
-  env.pop("XLA_FLAGS", None)
   cmd = [sys.executable, "-m", "w2s_jax.main", "--config=configs/grpo_tiny.py:smoke", f"--workdir={tmp_path}",
          f"--config.sft.workdir={sft_dir}", "--config.mesh.data=1"]
   out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)

@@ -160,7 +160,6 @@ def test_verifier_reward_matches_verifier_called_directly(tmp_path):
 def _run(tmp_path_factory, arg: str):
   workdir = tmp_path_factory.mktemp(f"easy_to_hard_{arg}")
   env = dict(os.environ, JAX_PLATFORMS="cpu", W2S_JAX_CACHE=str(workdir / "cache"))
-  env.pop("XLA_FLAGS", None)
   out = subprocess.run(
     [sys.executable, "-m", "w2s_jax.main", f"--config=configs/easy_to_hard.py:{arg}", f"--workdir={workdir}"],
     cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)

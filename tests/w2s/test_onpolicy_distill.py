@@ -188,7 +188,6 @@ def test_validate_names_the_field():
 
 def test_smoke_config_via_entry_point_and_resume(tmp_path):
   env = dict(os.environ, JAX_PLATFORMS="cpu")
-  env.pop("XLA_FLAGS", None)
   cmd = [sys.executable, "-m", "w2s_jax.main", "--config=configs/onpolicy_distill.py:smoke",
          f"--workdir={tmp_path}"]
   out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)

@@ -131,7 +131,6 @@ def test_task_splits_follow_the_sft_phase_train_split():
 def smoke_run(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("w2s_reasoning")
   env = dict(os.environ, JAX_PLATFORMS="cpu", W2S_JAX_CACHE=str(workdir / "cache"))
-  env.pop("XLA_FLAGS", None)
   out = subprocess.run(
     [sys.executable, "-m", "w2s_jax.main", "--config=configs/w2s_reasoning.py:smoke", f"--workdir={workdir}"],
     cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)

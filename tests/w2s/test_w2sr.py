@@ -75,7 +75,6 @@ def test_validate_names_the_field():
 @pytest.mark.slow
 def test_smoke_config_via_entry_point(tmp_path):
   env = dict(os.environ, JAX_PLATFORMS="cpu")
-  env.pop("XLA_FLAGS", None)
   cmd = [sys.executable, "-m", "w2s_jax.main", "--config=configs/w2sr.py:smoke", f"--workdir={tmp_path}"]
   out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
   assert out.returncode == 0, out.stderr[-3000:]
