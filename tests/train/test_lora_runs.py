@@ -7,12 +7,14 @@ import subprocess
 import sys
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 from flax import nnx
 
 from tests.helpers import ROOT, load_config
 from w2s_jax.checkpoint import Checkpointer
+from w2s_jax.main import TASKS
 from w2s_jax.models import lora
 from w2s_jax.models.presets import from_section
 from w2s_jax.models.transformer import Transformer
@@ -156,10 +158,6 @@ def test_onpolicy_distillation_trains_student_adapters(tmp_path):
 @pytest.mark.parametrize("name,trained", [("dpo_tiny", {"LoRAParam"}),
                                           ("reward_model_tiny", {"LoRAParam", "Param"})])
 def test_preference_runs_train_adapters_and_a_fresh_head(tmp_path, name, trained):
-  import ml_collections
-
-  from w2s_jax.train.tasks import TASKS
-
   c = load_config(name, "smoke")
   c.model.lora = ml_collections.ConfigDict({"rank": 4, "alpha": 8.0, "targets": "q,v"})  # not declared there
   c.total_steps, c.eval_every_steps, c.checkpoint_every_steps, c.mesh.data = 4, 2, 2, 1
