@@ -213,21 +213,8 @@ def decode(
       model, s.cache, token_B, jnp.where(active_B, pending_B, S), weights
     )
     keys_B = jax.vmap(jax.random.fold_in)(row_keys_B, s.length_B)
-    new_B, logp_B, ent_B = sample_token(keys_B, logits_BV, cfg)
-    length_B = s.length_B + active_B.astype(jnp.int32)
-    status_B = jnp.where(jnp.isin(new_B, pause), PAUSED, s.status_B)
-    status_B = jnp.where(length_B >= S, TRUNCATED, status_B)
-    status_B = jnp.where(jnp.isin(new_B, stop_ids), STOPPED, status_B)
-    s = s.replace(
-      cache=cache,
-      tokens_BS=s.tokens_BS.at[rows_B, slot_B].set(new_B, mode="drop"),
-      logprobs_BS=s.logprobs_BS.at[rows_B, slot_B].set(logp_B, mode="drop"),
-      entropies_BS=s.entropies_BS.at[rows_B, slot_B].set(ent_B, mode="drop"),
-      length_B=length_B,
-      status_B=jnp.where(active_B, status_B, s.status_B),
-      fed_B=s.fed_B + active_B.astype(jnp.int32),
-    )
-    return step + 1, constrain(s)
+    drawn = sample_token(keys_B, logits_BV, cfg)
+    return step + 1, constrain(_record_draw(s.replace(cache=cache), drawn, active_B, slot_B, stop_ids, pause))
 
   def phase(window, carry):
     step, s = carry
@@ -243,6 +230,26 @@ def decode(
       run = functools.partial(phase, window)
       carry = jax.lax.cond(cond(window, carry), run, lambda c: c, carry)
   return carry[1]
+
+
+def _record_draw(s: DecodeState, drawn: tuple[jax.Array, jax.Array, jax.Array], active_B: jax.Array,
+                 slot_B: jax.Array, stop_ids: jax.Array, pause: jax.Array) -> DecodeState:
+  """Writes one step's drawn (token, log-prob, entropy) [B] into slot `slot_B` of the active rows (an
+  out-of-range slot drops the write) and updates their length and status (stop > truncate > pause)."""
+  new_B, logp_B, ent_B = drawn
+  rows_B, S = jnp.arange(s.tokens_BS.shape[0]), s.tokens_BS.shape[1]
+  length_B = s.length_B + active_B.astype(jnp.int32)
+  status_B = jnp.where(jnp.isin(new_B, pause), PAUSED, s.status_B)
+  status_B = jnp.where(length_B >= S, TRUNCATED, status_B)
+  status_B = jnp.where(jnp.isin(new_B, stop_ids), STOPPED, status_B)
+  return s.replace(
+    tokens_BS=s.tokens_BS.at[rows_B, slot_B].set(new_B, mode="drop"),
+    logprobs_BS=s.logprobs_BS.at[rows_B, slot_B].set(logp_B, mode="drop"),
+    entropies_BS=s.entropies_BS.at[rows_B, slot_B].set(ent_B, mode="drop"),
+    length_B=length_B,
+    status_B=jnp.where(active_B, status_B, s.status_B),
+    fed_B=s.fed_B + active_B.astype(jnp.int32),
+  )
 
 
 def to_output(state: DecodeState, prompt_len: int) -> SampleOutput:
