@@ -6,6 +6,7 @@ import io
 import os
 import sys
 import traceback
+import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -115,6 +116,26 @@ def _reset_flags() -> None:
   flags.FLAGS.unparse_flags()
 
 
+@contextlib.contextmanager
+def _process_warnings() -> Iterator[None]:
+  """Python's default warning filters, shown on (the current) stderr, as in a fresh process.
+
+  pytest records warnings instead of printing them, and shows deprecations; a subprocess prints each
+  warning once per place on its stderr and ignores deprecations.
+  """
+  with warnings.catch_warnings():
+    warnings.resetwarnings()
+    warnings.simplefilter("default")
+    for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+      warnings.simplefilter("ignore", category)
+    warnings.showwarning = _show_warning
+    yield
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+  sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
 def _call_main(argv: list[str]) -> int:
   """`app.run(main, flags_parser=_parse_flags)` without absl's process set-up; returns the exit status."""
   try:
@@ -136,8 +157,12 @@ def run_main(argv: list[str], *, env: Mapping[str, str | None] | None = None, de
 
   absl's flags are global: they are unparsed (and the `--config.KEY` flags removed) before and after the
   run, so no flag of one run reaches the next. `sys.exit` becomes the return code, an uncaught exception
-  code 1 with its traceback on stderr; stdout and stderr are captured (absl's log lines are not).
+  code 1 with its traceback on stderr; stdout and stderr are captured, warnings included (as a process
+  shows them), absl's log lines not.
   A config that sets `cpu_devices` cannot run here (JAX's devices are fixed at start): use a subprocess.
+  Its numbers equal a subprocess's to float rounding, not bit for bit: XLA:CPU splits a long dot product
+  across threads differently in this 8-device process, so compare runs bitwise only with runs made the
+  same way (two `run_main` runs, or two subprocesses).
 
   Args:
     argv: the arguments after `python -m w2s_jax.main`, e.g. `["--config=configs/sft_tiny.py:smoke", ...]`.
@@ -155,7 +180,7 @@ def run_main(argv: list[str], *, env: Mapping[str, str | None] | None = None, de
     sys.argv = ["w2s_jax.main", *map(str, argv)]  # ml_collections reads `--config.KEY` overrides here
     os.chdir(cwd)
     with _environ(env or {}), _visible_devices(devices):
-      with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+      with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), _process_warnings():
         code = _call_main(list(sys.argv))
   finally:
     sys.argv = old_argv

@@ -1,4 +1,9 @@
-"""The entry point as users run it: real subprocesses, real kills, real multi-process runs."""
+"""The entry point as users run it: real kills, real multi-process runs, the command line's contract.
+
+The uninterrupted run, the kills and their reruns, `--help`, one usage error and the two-process run are real
+`python -m w2s_jax.main` subprocesses; the other runs go through `tests.helpers.run_main` (`main` inside the
+test process). Bit-identical comparisons are between subprocesses only (see `run_main`).
+"""
 
 import json
 import os
@@ -13,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, run_main
 
 SMOKE = ["-m", "w2s_jax.main", "--config=configs/sft_tiny.py:smoke"]
 
@@ -25,6 +30,11 @@ def _env():
 
 def _cmd(workdir, *extra):
   return [sys.executable, *SMOKE, f"--workdir={workdir}", *extra]
+
+
+def _main(workdir, *extra):
+  """The smoke command with `extra` flags, run by `run_main` (in this process)."""
+  return run_main([*SMOKE[2:], f"--workdir={workdir}", *extra])
 
 
 def _losses(workdir: Path, name="metrics.jsonl"):
@@ -60,11 +70,8 @@ def test_smoke_run_writes_everything_and_learns(uninterrupted):
 
 
 def test_config_overrides(tmp_path):
-  out = subprocess.run(
-    _cmd(tmp_path, "--config.total_steps=6", "--config.checkpoint_every_steps=2",
-         "--config.keep_checkpoints=2"),
-    cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300,
-  )
+  out = _main(tmp_path, "--config.total_steps=6", "--config.checkpoint_every_steps=2",
+              "--config.keep_checkpoints=2")
   assert out.returncode == 0, out.stderr[-3000:]
   assert sorted(_losses(tmp_path)) == list(range(1, 7))
   assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir()) == [4, 6]
@@ -141,8 +148,7 @@ def test_two_processes_with_jax_distributed_agree(tmp_path):
 
 
 def _usage(tmp_path, *extra, workdir=None):
-  args = [sys.executable, *SMOKE, f"--workdir={tmp_path if workdir is None else workdir}", *extra]
-  return subprocess.run(args, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120)
+  return _main(tmp_path if workdir is None else workdir, *extra)
 
 
 @pytest.mark.parametrize("override,key", [
@@ -263,8 +269,7 @@ def test_old_key_in_a_config_file_names_the_new_key(tmp_path):
   old = tmp_path / "old_sft.py"
   old.write_text("from w2s_jax.config_files import load_config\n\n\ndef get_config(arg=None):\n"
                  "  c = load_config('sft_tiny', 'smoke')\n  c.data.test_size = 5\n  return c\n")
-  args = [sys.executable, "-m", "w2s_jax.main", f"--config={old}", f"--workdir={tmp_path / 'run'}"]
-  out = subprocess.run(args, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120)
+  out = run_main([f"--config={old}", f"--workdir={tmp_path / 'run'}"])
   assert out.returncode == 2, out.stderr[-2000:]
   assert out.stderr == "error: config.data.test_size was renamed config.data.eval_size\n"
   assert not (tmp_path / "run").exists()
