@@ -7,8 +7,8 @@ Folders are `etils.epath` paths, so a workdir may be `gs://bucket/run` (or anoth
 `s3://`, ...), read and written through epath's backend (`tf.io.gfile` when TensorFlow is installed,
 else fsspec, which needs `gcsfs` for `gs://`). Object stores cannot append: on a remote folder the writer
 keeps the file's text and rewrites the whole file at most every `REMOTE_FLUSH_S` seconds and at
-`flush()` / `close()`. TensorBoard events go through tensorboardX, which writes `gs://` itself (it needs
-`google-cloud-storage`).
+`flush()` / `close()`. TensorBoard events are written by `w2s_jax.train.tb_events` (no tensorboardX or
+torch import), through epath too, and rewritten whole at `flush()`/`close()` on a remote folder.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 from etils import epath
+
+from w2s_jax.train.tb_events import EventWriter
 
 REMOTE_FLUSH_S = 10.0
 
@@ -87,10 +89,8 @@ class MetricsWriter:
     self._uploaded = time.monotonic()
     self._tb = None
     if tensorboard:
-      from tensorboardX import SummaryWriter
-
       # purge_step drops events a killed run wrote after the checkpoint we resume from.
-      self._tb = SummaryWriter(os.fspath(workdir / "tensorboard"), purge_step=start_step or None)
+      self._tb = EventWriter(workdir / "tensorboard", purge_step=start_step or None)
 
   def write(self, step: int, metrics: Mapping[str, Any]) -> dict[str, Any]:
     record = {"step": int(step), **{k: _clean(v) for k, v in metrics.items()}}
