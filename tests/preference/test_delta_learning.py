@@ -1,13 +1,10 @@
 """Delta learning: the recipe's pairs on hand-made solutions, its config's keys, its smoke through `main`."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
-from tests.helpers import ROOT, load_config
+from tests.helpers import load_config, run_main
 from w2s_jax.data import reasoning
 from w2s_jax.recipes import delta_learning
 
@@ -33,10 +30,8 @@ def test_delta_learning_config(arg):
 
 @pytest.mark.slow
 def test_smoke_runs_through_main(tmp_path):
-  env = dict(os.environ, JAX_PLATFORMS="cpu", W2S_JAX_CACHE=str(tmp_path / "cache"))
-  cmd = [sys.executable, "-m", "w2s_jax.main", "--config=configs/delta_learning.py:smoke",
-         f"--workdir={tmp_path / 'run'}"]
-  done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
+  done = run_main(["--config=configs/delta_learning.py:smoke", f"--workdir={tmp_path / 'run'}"],
+                  env={"W2S_JAX_CACHE": str(tmp_path / "cache")})
   assert done.returncode == 0, done.stderr[-3000:]
   results = json.loads((tmp_path / "run" / "results.json").read_text())
   assert set(results["accuracy"]) == {"weaker", "weak", "student", "student + DPO(weak vs weaker)",

@@ -5,15 +5,13 @@ completions match a plain greedy decode, and bad configs fail before training.""
 import json
 import math
 import os
-import subprocess
-import sys
 
 import jax
 import numpy as np
 import pytest
 from flax import nnx
 
-from tests.helpers import ROOT, load_config
+from tests.helpers import load_config, run_main
 from w2s_jax.data.tokenizers import ByteTokenizer
 from w2s_jax.main import TASKS
 from w2s_jax.models.presets import get_preset
@@ -45,9 +43,8 @@ def _records(workdir):
 @pytest.mark.slow
 def test_dpo_smoke_command_raises_heldout_reward_accuracy(tmp_path, cache):
   workdir = tmp_path / "dpo"
-  env = {**os.environ, "JAX_PLATFORMS": "cpu", "W2S_JAX_CACHE": str(cache)}
-  cmd = [sys.executable, "-m", "w2s_jax.main", "--config=configs/dpo_tiny.py:smoke", f"--workdir={workdir}"]
-  proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  proc = run_main(["--config=configs/dpo_tiny.py:smoke", f"--workdir={workdir}"],
+                  env={"W2S_JAX_CACHE": str(cache)})
   assert proc.returncode == 0, proc.stderr[-3000:]
   records = _records(workdir)
   evals = [r for r in records if "eval_reward_accuracy" in r]

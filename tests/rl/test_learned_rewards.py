@@ -7,10 +7,7 @@ to a few steps: the tests check the wiring, not the models' quality.
 """
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -19,7 +16,7 @@ import orbax.checkpoint as ocp
 import pytest
 from flax import nnx
 
-from tests.helpers import ROOT, load_config
+from tests.helpers import load_config, run_main
 from w2s_jax.advantages.process import implicit_prm_step_rewards, pav_progress, prm_solution_scores
 from w2s_jax.data import reasoning
 from w2s_jax.data.sft_sources import reasoning_problems, reasoning_prompt
@@ -48,8 +45,7 @@ STOPPED = np.array([True, False, False])
 
 
 def _main(args, env):
-  out = subprocess.run([sys.executable, "-m", "w2s_jax.main", *args], cwd=ROOT, capture_output=True,
-                       text=True, timeout=900, env=env)
+  out = run_main(args, env=env)
   assert out.returncode == 0, out.stderr[-3000:]
   return out
 
@@ -59,7 +55,7 @@ def runs(tmp_path_factory, rl_smoke_sft):
   """Folders of a reward-model, a PRM-pipeline and a DPO run (short smoke runs through main); the PRM
   pipeline starts from the RL smoke configs' SFT model (tests/conftest.py, one device)."""
   root = tmp_path_factory.mktemp("learned_runs")
-  env = {**os.environ, "JAX_PLATFORMS": "cpu", "W2S_JAX_CACHE": str(root / "cache")}
+  env = {"W2S_JAX_CACHE": str(root / "cache")}
   out = {}
   shared_sft = {"prm_tiny": [f"--config.sft.workdir={rl_smoke_sft}", "--config.mesh.data=1"]}
   for name, config in (("rm", "reward_model_tiny"), ("prm", "prm_tiny"), ("dpo", "dpo_tiny")):

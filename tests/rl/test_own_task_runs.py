@@ -1,6 +1,8 @@
-"""Tasks the library never picked, through `python -m w2s_jax.main`: reasoning-gym tasks by name through the
-SFT and RL smokes (with only the length overrides the errors name), and the README's own-task example; the
-W2S sweep of each task in this process (the command-line sweep: the user-file task at the end)."""
+"""Tasks the library never picked, through `w2s_jax.main`: reasoning-gym tasks by name through the SFT and RL
+smokes (with only the length overrides the errors name), and the README's own-task example (its command, a
+real subprocess); the W2S sweep of each task in this process (through `main`: the user-file task at the end).
+
+Runs other than the README's command go through `tests.helpers.run_main` (`main` inside this process)."""
 
 import json
 import os
@@ -10,7 +12,7 @@ import sys
 
 import pytest
 
-from tests.helpers import ROOT, load_config
+from tests.helpers import ROOT, load_config, run_main
 
 TASKS = ["countdown", "leg_counting", "spell_backward", "word_sorting", "family_relationships"]
 # Fewer problems and steps than the smoke args, only so the ten runs stay a few minutes on 2 cores.
@@ -23,9 +25,8 @@ FAST = {
 _RAISE = re.compile(r"raise (\S+) to at least (\d+)")
 
 
-def _main(args, env=None, cwd=ROOT, timeout=600):
-  return subprocess.run([sys.executable, "-m", "w2s_jax.main", *args], cwd=cwd, capture_output=True,
-                        text=True, timeout=timeout, env=env)
+def _main(args, env=None):
+  return run_main(args, env=env)
 
 
 def _records(workdir):
@@ -80,7 +81,8 @@ def test_readme_own_task_example_trains(tmp_path):
   assert "--config.data.task=my_task:problems" in args
   args = [a if not a.startswith("--workdir=") else f"--workdir={tmp_path / 'run'}" for a in args]
   env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(tmp_path)])}  # "where you run it"
-  out = _main(args, env=env)
+  out = subprocess.run([sys.executable, "-m", "w2s_jax.main", *args], cwd=ROOT, capture_output=True,
+                       text=True, timeout=600, env=env)
   assert out.returncode == 0, out.stderr[-3000:]
   records = _records(tmp_path / "run")
   assert [r["step"] for r in records] == [1, 2, 3]
@@ -98,12 +100,12 @@ W2S_FAST = ['--config.losses=("xent",)', "--config.data.train_size=48", "--confi
 
 @pytest.fixture(scope="module")
 def w2s_env(w2s_cache):
-  return {**os.environ, "W2S_JAX_CACHE": str(w2s_cache)}
+  return {"W2S_JAX_CACHE": str(w2s_cache)}
 
 
 def _w2s_sweep(task, workdir, env, n_test=32):
   out = _main(["--config=configs/w2s_sweep.py:smoke", f"--workdir={workdir}", f"--config.data.task={task}",
-               *W2S_FAST, f"--config.data.eval_size={n_test}"], env=env, timeout=1200)  # three trainings
+               *W2S_FAST, f"--config.data.eval_size={n_test}"], env=env)  # three trainings
   assert out.returncode == 0, out.stderr[-3000:]
   return _check_w2s_results(workdir, task, n_test)
 

@@ -1,14 +1,11 @@
 """Every RL config's smoke run end to end (one shared SFT phase), exact resume, and the entry point."""
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from tests.helpers import ROOT, load_config
+from tests.helpers import load_config, run_main
 from w2s_jax.rl.loop import train_rl
 
 CONFIGS = ["grpo_tiny", "rloo_tiny", "ppo_tiny", "dapo_tiny", "topr_tiny", "rft_tiny"]
@@ -120,10 +117,9 @@ def test_resume_after_interruption_gives_the_same_metrics(grpo_run, sft_dir, tmp
 
 
 def test_entry_point_command(sft_dir, grpo_run, tmp_path):
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
-  cmd = [sys.executable, "-m", "w2s_jax.main", "--config=configs/grpo_tiny.py:smoke", f"--workdir={tmp_path}",
-         f"--config.sft.workdir={sft_dir}", "--config.mesh.data=1"]
-  out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  # `main` in this process (tests/helpers.run_main): its RL dispatch and the summary line it prints.
+  out = run_main(["--config=configs/grpo_tiny.py:smoke", f"--workdir={tmp_path}",
+                  f"--config.sft.workdir={sft_dir}", "--config.mesh.data=1"])
   assert out.returncode == 0, out.stderr[-3000:]
   summary = json.loads(out.stdout.strip().splitlines()[-1])
   assert summary["final_step"] == 3 and "pass@1" in summary["eval"] and "pass@4" in summary["eval_initial"]

@@ -3,15 +3,13 @@ rollouts on a real (tiny random) model, and the three smoke configs end to end t
 
 import json
 import math
-import subprocess
-import sys
 
 import jax
 import numpy as np
 import pytest
 from flax import nnx
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, run_main
 from tests.sampling.conftest import random_model
 from w2s_jax.data.sft_sources import reasoning_problems
 from w2s_jax.data.tokenizers import ByteTokenizer
@@ -290,10 +288,9 @@ def test_tree_smoke_configs_run_through_main(tmp_path, rl_smoke_sft):
   lengths = {}
   for name in ("tempo_tiny", "treerl_tiny", "vineppo_tiny"):
     workdir = tmp_path / name
-    cmd = [sys.executable, "-m", "w2s_jax.main", f"--config={ROOT}/configs/{name}.py:smoke",
-           f"--workdir={workdir}", f"--config.sft.workdir={sft}", "--config.mesh.data=1",
-           "--config.reward.format_coef=0.5"]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    proc = run_main([f"--config={ROOT}/configs/{name}.py:smoke", f"--workdir={workdir}",
+                     f"--config.sft.workdir={sft}", "--config.mesh.data=1",
+                     "--config.reward.format_coef=0.5"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert summary["final_step"] == 3

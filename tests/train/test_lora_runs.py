@@ -1,10 +1,7 @@
 """LoRA as a property of the model (`model.lora`): SFT and RL train adapters through the one runtime."""
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 
 import jax
 import ml_collections
@@ -12,7 +9,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from tests.helpers import ROOT, load_config
+from tests.helpers import load_config, run_main
 from w2s_jax.checkpoint import Checkpointer
 from w2s_jax.main import TASKS
 from w2s_jax.models import lora
@@ -100,11 +97,10 @@ def test_lora_sft_trains_only_adapters_releases_the_lock_and_checkpoints_no_base
 
 
 def _main(workdir, *extra):
-  cmd = [sys.executable, "-m", "w2s_jax.main", "--config=configs/sft_tiny.py:smoke", f"--workdir={workdir}",
-         "--config.model.lora.rank=4", "--config.total_steps=12", "--config.checkpoint_every_steps=6",
-         "--config.data.train_size=128", "--config.data.eval_size=16", "--config.mesh.data=1", *extra]
-  out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
-                       env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  out = run_main(["--config=configs/sft_tiny.py:smoke", f"--workdir={workdir}", "--config.model.lora.rank=4",
+                  "--config.total_steps=12", "--config.checkpoint_every_steps=6",
+                  "--config.data.train_size=128", "--config.data.eval_size=16", "--config.mesh.data=1",
+                  *extra])
   assert out.returncode == 0, out.stderr[-3000:]
   return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
 
