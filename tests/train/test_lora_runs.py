@@ -117,11 +117,14 @@ def test_lora_sft_through_main_learns_and_resumes_bit_identically(tmp_path):
     assert {k: v for k, v in a.items() if k not in drop} == {k: v for k, v in b.items() if k not in drop}
 
 
-def test_grpo_with_lora_runs_and_keeps_its_sft_phase_a_full_fine_tune(tmp_path):
+def test_grpo_with_lora_runs_and_keeps_its_sft_phase_a_full_fine_tune(tmp_path, rl_smoke_sft):
   c = load_config("grpo_tiny", "smoke")
   c.mesh.data = 1
   c.model.lora.rank = 4
   c.total_steps = 2
+  # The RL smokes' SFT phase (tests/conftest.py): run_sft reuses a folder only when the SFT config it
+  # derives equals the saved one, so reusing it is itself the check that LoRA stays out of that config.
+  c.sft.workdir = str(rl_smoke_sft)
   summary = train_rl(c, tmp_path)
   records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   assert [r["step"] for r in records] == [1, 2] and all(np.isfinite(r["loss"]) for r in records)
@@ -130,7 +133,7 @@ def test_grpo_with_lora_runs_and_keeps_its_sft_phase_a_full_fine_tune(tmp_path):
   state = summary["state"]
   assert all(isinstance(v, lora.LoRAParam)
              for v in jax.tree.leaves(state.params, is_leaf=lambda x: isinstance(x, nnx.Variable)))
-  sft = json.loads((tmp_path / "sft" / "config.json").read_text())
+  sft = json.loads((rl_smoke_sft / "config.json").read_text())
   assert "lora" not in sft["model"]  # the SFT phase trained the base; its folder's identity is unchanged
   assert summary["eval_initial"] == {k: v for k, v in evals[0].items() if k != "step"}
 
