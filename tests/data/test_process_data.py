@@ -80,6 +80,38 @@ def test_a_process_share_is_its_rows_of_each_global_batch():
   np.testing.assert_array_equal(half.eval_batches[1]["targets"], whole.eval_batches[1]["targets"][4:8])
 
 
+@pytest.mark.parametrize("objective", [{"name": "dpo", "beta": 0.1}, {"name": "kto", "beta": 0.1}])
+def test_a_process_share_of_preference_batches_is_its_rows(objective):
+  """[2B] preference rows (B chosen, then the B rejected of the same prompts; KTO: 2B examples): a process
+  holding rows 2..6 of 8 (the last two chosen and first two rejected) gathers exactly those rows."""
+  from flax import nnx
+
+  from w2s_jax.models.presets import get_preset
+  from w2s_jax.models.transformer import Transformer
+  from w2s_jax.train import preference_tasks as pt
+
+  tok = ByteTokenizer()
+  cfg = get_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=32)
+  graphdef, params = nnx.split(Transformer(cfg, rngs=nnx.Rngs(0)))
+  pairs = [{"prompt": f"q{i}", "chosen": f"yes {i}", "rejected": f"no {i * 3}"} for i in range(12)]
+  unpaired = [{"prompt": p["prompt"], "completion": p[k], "label": k == "chosen"} for p in pairs
+              for k in ("chosen", "rejected")]
+  records = {"train": {"pairs": pairs, "unpaired": unpaired}, "eval": {"pairs": pairs, "unpaired": []}}
+  kw = dict(objective=objective, batch_size=4, seq_len=24, eval_batches=2, seed=1, eval_at_start=False)
+  whole = pt.records_setup(records, cfg, graphdef, params, tok, **kw)
+  share = pt.records_setup(records, cfg, graphdef, params, tok, process=slice(2, 6), **kw)
+  assert whole.global_rows == share.global_rows == 8
+  for i in range(3):
+    got, want = share.train_batches[i], whole.train_batches[i]
+    assert sorted(got) == sorted(want)
+    for k in want:
+      assert len(got[k]) == 4
+      np.testing.assert_array_equal(got[k], want[k][2:6])
+  for got, want in zip(share.eval_batches, whole.eval_batches, strict=True):
+    for k in want:
+      np.testing.assert_array_equal(got[k], want[k][2:6])
+
+
 @pytest.mark.slow
 def test_two_processes_each_read_half_and_assemble_the_single_process_batch(tmp_path):
   port = _free_port()
