@@ -7,6 +7,9 @@ bit-identical to an uninterrupted run (batch i is `stream[i]`, the step key is `
 SIGTERM saves a checkpoint at the next step boundary and exits with status 143. The mesh, optimizer,
 checkpointer, writers, guards and evaluation cadence are the runtime's (`w2s_jax.train.runtime`), and so
 is LoRA: with `model.lora.rank > 0` the run trains adapters (+ a fresh head) on the frozen model.
+In a multi-process run a task may hand each process only its rows of every batch (`Setup.global_rows`,
+SFT and preference do); the loop assembles the global batch from the processes' parts
+(`sharding.global_batch`).
 """
 
 from __future__ import annotations
