@@ -31,9 +31,11 @@ def _all_configs():
   ("objective.name", "loss.name"), ("objective.label_smoothing", "loss.label_smoothing"),
   ("stage2.objective.beta", "stage2.loss.beta"),
   ("distill.estimator", "loss.name"), ("distill.beta", "loss.beta"), ("train.reduction", "loss.reduction"),
+  ("model.sft.steps", "model.sft.total_steps"), ("model.sft.lr", "model.sft.optimizer.lr"),
   # Current spellings, and keys that only end like an old one, are not renamed.
   ("data.eval_size", None), ("train.total_steps", None), ("steps", None), ("models.steps", None),
-  ("x.train.steps", None), ("sft.optimizer.lr", None),
+  ("x.train.steps", None), ("sft.optimizer.lr", None), ("model.sft.total_steps", None),
+  ("model.sft.optimizer.lr", None),
 ])
 def test_renamed_key(old, new):
   assert renamed_key(old) == new
@@ -98,13 +100,18 @@ def test_common_is_shared_sections_not_a_config():
   ("dpo_tiny", "objective.name", "dpo", "loss.name"),
   ("grpo_tiny", "loss.kind", "ppo", "loss.name"),
   ("sft_tiny", "data.data_seed", 0, "data.seed"),
+  ("dpo_tiny", "model.sft.steps", 1500, "model.sft.total_steps"),
+  ("kto_tiny", "model.sft.lr", 3e-3, "model.sft.optimizer.lr"),
 ])
 def test_an_old_loss_or_seed_key_in_a_config_names_the_new_one(name, key, value, new):
   c = load_config(name, "smoke")
-  section, field = key.split(".")
+  *sections, field = key.split(".")
   with c.unlocked():
-    c[section] = c.get(section) or ml_collections.ConfigDict()
-    c[section][field] = value
+    section = c
+    for part in sections:
+      section[part] = section.get(part) or ml_collections.ConfigDict()
+      section = section[part]
+    section[field] = value
   with pytest.raises(ConfigError) as e:
     check_old_keys(c)
   assert str(e.value) == f"config.{key} was renamed config.{new}"

@@ -84,6 +84,8 @@ OLD_KEYS = {
   "strong.start.steps": "strong.start.total_steps",
   "stage1.steps": "stage1.total_steps",
   "stage2.steps": "stage2.total_steps",
+  "model.sft.steps": "model.sft.total_steps",  # the preference configs' SFT start
+  "model.sft.lr": "model.sft.optimizer.lr",
   "dpo.lr": "dpo.optimizer.lr",
   "sft_on_chosen.lr": "sft_on_chosen.optimizer.lr",
   "policy.lr": "policy.optimizer.lr",
