@@ -6,7 +6,14 @@ import pytest
 from tests.helpers import load_config
 from w2s_jax.config_files import ConfigError, config_names, flatten, load_common
 from w2s_jax.rl.sft_init import sft_config
-from w2s_jax.train.config_lib import OLD_KEYS, check_old_keys, renamed_key, train_defaults, validate_config
+from w2s_jax.train.config_lib import (
+  OLD_KEYS,
+  check_old_keys,
+  default_warmup_steps,
+  renamed_key,
+  train_defaults,
+  validate_config,
+)
 
 # Each config's args beyond None / "smoke" (the ones its get_config accepts).
 MORE_ARGS = {"onpolicy_distill": ("w2s", "w2s_smoke", "gcd", "gcd_w2s"), "w2sr": ("gcd",),
@@ -82,6 +89,19 @@ def test_sub_run_optimizer_comes_from_its_config_section():
   assert train_defaults(total_steps=100, batch_size=2, lr=0.5).optimizer.warmup_steps == 5  # 5 % of steps
   with pytest.raises(ValueError, match="exactly one"):
     train_defaults(total_steps=10, batch_size=2, optimizer=section, lr=0.5)
+
+
+def test_default_warmup_is_five_percent_at_least_one_and_follows_a_reference():
+  assert [default_warmup_steps(t) for t in (1, 19, 20, 39, 40, 400)] == [1, 1, 1, 1, 2, 20]
+  c = ml_collections.ConfigDict({"total_steps": 0})
+  warmup = default_warmup_steps(c.get_ref("total_steps"))
+  for total in range(300):
+    c.total_steps = total
+    assert warmup.get() == max(total // 20, 1), total
+  sweep = load_config("w2s_sweep", "smoke")  # its classifiers' warmup follows train.total_steps
+  assert (sweep.train.total_steps, sweep.train.optimizer.warmup_steps) == (30, 1)
+  sweep.train.total_steps = 400
+  assert sweep.train.optimizer.warmup_steps == 20
 
 
 def test_common_is_shared_sections_not_a_config():
