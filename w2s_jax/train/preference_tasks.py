@@ -3,9 +3,10 @@
 `preference_setup(config)` turns a config into the loop's `Setup`:
 
 1. **Start model.** `model.init = "scratch"` (the preset at `seed`) or `"sft"`: the preset fine-tuned on
-   the task's worked solutions (`model.sft`: steps, batch_size, lr, train_size), run once and cached by
-   config hash under `$W2S_JAX_CACHE/sft` (see `train.pretrain.pretrain`). It is the policy's initialisation
-   and the frozen reference model.
+   the task's worked solutions (`model.sft`: total_steps, batch_size, optimizer, train_size), run once and
+   cached by config hash under `$W2S_JAX_CACHE/sft` (`sft_start_config`, `train.pretrain.pretrain`). It is
+   the policy's initialisation and the frozen reference model. `model.dtype` / `attention` / `remat`, when
+   set, apply to it (and to its fine-tuning) as to the trained model; `model.lora` only to the trained one.
 2. **Pairs.** `data.source = "sampled"`: `data.samples_per_prompt` completions per prompt sampled from
    the start model and scored by the task's scorer (`preference_pairs.sampled_records`); `"perturbed"`:
    worked solutions vs flawed copies, a wrong final answer or cut off before it (`data.perturbations`,
@@ -55,14 +56,14 @@ from w2s_jax.data import packing, preference_pairs
 from w2s_jax.data.sft_sources import reasoning_problems, reasoning_prompt
 from w2s_jax.data.tokenizers import Tokenizer
 from w2s_jax.models.heads import SequenceClassifier, ValueModel
-from w2s_jax.models.presets import ModelConfig, get_preset
+from w2s_jax.models.presets import ModelConfig, from_section
 from w2s_jax.models.transformer import Transformer
 from w2s_jax.sampling.texts import sample_completions
 from w2s_jax.train import preference_objectives as po
 from w2s_jax.train import pretrain
 from w2s_jax.train.loop import Setup
 from w2s_jax.train.step import Batch, Objective
-from w2s_jax.train.tasks import make_tokenizer
+from w2s_jax.train.tasks import make_tokenizer, process_share
 
 Rows = dict[str, np.ndarray]
 REFERENCE_FREE = tuple(name for name, entry in po.PREFERENCE_OBJECTIVES.items() if not entry.reference)
@@ -129,11 +130,18 @@ def _take(rows: Rows, idx: np.ndarray, prefix: str = "") -> Rows:
   return {f"{prefix}{k}": v[idx] for k, v in rows.items()}
 
 
-def pair_batch(chosen: Rows, rejected: Rows, ref_N2: np.ndarray | None, idx_B: np.ndarray) -> Batch:
-  """[2B, L] rows for pairs `idx_B` (chosen first); `ref_logps` [2B] when `ref_N2` ([N, 2]) is given."""
-  batch = {k: np.concatenate([chosen[k][idx_B], rejected[k][idx_B]]) for k in chosen}
+def pair_batch(chosen: Rows, rejected: Rows, ref_N2: np.ndarray | None, idx_B: np.ndarray,
+               rows: slice | None = None) -> Batch:
+  """[2B, L] rows for pairs `idx_B` (chosen first); `ref_logps` [2B] when `ref_N2` ([N, 2]) is given.
+
+  With `rows` (a process's share of the 2B rows, `pipeline.process_rows`) only those rows are gathered.
+  """
+  b = len(idx_B)
+  lo, hi, _ = (rows or slice(None)).indices(2 * b)
+  parts = ((chosen, 0, idx_B[min(lo, b):min(hi, b)]), (rejected, 1, idx_B[max(lo - b, 0):max(hi - b, 0)]))
+  batch = {k: np.concatenate([src[k][idx] for src, _, idx in parts]) for k in chosen}
   if ref_N2 is not None:
-    batch[po.REF_LOGPS] = np.concatenate([ref_N2[idx_B, 0], ref_N2[idx_B, 1]]).astype(np.float32)
+    batch[po.REF_LOGPS] = np.concatenate([ref_N2[idx, col] for _, col, idx in parts]).astype(np.float32)
   return batch
 
 
@@ -223,26 +231,51 @@ def start_params(
   return init_params
 
 
+SHORTCUTS = ("dtype", "attention", "remat")  # the model section's compute shortcuts (`from_section`)
+
+
+def sft_start_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The `train.pretrain` config of the `model.init = "sft"` start (its hash names the cached folder).
+
+  The compute shortcuts (`model.dtype` / `attention` / `remat`) go into it only when set, so unset ones
+  leave the folder's identity as it was before they were declared; `model.lora` never does (the start is
+  a full fine-tune; adapters are the preference run's).
+  """
+  m, s = config.model, config.model.sft
+  c = pretrain.pretrain_config(
+    m.preset, corpus=config.data.task, tokenizer=config.data.tokenizer, vocab_size=m.vocab_size,
+    seq_len=config.data.seq_len, steps=int(s.total_steps), batch_size=int(s.batch_size),
+    optimizer=s.optimizer, seed=config.seed, mesh=dict(config.mesh),
+    corpus_options={"train_size": s.train_size, "eval_size": s.get("eval_size", 64),
+                    "seed": config.data.seed, "overlong": "drop"},
+  )
+  c.model.overrides.update(dict(m.get("overrides", {})))
+  c.model.update({k: m[k] for k in SHORTCUTS if m.get(k) is not None})
+  return c
+
+
 def start_model(config: ml_collections.ConfigDict) -> tuple[ModelConfig, nnx.GraphDef, Any]:
   """(model config, graphdef, params) of the decoder training starts from and the reference model."""
   m = config.model
-  overrides = dict(m.get("overrides", {}))
   if m.init == "scratch":
-    cfg = get_preset(m.preset, vocab_size=m.vocab_size, **overrides)
+    cfg = from_section(m)
     graphdef, params = nnx.split(Transformer(cfg, rngs=nnx.Rngs(config.seed)))
     return cfg, graphdef, params
   if m.init != "sft":
     raise ValueError(f"unknown model.init {m.init!r}; choose 'scratch' or 'sft'")
-  s = m.sft
-  sft_cfg = pretrain.pretrain_config(
-    m.preset, corpus=config.data.task, tokenizer=config.data.tokenizer, vocab_size=m.vocab_size,
-    seq_len=config.data.seq_len, steps=s.steps, batch_size=s.batch_size, lr=s.lr, seed=config.seed,
-    mesh=dict(config.mesh), corpus_options={"train_size": s.train_size, "eval_size": s.get("eval_size", 64),
-                                            "seed": config.data.seed, "overlong": "drop"},
-  )
-  sft_cfg.model.overrides.update(overrides)
-  rung = pretrain.pretrain(sft_cfg, pretrain.cache_root() / "sft")
+  rung = pretrain.pretrain(sft_start_config(config), pretrain.cache_root() / "sft")
   return rung.model_cfg, rung.graphdef, jax.device_get(rung.params)
+
+
+def records_key(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """What names the preference records' cache folder: data, model and seed.
+
+  Unset (None) model keys and `model.lora` are left out: the records are sampled from the start model,
+  which adapters do not change, and an unset shortcut leaves a cache folder's name as it was.
+  """
+  model = {k: v for k, v in json.loads(config.model.to_json_best_effort()).items()
+           if v is not None and k != "lora"}
+  return {"data": json.loads(config.data.to_json_best_effort()), "model": model, "seed": config.seed}
 
 
 def preference_records(
@@ -255,9 +288,8 @@ def preference_records(
     read = {split: preference_pairs.file_records(d.get(f"{split}_files", ""), skip_bad_records=skip)
             for split in ("train", "eval")}
     return {k: v[0] for k, v in read.items()}, {k: v[1] for k, v in read.items()}, Path(d.train_files)
-  key = {"data": json.loads(d.to_json_best_effort()), "model": json.loads(config.model.to_json_best_effort()),
-         "seed": config.seed}
-  directory = Path(d.cache_dir) if d.get("cache_dir") else pretrain.cache_root() / "preference" / _hash(key)
+  directory = (Path(d.cache_dir) if d.get("cache_dir")
+               else pretrain.cache_root() / "preference" / _hash(records_key(config)))
   sizes = {"train": int(d.train_size), "eval": int(d.eval_size)}
 
   def build(split: str):
@@ -324,7 +356,7 @@ def preference_setup(config: ml_collections.ConfigDict) -> Setup:
       raise ValueError(
         f"no {split} preference pairs in {cache_dir}: a pair needs a correct and an incorrect completion of "
         f"one prompt (build stats: {stats.get(split)}); with sample_accuracy near 0 or 1, fine-tune the "
-        "start model more or less (model.sft.steps), sample more (data.samples_per_prompt), or use "
+        "start model more or less (model.sft.total_steps), sample more (data.samples_per_prompt), or use "
         "data.source='perturbed'"
       )
   setup = records_setup(
@@ -332,6 +364,7 @@ def preference_setup(config: ml_collections.ConfigDict) -> Setup:
     batch_size=int(config.batch_size), seq_len=int(config.data.seq_len),
     eval_batches=int(config.data.eval_batches), seed=int(config.seed),
     head=config.model.get("head", "classifier"), eval_at_start=bool(config.get("eval_at_start", True)),
+    process=process_share(config, 2 * int(config.batch_size)),  # several processes: each reads its rows
   )
   setup.info["data"].update({"cache": str(cache_dir), "build": stats})
   return setup
@@ -339,7 +372,7 @@ def preference_setup(config: ml_collections.ConfigDict) -> Setup:
 
 def _unpaired_stream(
   examples: list[dict[str, Any]], tokenizer: Tokenizer, seq_len: int, seed: int, graphdef: nnx.GraphDef,
-  params: Any, rows_per_batch: int,
+  params: Any, rows_per_batch: int, process: slice | None = None,
 ) -> tuple[grain.MapDataset, int, int]:
   """KTO's train stream of unpaired examples with their mismatched KL rows and reference log-probs.
 
@@ -350,6 +383,7 @@ def _unpaired_stream(
   ref, ref_kl = (reference_logps(graphdef, params, r, rows_per_batch) for r in (rows, kl_rows))
 
   def make(idx: np.ndarray) -> Batch:
+    idx = idx[process or slice(None)]  # this process's examples of the batch
     return {**_take(rows, idx), **_take(kl_rows, idx, "kl_"), "desirable": desirable[idx],
             po.REF_LOGPS: ref[idx], "ref_kl_logps": ref_kl[idx]}
 
@@ -388,6 +422,7 @@ def records_setup(
   seed: int,
   head: str = "classifier",
   eval_at_start: bool = True,
+  process: slice | None = None,
 ) -> Setup:
   """The loop's `Setup` for preference records and a start model (also the frozen reference).
 
@@ -403,6 +438,7 @@ def records_setup(
     seed: shuffling seed (and the fresh head's initialisation for the reward model).
     head: the reward model's head, "classifier" or "value".
     eval_at_start: evaluate the start model too (`eval_loss_start`, `eval_reward_accuracy_start`).
+    process: this process's rows of each [2·batch_size] batch (`tasks.process_share`); None = all.
   """
   name, objective_fn = make_objective(objective)
   train_c, train_r, dropped_train = _pairs_rows(records["train"]["pairs"], tokenizer, seq_len)
@@ -427,17 +463,17 @@ def records_setup(
   )
   eval_ref_N2 = eval_ref_N2 if spec.reference else None
   held_out = [
-    pair_batch(eval_c, eval_r, eval_ref_N2, np.arange(i * batch_size, (i + 1) * batch_size))
+    pair_batch(eval_c, eval_r, eval_ref_N2, np.arange(i * batch_size, (i + 1) * batch_size), process)
     for i in range(min(len(eval_c["inputs"]) // batch_size, eval_batches))
   ]
 
   if spec.train_data == "unpaired":
     train, n_train, dropped_train = _unpaired_stream(
-      records["train"]["unpaired"], tokenizer, seq_len, seed, graphdef, params, rows_per_batch)
+      records["train"]["unpaired"], tokenizer, seq_len, seed, graphdef, params, rows_per_batch, process)
   else:
     train_ref = refs(train_c, train_r)
     train = _stream(len(train_c["inputs"]), batch_size, seed,
-                    lambda idx: pair_batch(train_c, train_r, train_ref, idx))
+                    lambda idx: pair_batch(train_c, train_r, train_ref, idx, process))
     n_train = len(train_c["inputs"])
 
   make_model = _model_maker(spec, cfg, head)
@@ -446,5 +482,5 @@ def records_setup(
   info = {"data": {"train_examples": n_train, "eval_pairs": n_eval_pairs, "objective": name},
           "metrics": {"pairs_dropped_overlong": dropped_train + dropped_eval}}
   return Setup(make_model=make_model, objective=objective_fn, train_batches=train, eval_batches=held_out,
-               info=info, init_params=init_params,
+               global_rows=rows_per_batch, info=info, init_params=init_params,
                start_eval=("eval_loss", "eval_reward_accuracy") if eval_at_start else ())

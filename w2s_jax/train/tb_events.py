@@ -24,6 +24,8 @@ import time
 
 from etils import epath
 
+from w2s_jax.atomic_file import is_remote
+
 FILE_VERSION = "brain.Event:2"
 _CRC32C_POLY = 0x82F63B78  # Castagnoli, bit-reversed
 _MASK_DELTA = 0xA282EAD8
@@ -104,7 +106,7 @@ class EventWriter:
     EventWriter._count += 1
     name = f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}.{self._count}"
     self.path = self.dir / name
-    self._remote = "://" in os.fspath(self.path)
+    self._remote = is_remote(self.path)
     self._data = bytearray()  # a remote file's bytes, rewritten whole at each flush
     self._file = None if self._remote else self.path.open("wb")
     now = time.time()
