@@ -4,7 +4,6 @@ import json
 import shutil
 
 import jax
-import ml_collections
 import numpy as np
 import pytest
 from flax import nnx
@@ -158,7 +157,7 @@ def test_onpolicy_distillation_trains_student_adapters(tmp_path):
                                           ("reward_model_tiny", {"LoRAParam", "Param"})])
 def test_preference_runs_train_adapters_and_a_fresh_head(tmp_path, name, trained):
   c = load_config(name, "smoke")
-  c.model.lora = ml_collections.ConfigDict({"rank": 4, "alpha": 8.0, "targets": "q,v"})  # not declared there
+  c.model.lora.rank, c.model.lora.alpha, c.model.lora.targets = 4, 8.0, "q,v"
   c.total_steps, c.eval_every_steps, c.checkpoint_every_steps, c.mesh.data = 4, 2, 2, 1
   summary = train(c, tmp_path, TASKS[c.task](c))
   leaves = jax.tree.leaves(summary["state"].params, is_leaf=lambda x: isinstance(x, nnx.Variable))
