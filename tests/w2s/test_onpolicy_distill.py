@@ -188,11 +188,13 @@ def test_validate_names_the_field():
   assert w2s.teacher.model.preset == "ladder-0" and w2s.student.model.preset == "tiny"
 
 
-def test_smoke_config_via_entry_point_and_resume(tmp_path, rl_smoke_sft):
+def test_smoke_config_via_entry_point_and_resume(tmp_path, rl_smoke_sft, ladder0_smoke_sft):
   env = dict(os.environ, JAX_PLATFORMS="cpu")
-  # The smoke teacher is rl_base's smoke SFT phase: the worker's shared one (tests/conftest.py) is reloaded.
+  # The smoke's teacher is rl_base's smoke SFT phase and its student tests/w2s/conftest.py's ladder-0 SFT:
+  # the worker's shared folders are reloaded.
   cmd = [sys.executable, "-m", "w2s_jax.main", "--config=configs/onpolicy_distill.py:smoke",
-         f"--workdir={tmp_path}", f"--config.teacher.sft.workdir={rl_smoke_sft}", "--config.mesh.data=1"]
+         f"--workdir={tmp_path}", f"--config.teacher.sft.workdir={rl_smoke_sft}",
+         f"--config.student.sft.workdir={ladder0_smoke_sft}", "--config.mesh.data=1"]
   out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
   assert out.returncode == 0, out.stderr[-3000:]
   summary = json.loads(out.stdout.strip().splitlines()[-1])
