@@ -12,6 +12,7 @@ OUTPUT: results.json (ceilings, transfer accuracies, PGR medians with 95 % boots
 import ml_collections
 
 from w2s_jax.config_files import load_common
+from w2s_jax.train.config_lib import default_warmup_steps
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -87,8 +88,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   common = load_common()
   # Every classifier training's optimizer (finetune, lora, top, top_lora; steps train.total_steps) and the
   # probe's (probe_steps); their `lr` is train.lr / train.probe_lr (the same setting: change either).
-  five_percent = c.train.get_ref("total_steps") // 20
-  warmup = five_percent + 1 // (five_percent + 1)  # max(total_steps // 20, 1), following train.total_steps
+  warmup = default_warmup_steps(c.train.get_ref("total_steps"))  # max(total_steps // 20, 1), follows it
   c.train.optimizer = common.optimizer(c.train.get_ref("lr"), warmup_steps=warmup)  # AdamW, cosine to 10 %
   c.train.probe_optimizer = common.optimizer(c.train.get_ref("probe_lr"), warmup_steps=0, schedule="constant",
                                              weight_decay=0.0, b2=0.999, clip_norm=0.0)

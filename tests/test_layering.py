@@ -61,11 +61,7 @@ def _layer_violations(layer: str) -> list[str]:
   return bad
 
 
-LEFT = pytest.mark.xfail(strict=True, reason="models/convert.py still builds data.tokenizers.HFTokenizer for "
-                         "the loaded checkpoint's tokenizer (#17 item 3, not done yet)")
-
-
-@pytest.mark.parametrize("layer", [pytest.param("models", marks=LEFT), "losses", "data", "train"])
+@pytest.mark.parametrize("layer", ["models", "losses", "data", "train"])
 def test_layer_imports_nothing_above_it(layer):
   assert _layer_violations(layer) == []
 

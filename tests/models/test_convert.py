@@ -20,6 +20,7 @@ transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
 
 from w2s_jax import sharding as shd  # noqa: E402
+from w2s_jax.data.tokenizers import HFTokenizer  # noqa: E402
 from w2s_jax.models import convert  # noqa: E402
 from w2s_jax.models._hf_mapping import UnsupportedHFConfig  # noqa: E402
 
@@ -179,6 +180,7 @@ def test_tokenizer_from_folder_matches_transformers(tmp_path):
     json.dump({"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<|im_start|>",
                "eos_token": "<|im_end|>", "chat_template": template}, f)
   model, ours = convert.load_hf(tmp_path)
+  assert isinstance(ours, HFTokenizer)  # the class `data.tokenizers` names, defined in `models`
   assert (ours.bos_id, ours.eos_id, ours.pad_id) == (1, 2, 2)  # no pad token: eos
   assert ours.vocab_size == tok.get_vocab_size() == model.cfg.vocab_size
   ref = transformers.AutoTokenizer.from_pretrained(tmp_path)

@@ -1,5 +1,5 @@
 """`--config.model.dtype` / `--config.model.attention` from the command line reach the model, and an unset
-shortcut leaves a sub-run's SFT config as it was before the keys were declared."""
+shortcut leaves a sub-run's SFT config as it was before the keys were declared (SFT, RL, preference)."""
 
 from pathlib import Path
 
@@ -10,6 +10,8 @@ from ml_collections import config_flags
 
 from w2s_jax.models import Transformer, from_section
 from w2s_jax.rl.sft_init import sft_config
+from w2s_jax.train import pretrain
+from w2s_jax.train.preference_tasks import records_key, sft_start_config, start_model
 from w2s_jax.train.tasks import sft_setup
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -52,3 +54,31 @@ def test_unset_shortcuts_stay_out_of_the_sft_sub_run_config():
   appear, so folders written before `model.dtype`/`model.attention` were declared stay reusable."""
   sub = sft_config(_parse("grpo_tiny.py:smoke")).model.to_dict()
   assert sub == {"preset": "tiny", "vocab_size": 512, "overrides": {"max_seq_len": 512}}
+
+
+def test_preference_cli_override_reaches_the_start_model_and_its_sft():
+  cfg = _parse("dpo_tiny.py:smoke", *CLI, "--config.model.remat=block", "--config.model.lora.rank=4")
+  model_cfg, _, _ = start_model(cfg)  # "scratch": the trained model and the reference are built from it
+  assert (model_cfg.dtype, model_cfg.param_dtype, model_cfg.attention, model_cfg.remat) == (
+    "bfloat16", "float32", "dot_product", "block")
+  assert cfg.model.lora.to_dict() == {"rank": 4, "alpha": 16.0, "targets": "q,v"}
+  sub = sft_start_config(_parse("dpo_tiny.py", *CLI, "--config.model.lora.rank=4")).model
+  assert (sub.dtype, sub.attention) == ("bfloat16", "dot_product") and "lora" not in sub
+  assert (from_section(sub).dtype, from_section(sub).attention) == ("bfloat16", "dot_product")
+
+
+def test_unset_shortcuts_leave_the_preference_cache_folders_as_they_were():
+  cfg = _parse("dpo_tiny.py")
+  # The SFT start's folder is named by its config's hash: the same as the one built before the
+  # shortcuts were declared and before `model.sft.steps` / `lr` became `total_steps` / `optimizer`.
+  before = pretrain.pretrain_config(
+    "tiny", corpus="chain_sum", tokenizer="bytes", vocab_size=512, seq_len=256, steps=1500, batch_size=16,
+    lr=3e-3, seed=0, mesh={"data": -1, "fsdp": 1, "tensor": 1},
+    corpus_options={"train_size": 5000, "eval_size": 64, "seed": 0, "overlong": "drop"})
+  before.model.overrides.update({"max_seq_len": 512})
+  assert pretrain.config_hash(sft_start_config(cfg)) == pretrain.config_hash(before)
+  # The preference records' folder: unset shortcuts and the adapters (which never change the sampled
+  # start model) stay out of its key; a set dtype changes the start model, so it names a new folder.
+  assert set(records_key(cfg)["model"]) == {"preset", "vocab_size", "overrides", "init", "head", "sft"}
+  assert records_key(_parse("dpo_tiny.py", "--config.model.lora.rank=4")) == records_key(cfg)
+  assert records_key(_parse("dpo_tiny.py", *CLI))["model"]["dtype"] == "bfloat16"

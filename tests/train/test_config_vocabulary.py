@@ -6,7 +6,14 @@ import pytest
 from tests.helpers import load_config
 from w2s_jax.config_files import ConfigError, config_names, flatten, load_common
 from w2s_jax.rl.sft_init import sft_config
-from w2s_jax.train.config_lib import OLD_KEYS, check_old_keys, renamed_key, train_defaults, validate_config
+from w2s_jax.train.config_lib import (
+  OLD_KEYS,
+  check_old_keys,
+  default_warmup_steps,
+  renamed_key,
+  train_defaults,
+  validate_config,
+)
 
 # Each config's args beyond None / "smoke" (the ones its get_config accepts).
 MORE_ARGS = {"onpolicy_distill": ("w2s", "w2s_smoke", "gcd", "gcd_w2s"), "w2sr": ("gcd",),
@@ -31,9 +38,11 @@ def _all_configs():
   ("objective.name", "loss.name"), ("objective.label_smoothing", "loss.label_smoothing"),
   ("stage2.objective.beta", "stage2.loss.beta"),
   ("distill.estimator", "loss.name"), ("distill.beta", "loss.beta"), ("train.reduction", "loss.reduction"),
+  ("model.sft.steps", "model.sft.total_steps"), ("model.sft.lr", "model.sft.optimizer.lr"),
   # Current spellings, and keys that only end like an old one, are not renamed.
   ("data.eval_size", None), ("train.total_steps", None), ("steps", None), ("models.steps", None),
-  ("x.train.steps", None), ("sft.optimizer.lr", None),
+  ("x.train.steps", None), ("sft.optimizer.lr", None), ("model.sft.total_steps", None),
+  ("model.sft.optimizer.lr", None),
 ])
 def test_renamed_key(old, new):
   assert renamed_key(old) == new
@@ -82,6 +91,19 @@ def test_sub_run_optimizer_comes_from_its_config_section():
     train_defaults(total_steps=10, batch_size=2, optimizer=section, lr=0.5)
 
 
+def test_default_warmup_is_five_percent_at_least_one_and_follows_a_reference():
+  assert [default_warmup_steps(t) for t in (1, 19, 20, 39, 40, 400)] == [1, 1, 1, 1, 2, 20]
+  c = ml_collections.ConfigDict({"total_steps": 0})
+  warmup = default_warmup_steps(c.get_ref("total_steps"))
+  for total in range(300):
+    c.total_steps = total
+    assert warmup.get() == max(total // 20, 1), total
+  sweep = load_config("w2s_sweep", "smoke")  # its classifiers' warmup follows train.total_steps
+  assert (sweep.train.total_steps, sweep.train.optimizer.warmup_steps) == (30, 1)
+  sweep.train.total_steps = 400
+  assert sweep.train.optimizer.warmup_steps == 20
+
+
 def test_common_is_shared_sections_not_a_config():
   assert "common" not in config_names()
   assert load_common() is load_common()
@@ -98,13 +120,18 @@ def test_common_is_shared_sections_not_a_config():
   ("dpo_tiny", "objective.name", "dpo", "loss.name"),
   ("grpo_tiny", "loss.kind", "ppo", "loss.name"),
   ("sft_tiny", "data.data_seed", 0, "data.seed"),
+  ("dpo_tiny", "model.sft.steps", 1500, "model.sft.total_steps"),
+  ("kto_tiny", "model.sft.lr", 3e-3, "model.sft.optimizer.lr"),
 ])
 def test_an_old_loss_or_seed_key_in_a_config_names_the_new_one(name, key, value, new):
   c = load_config(name, "smoke")
-  section, field = key.split(".")
+  *sections, field = key.split(".")
   with c.unlocked():
-    c[section] = c.get(section) or ml_collections.ConfigDict()
-    c[section][field] = value
+    section = c
+    for part in sections:
+      section[part] = section.get(part) or ml_collections.ConfigDict()
+      section = section[part]
+    section[field] = value
   with pytest.raises(ConfigError) as e:
     check_old_keys(c)
   assert str(e.value) == f"config.{key} was renamed config.{new}"

@@ -9,9 +9,10 @@ a time from the (memory-mapped) safetensors files, converts it to our layout and
 onto its `NamedSharding`: each device receives only its own shard, and no device ever holds the full
 model. Names and layouts are mapped in `_hf_mapping.py`; GGUF specifics live in `_gguf.py`.
 
-The tokenizer comes back as the project's `w2s_jax.data.tokenizers.HFTokenizer` (one adapter over the
-`tokenizers` package for files and checkpoints): `encode` adds no special tokens (packing adds BOS/EOS),
-`decode` drops them, a missing pad (or BOS) token falls back to EOS.
+The tokenizer comes back as an `HFTokenizer` (`w2s_jax.models.hf_tokenizer`, re-exported as
+`w2s_jax.data.tokenizers.HFTokenizer`: one adapter over the `tokenizers` package for files and
+checkpoints): `encode` adds no special tokens (packing adds BOS/EOS), `decode` drops them, a missing pad
+(or BOS) token falls back to EOS.
 """
 
 from __future__ import annotations
@@ -30,9 +31,9 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from w2s_jax import sharding as shd
-from w2s_jax.data.tokenizers import HFTokenizer
 from w2s_jax.models import _gguf, _hf_mapping
 from w2s_jax.models._hf_mapping import UnsupportedHFConfig
+from w2s_jax.models.hf_tokenizer import HFTokenizer, checkpoint_tokenizer
 from w2s_jax.models.transformer import Transformer
 
 __all__ = [
@@ -92,44 +93,6 @@ class _SafetensorsFolder(Mapping[str, np.ndarray]):
 
   def __len__(self) -> int:
     return len(self._files)
-
-
-def _special_id(tok: Any, value: Any) -> int | None:
-  """Id of a tokenizer_config.json special-token entry (a string or an AddedToken dict)."""
-  if isinstance(value, dict):
-    value = value.get("content")
-  return tok.token_to_id(value) if isinstance(value, str) else None
-
-
-def _load_tokenizer(path: str, hf: Mapping[str, Any]) -> HFTokenizer | None:
-  """The folder's `tokenizer.json` (+ tokenizer_config.json), or None when there is none."""
-  file = os.path.join(path, "tokenizer.json")
-  if not os.path.exists(file):
-    return None
-  import tokenizers  # noqa: PLC0415
-
-  tok = tokenizers.Tokenizer.from_file(file)
-  tcfg: dict[str, Any] = {}
-  if os.path.exists(os.path.join(path, "tokenizer_config.json")):
-    with open(os.path.join(path, "tokenizer_config.json")) as f:
-      tcfg = json.load(f)
-  template = tcfg.get("chat_template")
-  if template is None and os.path.exists(os.path.join(path, "chat_template.jinja")):
-    with open(os.path.join(path, "chat_template.jinja")) as f:
-      template = f.read()
-
-  def special(key: str) -> int | None:  # tokenizer_config.json first, then config.json's id
-    value = _special_id(tok, tcfg.get(f"{key}_token"))
-    if value is None:
-      value = hf.get(f"{key}_token_id")
-      value = value[0] if isinstance(value, list) and value else value  # Llama 3 lists several eos
-    return None if value is None else int(value)
-
-  ids = {key: special(key) for key in ("bos", "eos", "pad")}
-  if ids["eos"] is None:
-    raise ValueError(f"{path}: no eos token in tokenizer_config.json or config.json.")
-  return HFTokenizer.from_tokenizer(tok, bos_id=ids["bos"], eos_id=ids["eos"], pad_id=ids["pad"],
-                                    chat_template=template, source=file)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -210,7 +173,7 @@ def load_hf(
     )
   cfg = _hf_mapping.config_from_hf(hf, dtype=dtype, param_dtype=param_dtype, **overrides)
   model = _build(cfg, _SafetensorsFolder(path), mesh, rules)
-  return LoadedModel(model, _load_tokenizer(path, hf))
+  return LoadedModel(model, checkpoint_tokenizer(path, hf))
 
 
 def _to_host(x: jax.Array) -> np.ndarray:
@@ -235,7 +198,7 @@ def save_hf(
   Args:
     model: the model (sharded or not).
     path: output folder (created).
-    tokenizer: the loaders' tokenizer or a `w2s_jax.data.tokenizers.HFTokenizer` (anything holding a
+    tokenizer: the loaders' tokenizer or an `HFTokenizer` (anything holding a
       `tokenizers.Tokenizer` as `.tokenizer` or `.tok`), written as tokenizer.json + tokenizer_config.json.
     max_shard_size: split the weights into files of at most this many bytes, with an index file
       (as `save_pretrained(max_shard_size=...)` does); None = one model.safetensors.

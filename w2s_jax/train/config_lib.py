@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import ml_collections
+from ml_collections.config_dict import FieldReference
 
 from w2s_jax.config_files import ConfigError, flatten
 
@@ -21,6 +22,19 @@ def optimizer_section(
     name="adamw", lr=lr, schedule=schedule, warmup_steps=warmup_steps, end_lr_frac=end_lr_frac,
     weight_decay=weight_decay, b1=b1, b2=b2, eps=eps, clip_norm=clip_norm,
   ))
+
+
+def default_warmup_steps(total_steps: int | FieldReference) -> int | FieldReference:
+  """max(total_steps // 20, 1): 5 % of the steps, at least one.
+
+  Given a `FieldReference` (e.g. `c.train.get_ref("total_steps")`) the result is one too, so it follows
+  later changes of that field (a `--config.train.total_steps` flag). `FieldReference` has no `max`, so
+  there it is spelled `x + 1 // (x + 1)` with x = total_steps // 20: the same as max(x, 1) for x >= 0.
+  """
+  if isinstance(total_steps, FieldReference):
+    five_percent = total_steps // 20
+    return five_percent + 1 // (five_percent + 1)
+  return max(total_steps // 20, 1)
 
 
 def train_defaults(
@@ -53,7 +67,7 @@ def train_defaults(
   c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
   c.sharding = "dp"
   c.optimizer = (ml_collections.ConfigDict(dict(optimizer)) if optimizer is not None
-                 else optimizer_section(lr, warmup_steps=max(total_steps // 20, 1)))
+                 else optimizer_section(lr, warmup_steps=default_warmup_steps(total_steps)))
   return c
 
 
@@ -84,6 +98,8 @@ OLD_KEYS = {
   "strong.start.steps": "strong.start.total_steps",
   "stage1.steps": "stage1.total_steps",
   "stage2.steps": "stage2.total_steps",
+  "model.sft.steps": "model.sft.total_steps",  # the preference configs' SFT start
+  "model.sft.lr": "model.sft.optimizer.lr",
   "dpo.lr": "dpo.optimizer.lr",
   "sft_on_chosen.lr": "sft_on_chosen.optimizer.lr",
   "policy.lr": "policy.optimizer.lr",

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import ml_collections
 
-from w2s_jax.train.config_lib import distributed_defaults, train_defaults
+from w2s_jax.config_files import load_common
+from w2s_jax.train.config_lib import distributed_defaults, optimizer_section, train_defaults
 
 
 def preference_config(arg: str | None, *, loss: dict, lr: float = 1e-3, full_lr: float = 3e-5,
@@ -51,13 +52,17 @@ def preference_config(arg: str | None, *, loss: dict, lr: float = 1e-3, full_lr:
   c.optimizer.update(warmup_steps=2 if smoke else 50, weight_decay=0.0)
   c.distributed = distributed_defaults()
 
-  c.model = ml_collections.ConfigDict()
-  c.model.preset = "tiny"
-  c.model.vocab_size = 512
-  c.model.overrides = ml_collections.ConfigDict({"max_seq_len": 512})
+  # The shared model section (configs/common.py): preset, vocab, overrides, the dtype / attention / remat
+  # shortcuts and `lora`.
+  c.model = load_common().model("tiny", max_seq_len=512)
   c.model.init = "scratch" if smoke else "sft"  # the start model is also the reference model
   c.model.head = "classifier"  # reward_model only: classifier | value
-  c.model.sft = ml_collections.ConfigDict({"steps": 1500, "batch_size": 16, "lr": 3e-3, "train_size": 5000})
+  # The "sft" start: fine-tuned on the task's worked solutions (cached; `train.pretrain`), with the SFT
+  # loop's optimizer (AdamW, cosine decay to 10 %, warmup 5 % of the steps).
+  c.model.sft = ml_collections.ConfigDict({
+    "total_steps": 1500, "batch_size": 16, "train_size": 5000,
+    "optimizer": optimizer_section(3e-3, warmup_steps=75),
+  })
   c.model.update(model or {})
 
   c.data = ml_collections.ConfigDict()

@@ -3,9 +3,10 @@
 `preference_setup(config)` turns a config into the loop's `Setup`:
 
 1. **Start model.** `model.init = "scratch"` (the preset at `seed`) or `"sft"`: the preset fine-tuned on
-   the task's worked solutions (`model.sft`: steps, batch_size, lr, train_size), run once and cached by
-   config hash under `$W2S_JAX_CACHE/sft` (see `train.pretrain.pretrain`). It is the policy's initialisation
-   and the frozen reference model.
+   the task's worked solutions (`model.sft`: total_steps, batch_size, optimizer, train_size), run once and
+   cached by config hash under `$W2S_JAX_CACHE/sft` (`sft_start_config`, `train.pretrain.pretrain`). It is
+   the policy's initialisation and the frozen reference model. `model.dtype` / `attention` / `remat`, when
+   set, apply to it (and to its fine-tuning) as to the trained model; `model.lora` only to the trained one.
 2. **Pairs.** `data.source = "sampled"`: `data.samples_per_prompt` completions per prompt sampled from
    the start model and scored by the task's scorer (`preference_pairs.sampled_records`); `"perturbed"`:
    worked solutions vs flawed copies, a wrong final answer or cut off before it (`data.perturbations`,
@@ -55,7 +56,7 @@ from w2s_jax.data import packing, preference_pairs
 from w2s_jax.data.sft_sources import reasoning_problems, reasoning_prompt
 from w2s_jax.data.tokenizers import Tokenizer
 from w2s_jax.models.heads import SequenceClassifier, ValueModel
-from w2s_jax.models.presets import ModelConfig, get_preset
+from w2s_jax.models.presets import ModelConfig, from_section
 from w2s_jax.models.transformer import Transformer
 from w2s_jax.sampling.texts import sample_completions
 from w2s_jax.train import preference_objectives as po
@@ -223,26 +224,51 @@ def start_params(
   return init_params
 
 
+SHORTCUTS = ("dtype", "attention", "remat")  # the model section's compute shortcuts (`from_section`)
+
+
+def sft_start_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The `train.pretrain` config of the `model.init = "sft"` start (its hash names the cached folder).
+
+  The compute shortcuts (`model.dtype` / `attention` / `remat`) go into it only when set, so unset ones
+  leave the folder's identity as it was before they were declared; `model.lora` never does (the start is
+  a full fine-tune; adapters are the preference run's).
+  """
+  m, s = config.model, config.model.sft
+  c = pretrain.pretrain_config(
+    m.preset, corpus=config.data.task, tokenizer=config.data.tokenizer, vocab_size=m.vocab_size,
+    seq_len=config.data.seq_len, steps=int(s.total_steps), batch_size=int(s.batch_size),
+    optimizer=s.optimizer, seed=config.seed, mesh=dict(config.mesh),
+    corpus_options={"train_size": s.train_size, "eval_size": s.get("eval_size", 64),
+                    "seed": config.data.seed, "overlong": "drop"},
+  )
+  c.model.overrides.update(dict(m.get("overrides", {})))
+  c.model.update({k: m[k] for k in SHORTCUTS if m.get(k) is not None})
+  return c
+
+
 def start_model(config: ml_collections.ConfigDict) -> tuple[ModelConfig, nnx.GraphDef, Any]:
   """(model config, graphdef, params) of the decoder training starts from and the reference model."""
   m = config.model
-  overrides = dict(m.get("overrides", {}))
   if m.init == "scratch":
-    cfg = get_preset(m.preset, vocab_size=m.vocab_size, **overrides)
+    cfg = from_section(m)
     graphdef, params = nnx.split(Transformer(cfg, rngs=nnx.Rngs(config.seed)))
     return cfg, graphdef, params
   if m.init != "sft":
     raise ValueError(f"unknown model.init {m.init!r}; choose 'scratch' or 'sft'")
-  s = m.sft
-  sft_cfg = pretrain.pretrain_config(
-    m.preset, corpus=config.data.task, tokenizer=config.data.tokenizer, vocab_size=m.vocab_size,
-    seq_len=config.data.seq_len, steps=s.steps, batch_size=s.batch_size, lr=s.lr, seed=config.seed,
-    mesh=dict(config.mesh), corpus_options={"train_size": s.train_size, "eval_size": s.get("eval_size", 64),
-                                            "seed": config.data.seed, "overlong": "drop"},
-  )
-  sft_cfg.model.overrides.update(overrides)
-  rung = pretrain.pretrain(sft_cfg, pretrain.cache_root() / "sft")
+  rung = pretrain.pretrain(sft_start_config(config), pretrain.cache_root() / "sft")
   return rung.model_cfg, rung.graphdef, jax.device_get(rung.params)
+
+
+def records_key(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """What names the preference records' cache folder: data, model and seed.
+
+  Unset (None) model keys and `model.lora` are left out: the records are sampled from the start model,
+  which adapters do not change, and an unset shortcut leaves a cache folder's name as it was.
+  """
+  model = {k: v for k, v in json.loads(config.model.to_json_best_effort()).items()
+           if v is not None and k != "lora"}
+  return {"data": json.loads(config.data.to_json_best_effort()), "model": model, "seed": config.seed}
 
 
 def preference_records(
@@ -255,9 +281,8 @@ def preference_records(
     read = {split: preference_pairs.file_records(d.get(f"{split}_files", ""), skip_bad_records=skip)
             for split in ("train", "eval")}
     return {k: v[0] for k, v in read.items()}, {k: v[1] for k, v in read.items()}, Path(d.train_files)
-  key = {"data": json.loads(d.to_json_best_effort()), "model": json.loads(config.model.to_json_best_effort()),
-         "seed": config.seed}
-  directory = Path(d.cache_dir) if d.get("cache_dir") else pretrain.cache_root() / "preference" / _hash(key)
+  directory = (Path(d.cache_dir) if d.get("cache_dir")
+               else pretrain.cache_root() / "preference" / _hash(records_key(config)))
   sizes = {"train": int(d.train_size), "eval": int(d.eval_size)}
 
   def build(split: str):
@@ -324,7 +349,7 @@ def preference_setup(config: ml_collections.ConfigDict) -> Setup:
       raise ValueError(
         f"no {split} preference pairs in {cache_dir}: a pair needs a correct and an incorrect completion of "
         f"one prompt (build stats: {stats.get(split)}); with sample_accuracy near 0 or 1, fine-tune the "
-        "start model more or less (model.sft.steps), sample more (data.samples_per_prompt), or use "
+        "start model more or less (model.sft.total_steps), sample more (data.samples_per_prompt), or use "
         "data.source='perturbed'"
       )
   setup = records_setup(

@@ -302,10 +302,12 @@ class Runtime:
 
     self._build, self._start = build, params
     self.shard(lambda: build(None))
-    abstract = nnx.eval_shape(lambda: make_model(nnx.Rngs(seed)))
-    if lora is not None:
-      abstract = nnx.eval_shape(lambda: lora.apply(make_model(nnx.Rngs(seed)), seed=seed))
-    return nnx.split(abstract)[0]
+
+    def declared() -> nnx.Module:  # the model `build` splits: with adapters when LoRA is on
+      model = make_model(nnx.Rngs(seed))
+      return model if lora is None else lora.apply(model, seed=seed)
+
+    return nnx.split(nnx.eval_shape(declared))[0]
 
   def fresh(self, *, params: Callable[[], Any] | None = None,
             init: Callable[[], TrainState] | None = None) -> TrainState:
