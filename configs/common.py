@@ -40,9 +40,10 @@ def loop(
 def model(preset: str = "tiny", max_seq_len: int = 512) -> ml_collections.ConfigDict:
   """A `model` section: a preset of the byte-level decoder (vocab 512) with its context length.
 
-  `dtype` (compute dtype, e.g. "bfloat16"; parameters stay float32), `attention` ("einsum" or
-  "dot_product") and `remat` ("none", "block", "dots_saveable", "dots_with_no_batch_dims_saveable") are
-  unset (the preset's) unless given, e.g. `--config.model.attention=dot_product`.
+  `dtype` (compute dtype, e.g. "bfloat16"; parameters stay float32), `attention` ("einsum",
+  "dot_product" or "blocked") and `remat` ("none", "block", "dots_saveable",
+  "dots_with_no_batch_dims_saveable") are unset (the preset's) unless given, e.g.
+  `--config.model.attention=dot_product`.
 
   Its `lora` section is off (rank 0: full fine-tuning); `--config.model.lora.rank=8` trains rank-8 adapters
   on `targets` (comma-separated `q k v o gate up down`), scaled by alpha / rank, the base frozen.

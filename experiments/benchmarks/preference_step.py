@@ -18,9 +18,12 @@ the policy (lr 1e-6, f32). Systems:
   trl            `DPOTrainer.training_step` (TRL's collator output -> `compute_loss` with the reference
                  model -> backward) + `optimizer.step()`: the body of its train loop, without logging;
   tunix          `DPOTrainer._prepare_inputs` (reference log-probs) + its jitted train step.
+  ours_with_ref@ATTENTION  `ours_with_ref` with `model.attention` = ATTENTION, for each further entry of
+                 `--attentions` (default "einsum,blocked"; the first is the model of the other systems).
 All are interleaved in each of `--repeats` rounds after 2 warm-up steps each; medians with min-max.
 The JSON records the load average before and after and `"loaded": true` when it exceeded the cores.
-The last output line is one JSON object; `speedup_vs_trl` / `speedup_vs_tunix` use `ours_with_ref`.
+The last output line is one JSON object; `speedup_vs_trl` / `speedup_vs_tunix` use `ours_with_ref`
+(`..._ATTENTION` those of `ours_with_ref@ATTENTION`).
 """
 
 from __future__ import annotations
@@ -85,10 +88,10 @@ def pair_rows(pairs: dict[str, np.ndarray]) -> dict[str, jax.Array]:
   return {k: jnp.asarray(v) for k, v in rows.items()}
 
 
-def jax_systems(path: Path, pairs: dict[str, np.ndarray]) -> dict:
+def jax_systems(path: Path, pairs: dict[str, np.ndarray], attention: str = "einsum") -> dict:
   from safetensors.numpy import load_file
 
-  cfg = _hf_mapping.config_from_hf(json.loads((path / "config.json").read_text()))
+  cfg = _hf_mapping.config_from_hf(json.loads((path / "config.json").read_text()), attention=attention)
   model = nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(0)))
   _hf_mapping.load_hf_weights(model, load_file(path / "model.safetensors"))
   graphdef, params = nnx.split(model)
@@ -168,6 +171,7 @@ def main() -> None:
   p.add_argument("--prompt", type=int, default=32)
   p.add_argument("--completion", type=int, default=64)
   p.add_argument("--repeats", type=int, default=5)
+  p.add_argument("--attentions", default="einsum,blocked")
   p.add_argument("--no-tunix", action="store_true")
   add_tunix_flag(p)
   args = p.parse_args()
@@ -176,11 +180,16 @@ def main() -> None:
   pairs = make_pairs(args.pairs, args.prompt, args.completion, 512)
   peer, tunix = (None, "unavailable (--no-tunix)") if args.no_tunix else start_tunix(args.tunix_python)
   result: dict = {"benchmark": "preference_step", "pairs": args.pairs, "prompt": args.prompt,
+                  "attentions": args.attentions,
                   "completion": args.completion, "repeats": args.repeats, "tunix": tunix}
   with tempfile.TemporaryDirectory() as tmp:
     path = Path(tmp)
     write_checkpoint(path)
-    systems, result["ours_first_loss"] = jax_systems(path, pairs)
+    attentions = args.attentions.split(",")
+    systems, result["ours_first_loss"] = jax_systems(path, pairs, attentions[0])
+    for attention in attentions[1:]:
+      other, result[f"ours_first_loss_{attention}"] = jax_systems(path, pairs, attention)
+      systems[f"ours_with_ref@{attention}"] = other["ours_with_ref"]
     try:
       systems["trl"], result["trl_first_loss"] = trl_system(path, pairs)
       import trl
@@ -202,12 +211,14 @@ def main() -> None:
   med = {name: statistics.median(t) for name, t in times.items()}
   for name, t in times.items():
     result[f"{name}_s"] = spread(t)
-    print(f"{name:>14}: {med[name] * 1e3:7.0f} ms / step (min {min(t) * 1e3:.0f}, max {max(t) * 1e3:.0f})")
+    print(f"{name:>22}: {med[name] * 1e3:7.0f} ms / step (min {min(t) * 1e3:.0f}, max {max(t) * 1e3:.0f})")
   for peer_name in ("trl", "tunix"):
     if peer_name in med:
       result[f"speedup_vs_{peer_name}"] = med[peer_name] / med["ours_with_ref"]
       result[f"speedup_vs_{peer_name}_ref_precomputed"] = med[peer_name] / med["ours"]
       result[f"speedup_vs_{peer_name}_ref_in_step"] = med[peer_name] / med["ours_ref_in_step"]
+      for attention in attentions[1:]:
+        result[f"speedup_vs_{peer_name}_{attention}"] = med[peer_name] / med[f"ours_with_ref@{attention}"]
   result.update(load_record(load0, cores()))
   print(json.dumps(result))
 

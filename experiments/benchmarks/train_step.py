@@ -9,9 +9,9 @@ ladder-4, ~20M params at vocab 8192), saved as safetensors; w2s_jax loads it wit
 PyTorch runs it as is (sdpa attention), Tunix's `tunix_peer.py` loads it into its `Llama3`. One step =
 forward, backward and AdamW (lr 1e-4, f32 weights) on a batch of `--batch` x `--seq` random tokens,
 next-token cross-entropy on every token. w2s_jax runs each of `--variants` (default
-"einsum,dot_product"; comma-separated
-`attention[+bf16]`: attention "einsum" (default) or "dot_product"; "+bf16" = bf16 compute on f32
-master weights), all from the same weights. Systems and variants are interleaved in each of
+"einsum,blocked,dot_product"; comma-separated `attention[+bf16]`: attention "einsum" (default),
+"blocked" (causal query blocks against their key prefix only) or "dot_product"; "+bf16" = bf16 compute
+on f32 master weights), all from the same weights. Systems and variants are interleaved in each of
 `--repeats` rounds after 2 warm-up steps each; times are medians with min-max.
 
 FLOPs per step = 6 · params · tokens (all parameters counted once, embeddings included: the tied
@@ -89,7 +89,7 @@ def write_checkpoint(preset: str, vocab: int, seq: int, path: Path) -> int:
 
 
 def jax_system(path: Path, tokens: np.ndarray, variant: str):
-  """A call running one w2s_jax train step of `variant` ("einsum" | "dot_product", optional "+bf16")."""
+  """A call running one w2s_jax train step of `variant` ("einsum" | "blocked" | "dot_product", + "+bf16")."""
   from safetensors.numpy import load_file
 
   attention, _, dtype = variant.partition("+")
@@ -152,7 +152,7 @@ def main() -> None:
   p.add_argument("--batch", type=int, default=8)
   p.add_argument("--seq", type=int, default=256)
   p.add_argument("--repeats", type=int, default=5)
-  p.add_argument("--variants", default="einsum,dot_product")
+  p.add_argument("--variants", default="einsum,blocked,dot_product")
   p.add_argument("--no-torch", action="store_true")
   p.add_argument("--no-tunix", action="store_true")
   add_tunix_flag(p)

@@ -58,10 +58,12 @@ class ModelConfig:
       "dots_saveable" / "dots_with_no_batch_dims_saveable" (`jax.checkpoint_policies`) keep the matmul
       outputs (all of them / those without batch dimensions, i.e. not attention's) and recompute the
       elementwise work. True / False are read as "block" / "none".
-    attention: "einsum" (the project's grouped-query einsums, the default) or "dot_product"
+    attention: "einsum" (the project's grouped-query einsums, the default), "dot_product"
       (`jax.nn.dot_product_attention` with `implementation=None`: XLA on CPU/TPU, cuDNN's fused
-      attention on GPUs where it applies). Applies to full-sequence passes (training, scoring,
-      prefill); "dot_product" has no attention soft-capping.
+      attention on GPUs where it applies) or "blocked" (the einsums per block of 64 queries against
+      their causal key prefix only, skipping the masked upper triangle: `causal_attention.py`).
+      Applies to full-sequence passes (training, scoring, prefill); "dot_product" has no attention
+      soft-capping.
   """
 
   vocab_size: int
@@ -94,7 +96,7 @@ class ModelConfig:
   attention: str = "einsum"
 
 
-ATTENTION_IMPLEMENTATIONS = ("einsum", "dot_product")
+ATTENTION_IMPLEMENTATIONS = ("einsum", "dot_product", "blocked")
 DTYPES = ("float32", "bfloat16")
 REMAT_CHOICES = ("none", "block", "dots_saveable", "dots_with_no_batch_dims_saveable")
 

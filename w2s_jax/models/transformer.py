@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from w2s_jax.models.causal_attention import blocked_causal_attention
 from w2s_jax.models.presets import ATTENTION_IMPLEMENTATIONS, ModelConfig, RopeScaling, remat_choice
 
 _MASK_VALUE = float(np.finfo(np.float32).min)
@@ -280,9 +281,11 @@ class Attention(nnx.Module):
         scale=scalar**-0.5, implementation=None,
       )
     else:
-      out_BTNH = dot_product_attention(
-        q_BTNH, k_BSKH, v_BSKH, mask_BTS, scale=scalar**-0.5, softcap=cfg.attn_logit_softcap
-      )
+      attend = functools.partial(dot_product_attention, scale=scalar**-0.5, softcap=cfg.attn_logit_softcap)
+      if cfg.attention == "blocked" and q_BTNH.shape[1] == k_BSKH.shape[1]:  # a full-sequence pass
+        out_BTNH = blocked_causal_attention(q_BTNH, k_BSKH, v_BSKH, mask_BTS, attend)
+      else:
+        out_BTNH = attend(q_BTNH, k_BSKH, v_BSKH, mask_BTS)
     return dense(out_BTNH, self.o_NHD[...].astype(q_BTNH.dtype), n_in=2)
 
   def __call__(self, x_BLD: jax.Array, positions_BL: jax.Array, mask_BLL: jax.Array) -> jax.Array:
