@@ -44,7 +44,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.max_len = 64
   c.ladder.sizes = [c.weak, c.strong]  # for the record; the rungs are `weak` and `strong`
   if smoke:
-    c.train.total_steps = 20
+    c.train.total_steps = 10
     c.ladder.total_steps = 20
   else:
     c.ladder.total_steps = 300

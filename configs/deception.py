@@ -41,7 +41,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if smoke:
     c.data.train_size = 64
     c.data.eval_size = 32
-    c.train.total_steps = 20
+    c.train.total_steps = 10
     c.ladder.total_steps = 20
   else:
     c.data.train_size = 400

@@ -56,8 +56,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if w2s:  # weak teacher, strong student with a short start
     c.teacher = _model(base, "ladder-0", 40 if smoke else 300)
     c.student = _model(base, "tiny", 20 if smoke else 150)
-  else:  # strong teacher (rl_base's SFT phase), weak student
-    c.teacher = _model(base, "tiny", 40 if smoke else 1500)
+  else:  # strong teacher (rl_base's SFT phase; in smoke exactly rl_base's smoke one), weak student
+    c.teacher = _model(base, "tiny", 60 if smoke else 1500)
     c.student = _model(base, "ladder-0", 20 if smoke else 300)
 
   # rl_base's B, G, N and temperature (sampling and loss temperature); its tree and top-p keys are RL-only.

@@ -70,14 +70,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.max_prompt_len = 96  # prompt slots (BOS + "Question: …\nSolution:\n")
   c.data.max_new_tokens = 48
 
-  c.weak = _run(60 if smoke else 200, 8 if smoke else 16, 3e-3)
+  c.weak = _run(30 if smoke else 200, 8 if smoke else 16, 3e-3)
   c.weak.model = _model("tiny")
   c.strong = ml_collections.ConfigDict()
   c.strong.model = _model("tiny" if smoke else "ladder-2")
   # The short-SFT stand-in for few-shot prompting. In smoke the strong start is trained exactly as the weak
   # model (same preset, data, seed and steps), so the two agree everywhere and every stage runs.
   c.strong.start_examples = 64 if smoke else 200
-  c.strong.start = _run(60 if smoke else 60, 8 if smoke else 16, 3e-3)
+  c.strong.start = _run(30 if smoke else 60, 8 if smoke else 16, 3e-3)
 
   c.stage1 = _run(10 if smoke else 150, 4 if smoke else 16, 1e-3)
   c.stage1.sources = "both"  # weak | strong | both: whose solutions of the agreed items are trained on

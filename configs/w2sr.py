@@ -32,7 +32,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = load_config("grpo_tiny", "smoke" if smoke else None)
   c.task = "w2sr"
   c.model.preset = "tiny" if smoke else "ladder-1"  # the strong student (3 layers, d_ff 192 vs tiny's 2, 128)
-  c.sft.total_steps = 20 if smoke else 200  # its short SFT start (shared with the RL arm)
+  # Its short SFT start (shared with the RL arm); in smoke exactly rl_base's smoke SFT phase (60 steps), so
+  # an RL smoke run's SFT folder can be reused (copied to WORKDIR/strong_start, or given as `sft.workdir`).
+  c.sft.total_steps = 60 if smoke else 200
   c.sft.optimizer.warmup_steps = 10 if smoke else 20
   c.rollout.prompts_per_step = 4 if smoke else 8
   c.rollout.group_size = 4 if smoke else 8
@@ -46,7 +48,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.weak = ml_collections.ConfigDict()
   c.weak.model = ml_collections.ConfigDict({"preset": "ladder-0" if smoke else "tiny", "vocab_size": 512,
                                             "overrides": ml_collections.ConfigDict({"max_seq_len": 512})})
-  c.weak.sft = common.sft_phase(total_steps=40 if smoke else 1500, batch_size=8 if smoke else 16, seq_len=256,
+  # smoke: 20 steps, the SFT phase of configs/onpolicy_distill.py:smoke's student (same settings)
+  c.weak.sft = common.sft_phase(total_steps=20 if smoke else 1500, batch_size=8 if smoke else 16, seq_len=256,
                                 lr=3e-3, warmup_steps=10 if smoke else 100)
 
   c.w2sr = ml_collections.ConfigDict()

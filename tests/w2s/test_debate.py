@@ -61,9 +61,12 @@ def test_load_transcripts_keeps_only_the_same_setting(tmp_path):
     debate.load_transcripts(path, a)
 
 
-def _run(workdir):
-  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
-  cmd = [sys.executable, "-m", "w2s_jax.main", "--config=configs/debate_w2s.py:smoke", f"--workdir={workdir}"]
+def _run(workdir, cache):
+  # The ladder of the protocol and own-task sweeps (4 steps; tests/w2s/test_protocol.py), pretrained once per
+  # worker in the shared cache.
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1", W2S_JAX_CACHE=str(cache))
+  cmd = [sys.executable, "-m", "w2s_jax.main", "--config=configs/debate_w2s.py:smoke", f"--workdir={workdir}",
+         "--config.ladder.total_steps=4"]
   out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
   assert out.returncode == 0, out.stderr[-3000:]
   *lines, last = out.stdout.strip().splitlines()  # progress lines, the Markdown table, the summary's JSON
@@ -72,9 +75,9 @@ def _run(workdir):
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
+def smoke(tmp_path_factory, w2s_cache):
   workdir = tmp_path_factory.mktemp("debate")
-  return workdir, _run(workdir)
+  return workdir, _run(workdir, w2s_cache)
 
 
 @pytest.mark.slow
@@ -107,9 +110,9 @@ def test_smoke_writes_transcripts_and_compares_both_arms(smoke):
 
 
 @pytest.mark.slow
-def test_smoke_rerun_reads_the_cached_transcripts(smoke):
+def test_smoke_rerun_reads_the_cached_transcripts(smoke, w2s_cache):
   workdir, first = smoke
-  again = _run(workdir)
+  again = _run(workdir, w2s_cache)
   assert again["transcripts"] == {"cached": 96, "generated": 0}
   assert again["table"] == first["table"]
   assert len((workdir / "transcripts.jsonl").read_text().splitlines()) == 96

@@ -81,10 +81,13 @@ def test_deception_metrics_by_hand():
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
+def smoke(tmp_path_factory, w2s_cache):
   workdir = tmp_path_factory.mktemp("deception")
-  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
-  cmd = [sys.executable, "-m", "w2s_jax.main", "--config=configs/deception.py:smoke", f"--workdir={workdir}"]
+  # The ladder of the protocol and own-task sweeps (4 steps; tests/w2s/test_protocol.py), pretrained once per
+  # worker in the shared cache.
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1", W2S_JAX_CACHE=str(w2s_cache))
+  cmd = [sys.executable, "-m", "w2s_jax.main", "--config=configs/deception.py:smoke", f"--workdir={workdir}",
+         "--config.ladder.total_steps=4"]
   out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
   assert out.returncode == 0, out.stderr[-3000:]
   *table, last = out.stdout.strip().splitlines()  # the Markdown table, then the summary's JSON line

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from decimal import Decimal, InvalidOperation
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
@@ -142,10 +143,11 @@ def test_verifier_reward_matches_verifier_called_directly(tmp_path):
   fn = verifier_reward(graphdef, params, tok, 256, log_path=log, batch_size=2)
   got = fn(problems, texts)
   want = []
+  forward = nnx.jit(lambda m, ids: m(ids, segment_ids_BL=jnp.ones_like(ids)))  # one compilation per length
   for p, t in zip(problems, texts):
     body = tok.encode(reasoning_prompt(p) + t)
     ids = np.asarray([[tok.bos_id, *body[-255:]]], np.int32)  # longer texts keep their end (the answer)
-    logits = np.asarray(model(ids, segment_ids_BL=np.ones_like(ids)), np.float64)[0]
+    logits = np.asarray(forward(model, ids), np.float64)[0]
     want.append(np.exp(logits[1]) / np.exp(logits).sum())
   assert got.shape == (3,)
   np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)

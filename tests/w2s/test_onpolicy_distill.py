@@ -135,8 +135,10 @@ def test_objective_on_real_models_equals_numpy_from_independent_forward():
     tokens[i, S - len(r):], mask[i, S - len(r):] = r, 1
   cmask = np.array([[1, 1, 1], [1, 1, 0]], np.float32)
 
+  forward = nnx.jit(lambda model, ids: model(ids))  # one compilation per row length, not one per op
+
   def slot_logits(model, row):  # plain forward of the unpadded row; logits predicting its last n tokens
-    out = np.asarray(model(jnp.asarray([row], jnp.int32)))[0].astype(np.float64)
+    out = np.asarray(forward(model, jnp.asarray([row], jnp.int32)))[0].astype(np.float64)
     return out[len(row) - n - 1 : len(row) - 1]
 
   zs = np.stack([slot_logits(student, r) for r in rows])
@@ -146,7 +148,7 @@ def test_objective_on_real_models_equals_numpy_from_independent_forward():
   t_logits = np.stack([slot_logits(teacher, r) for r in rows]).astype(np.float32)
   batch = {"tokens": jnp.asarray(tokens), "mask": jnp.asarray(mask), "completion_mask": jnp.asarray(cmask),
            "teacher_logits": jnp.asarray(t_logits)}
-  loss_sum, weight, sums = obj(student, batch, jax.random.key(0))
+  loss_sum, weight, sums = nnx.jit(obj)(student, batch, jax.random.key(0))
   assert float(weight) == cmask.sum()
   np.testing.assert_allclose(float(loss_sum) / float(weight), ref, rtol=1e-4)
   np.testing.assert_allclose(float(sums["reverse_kl"]) / float(weight), ref, rtol=1e-4)
@@ -186,10 +188,13 @@ def test_validate_names_the_field():
   assert w2s.teacher.model.preset == "ladder-0" and w2s.student.model.preset == "tiny"
 
 
-def test_smoke_config_via_entry_point_and_resume(tmp_path):
+def test_smoke_config_via_entry_point_and_resume(tmp_path, rl_smoke_sft, ladder0_smoke_sft):
   env = dict(os.environ, JAX_PLATFORMS="cpu")
+  # The smoke's teacher is rl_base's smoke SFT phase and its student tests/w2s/conftest.py's ladder-0 SFT:
+  # the worker's shared folders are reloaded.
   cmd = [sys.executable, "-m", "w2s_jax.main", "--config=configs/onpolicy_distill.py:smoke",
-         f"--workdir={tmp_path}"]
+         f"--workdir={tmp_path}", f"--config.teacher.sft.workdir={rl_smoke_sft}",
+         f"--config.student.sft.workdir={ladder0_smoke_sft}", "--config.mesh.data=1"]
   out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
   assert out.returncode == 0, out.stderr[-3000:]
   summary = json.loads(out.stdout.strip().splitlines()[-1])

@@ -3,6 +3,7 @@ validation, and the smoke config end to end through the entry point."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -73,9 +74,13 @@ def test_validate_names_the_field():
 
 
 @pytest.mark.slow
-def test_smoke_config_via_entry_point(tmp_path):
+def test_smoke_config_via_entry_point(tmp_path, rl_smoke_sft, ladder0_smoke_sft):
+  # The smoke's strong start is rl_base's smoke SFT phase: the worker's (tests/conftest.py) is copied in as
+  # the recipe's README says, and reloaded. Its weak reasoner is tests/w2s/conftest.py's shared ladder-0 SFT.
+  shutil.copytree(rl_smoke_sft, tmp_path / "strong_start")
   env = dict(os.environ, JAX_PLATFORMS="cpu")
-  cmd = [sys.executable, "-m", "w2s_jax.main", "--config=configs/w2sr.py:smoke", f"--workdir={tmp_path}"]
+  cmd = [sys.executable, "-m", "w2s_jax.main", "--config=configs/w2sr.py:smoke", f"--workdir={tmp_path}",
+         f"--config.weak.sft.workdir={ladder0_smoke_sft}", "--config.mesh.data=1"]
   out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
   assert out.returncode == 0, out.stderr[-3000:]
   summary = json.loads(out.stdout.strip().splitlines()[-1])
@@ -106,3 +111,6 @@ def test_smoke_config_via_entry_point(tmp_path):
   sft_metrics = [json.loads(line) for line in sft_lines]
   assert sft_metrics[-1]["step"] == config.w2sr.sft.total_steps
   assert (tmp_path / "strong_start" / "checkpoints").exists()
+  # reloaded, not trained again: its log is the shared run's
+  start_log = (tmp_path / "strong_start" / "metrics.jsonl").read_text()
+  assert start_log == (rl_smoke_sft / "metrics.jsonl").read_text()

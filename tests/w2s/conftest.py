@@ -1,0 +1,26 @@
+"""Runs that several recipe smokes of tests/w2s start from, built once per worker (as `rl_smoke_sft`)."""
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def ladder0_smoke_sft(tmp_path_factory: pytest.TempPathFactory) -> Path:
+  """rl_base's smoke SFT phase with the `ladder-0` preset and 20 steps, trained once per worker.
+
+  It is both configs/onpolicy_distill.py:smoke's student and configs/w2sr.py:smoke's weak reasoner: with
+  `mesh.data=1` their SFT configs are equal, so passing this folder as `student.sft.workdir` /
+  `weak.sft.workdir` makes `rl.sft_init.run_sft` reload it instead of training again.
+  """
+  from w2s_jax.config_files import load_config
+  from w2s_jax.rl.roles import role_config
+  from w2s_jax.rl.sft_init import run_sft
+
+  folder = tmp_path_factory.mktemp("ladder0_smoke_sft") / "sft"
+  config = load_config("onpolicy_distill", "smoke")
+  config.mesh.data = 1
+  role = role_config(config, "student")
+  role.sft.workdir = str(folder)
+  run_sft(role, folder.parent)
+  return folder
