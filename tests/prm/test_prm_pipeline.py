@@ -7,14 +7,11 @@ from the tokens, and the labels are recomputed from the saved completion outcome
 """
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from tests.helpers import ROOT, load_config
+from tests.helpers import load_config, run_main
 from w2s_jax.data import reasoning
 from w2s_jax.data.sft_sources import reasoning_problems
 from w2s_jax.data.tokenizers import ByteTokenizer
@@ -41,10 +38,7 @@ def _n_tokens_at_least(text):
 
 
 def _run(workdir, *extra):
-  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
-  cmd = [sys.executable, "-m", "w2s_jax.main", "--config=configs/prm_tiny.py:smoke", f"--workdir={workdir}",
-         *extra]
-  out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+  out = run_main(["--config=configs/prm_tiny.py:smoke", f"--workdir={workdir}", *extra])
   assert out.returncode == 0, out.stderr[-4000:]
   return out
 

@@ -2,14 +2,11 @@
 
 import json
 import math
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from tests.helpers import ROOT
+from tests.helpers import run_main
 from w2s_jax.data.tokenizers import ByteTokenizer
 from w2s_jax.recipes import debate
 
@@ -64,10 +61,9 @@ def test_load_transcripts_keeps_only_the_same_setting(tmp_path):
 def _run(workdir, cache):
   # The ladder of the protocol and own-task sweeps (4 steps; tests/w2s/test_protocol.py), pretrained once per
   # worker in the shared cache.
-  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1", W2S_JAX_CACHE=str(cache))
-  cmd = [sys.executable, "-m", "w2s_jax.main", "--config=configs/debate_w2s.py:smoke", f"--workdir={workdir}",
-         "--config.ladder.total_steps=4"]
-  out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  out = run_main(["--config=configs/debate_w2s.py:smoke", f"--workdir={workdir}",
+                  "--config.ladder.total_steps=4"],
+                 env={"W2S_JAX_CACHE": str(cache)})
   assert out.returncode == 0, out.stderr[-3000:]
   *lines, last = out.stdout.strip().splitlines()  # progress lines, the Markdown table, the summary's JSON
   table = [line for line in lines if line.startswith("|")]

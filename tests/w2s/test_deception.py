@@ -2,16 +2,13 @@
 
 import json
 import math
-import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tests.helpers import ROOT
+from tests.helpers import run_main
 from w2s_jax.recipes import deception
 
 
@@ -85,10 +82,9 @@ def smoke(tmp_path_factory, w2s_cache):
   workdir = tmp_path_factory.mktemp("deception")
   # The ladder of the protocol and own-task sweeps (4 steps; tests/w2s/test_protocol.py), pretrained once per
   # worker in the shared cache.
-  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1", W2S_JAX_CACHE=str(w2s_cache))
-  cmd = [sys.executable, "-m", "w2s_jax.main", "--config=configs/deception.py:smoke", f"--workdir={workdir}",
-         "--config.ladder.total_steps=4"]
-  out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  out = run_main(["--config=configs/deception.py:smoke", f"--workdir={workdir}",
+                  "--config.ladder.total_steps=4"],
+                 env={"W2S_JAX_CACHE": str(w2s_cache)})
   assert out.returncode == 0, out.stderr[-3000:]
   *table, last = out.stdout.strip().splitlines()  # the Markdown table, then the summary's JSON line
   return workdir, {**json.loads(last), "table": "\n".join(table).strip()}

@@ -2,9 +2,6 @@
 verifier called directly; the gcd configs; the smoke runs (chain_sum; gcd with the RL stage) end to end."""
 
 import json
-import os
-import subprocess
-import sys
 from decimal import Decimal, InvalidOperation
 
 import jax.numpy as jnp
@@ -12,7 +9,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from tests.helpers import ROOT, load_config
+from tests.helpers import load_config, run_main
 from w2s_jax.data import reasoning
 from w2s_jax.data.sft_sources import reasoning_prompt
 from w2s_jax.data.tokenizers import ByteTokenizer
@@ -161,10 +158,8 @@ def test_verifier_reward_matches_verifier_called_directly(tmp_path):
 
 def _run(tmp_path_factory, arg: str):
   workdir = tmp_path_factory.mktemp(f"easy_to_hard_{arg}")
-  env = dict(os.environ, JAX_PLATFORMS="cpu", W2S_JAX_CACHE=str(workdir / "cache"))
-  out = subprocess.run(
-    [sys.executable, "-m", "w2s_jax.main", f"--config=configs/easy_to_hard.py:{arg}", f"--workdir={workdir}"],
-    cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+  out = run_main([f"--config=configs/easy_to_hard.py:{arg}", f"--workdir={workdir}"],
+                 env={"W2S_JAX_CACHE": str(workdir / "cache")})
   assert out.returncode == 0, out.stderr[-3000:]
   return workdir
 

@@ -2,9 +2,6 @@
 gold-solution batch layout, config validation, and the smoke config end to end through the entry point."""
 
 import json
-import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -12,7 +9,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from tests.helpers import ROOT, load_config
+from tests.helpers import load_config, run_main
 from w2s_jax.data import reasoning
 from w2s_jax.data.tokenizers import ByteTokenizer
 from w2s_jax.models.presets import get_preset
@@ -189,13 +186,12 @@ def test_validate_names_the_field():
 
 
 def test_smoke_config_via_entry_point_and_resume(tmp_path, rl_smoke_sft, ladder0_smoke_sft):
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
   # The smoke's teacher is rl_base's smoke SFT phase and its student tests/w2s/conftest.py's ladder-0 SFT:
   # the worker's shared folders are reloaded.
-  cmd = [sys.executable, "-m", "w2s_jax.main", "--config=configs/onpolicy_distill.py:smoke",
-         f"--workdir={tmp_path}", f"--config.teacher.sft.workdir={rl_smoke_sft}",
-         f"--config.student.sft.workdir={ladder0_smoke_sft}", "--config.mesh.data=1"]
-  out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+  argv = ["--config=configs/onpolicy_distill.py:smoke", f"--workdir={tmp_path}",
+          f"--config.teacher.sft.workdir={rl_smoke_sft}", f"--config.student.sft.workdir={ladder0_smoke_sft}",
+          "--config.mesh.data=1"]
+  out = run_main(argv)
   assert out.returncode == 0, out.stderr[-3000:]
   summary = json.loads(out.stdout.strip().splitlines()[-1])
   assert summary["final_step"] == 3
@@ -208,7 +204,7 @@ def test_smoke_config_via_entry_point_and_resume(tmp_path, rl_smoke_sft, ladder0
   for r in records:  # β = 1, token-mean: the loss is the mean per-token reverse KL
     assert r["on_policy"] == 1.0
     np.testing.assert_allclose(r["loss"], r["reverse_kl"], rtol=1e-5)
-  again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+  again = run_main(argv)
   assert again.returncode == 0, again.stderr[-3000:]
   assert json.loads(again.stdout.strip().splitlines()[-1])["start_step"] == 3
   lines = (tmp_path / "metrics.jsonl").read_text().splitlines()

@@ -1,13 +1,10 @@
 """Weak-to-Strong Reasoning: the selection rules against hand-built inputs, and the smoke run end to end."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
-from tests.helpers import ROOT, load_config
+from tests.helpers import load_config, run_main
 from w2s_jax.data.reasoning import extract_answer, generate
 from w2s_jax.data.sft_sources import reasoning_problems
 from w2s_jax.recipes.w2s_reasoning import (
@@ -130,10 +127,8 @@ def test_task_splits_follow_the_sft_phase_train_split():
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("w2s_reasoning")
-  env = dict(os.environ, JAX_PLATFORMS="cpu", W2S_JAX_CACHE=str(workdir / "cache"))
-  out = subprocess.run(
-    [sys.executable, "-m", "w2s_jax.main", "--config=configs/w2s_reasoning.py:smoke", f"--workdir={workdir}"],
-    cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+  out = run_main(["--config=configs/w2s_reasoning.py:smoke", f"--workdir={workdir}"],
+                 env={"W2S_JAX_CACHE": str(workdir / "cache")})
   assert out.returncode == 0, out.stderr[-3000:]
   return workdir, out
 

@@ -2,15 +2,12 @@
 validation, and the smoke config end to end through the entry point."""
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from tests.helpers import ROOT, load_config
+from tests.helpers import load_config, run_main
 from w2s_jax.data import reasoning
 from w2s_jax.data.sft_sources import reasoning_problems, reasoning_prompt
 from w2s_jax.data.tokenizers import ByteTokenizer
@@ -78,10 +75,8 @@ def test_smoke_config_via_entry_point(tmp_path, rl_smoke_sft, ladder0_smoke_sft)
   # The smoke's strong start is rl_base's smoke SFT phase: the worker's (tests/conftest.py) is copied in as
   # the recipe's README says, and reloaded. Its weak reasoner is tests/w2s/conftest.py's shared ladder-0 SFT.
   shutil.copytree(rl_smoke_sft, tmp_path / "strong_start")
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
-  cmd = [sys.executable, "-m", "w2s_jax.main", "--config=configs/w2sr.py:smoke", f"--workdir={tmp_path}",
-         f"--config.weak.sft.workdir={ladder0_smoke_sft}", "--config.mesh.data=1"]
-  out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+  out = run_main(["--config=configs/w2sr.py:smoke", f"--workdir={tmp_path}",
+                  f"--config.weak.sft.workdir={ladder0_smoke_sft}", "--config.mesh.data=1"])
   assert out.returncode == 0, out.stderr[-3000:]
   summary = json.loads(out.stdout.strip().splitlines()[-1])
   results = json.loads((tmp_path / "results.json").read_text())
