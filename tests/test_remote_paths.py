@@ -111,3 +111,71 @@ def test_gs_workdir_config_json_and_progress_go_through_epath(gcs_in_memory, tmp
     config.seed = config.seed + 1
   assert changed_keys(config, workdir) == [("seed", config.seed - 1, config.seed)]
   assert list(tmp_path.iterdir()) == []
+
+
+BUCKET = "gs://w2s-test-bucket"
+
+
+def _put(fs: MemoryFileSystem, uri: str, data: bytes) -> None:
+  with fs.open(uri, "wb") as f:
+    f.write(data)
+
+
+def test_gs_jsonl_and_parquet_data_files_are_read_and_errors_name_the_uri(gcs_in_memory, tmp_path):
+  import pyarrow as pa
+  import pyarrow.parquet as pq
+
+  from w2s_jax.data import jsonl, sft_sources, task_registry
+
+  lines = [{"prompt": f"q{i}", "response": f"a{i}"} for i in range(3)]
+  _put(gcs_in_memory, f"{BUCKET}/data/train.jsonl", "\n".join(map(json.dumps, lines)).encode() + b"\n")
+  records, stats = jsonl.read_records(f"{BUCKET}/data/train.jsonl", "sft")
+  assert records == lines and stats.kept == 3
+  sink = pa.BufferOutputStream()
+  pq.write_table(pa.Table.from_pylist([{"prompt": "p", "answer": "7"}]), sink)
+  _put(gcs_in_memory, f"{BUCKET}/data/tasks.parquet", sink.getvalue().to_pybytes())
+  assert jsonl.read_records(f"{BUCKET}/data/tasks.parquet", "rl")[0] == [{"prompt": "p", "answer": "7"}]
+  assert task_registry.kind(f"{BUCKET}/data/tasks.parquet") == "file"  # a config's data.task
+  with pytest.raises(ValueError, match="does not exist"):
+    task_registry.kind(f"{BUCKET}/data/none.jsonl")
+  _put(gcs_in_memory, f"{BUCKET}/data/bad.jsonl", b'{"prompt": "q"}\n')
+  with pytest.raises(jsonl.BadRecordError, match=f"{BUCKET}/data/bad.jsonl:1: field 'response'"):
+    jsonl.read_records(f"{BUCKET}/data/bad.jsonl", "sft")
+  # An SFT config's data.train_files / data.eval_files.
+  pairs, info = sft_sources.SFT_CORPORA["jsonl"]("train", {"train_files": f"{BUCKET}/data/train.jsonl"})
+  assert pairs == [("q0", "a0"), ("q1", "a1"), ("q2", "a2")] and info["records"] == 3
+  assert list(tmp_path.iterdir()) == []
+
+
+def test_gs_pipeline_folder_results_memo_and_run_log(gcs_in_memory, tmp_path):
+  from w2s_jax.pipeline_shell import RunLog, finish, memo
+
+  folder = f"{BUCKET}/pipe"
+  out = finish(folder, {"accuracy": 0.75}, table="| a |")
+  assert out == {"table": "| a |", "results": f"{folder}/results.json"}
+  assert json.loads(gcs_in_memory.cat(f"{folder}/results.json")) == {"accuracy": 0.75}
+  calls = []
+  build = lambda: calls.append(1) or {"stage": len(calls)}
+  assert memo(f"{folder}/stage.json", build) == memo(f"{folder}/stage.json", build) == {"stage": 1}
+  assert calls == [1]  # the second call read the stored result
+  log = RunLog(folder, "test_loss")
+  log({"test_loss": 0.5})
+  log({"test_loss": 0.25})
+  assert [r["step"] for r in _records(gcs_in_memory.cat(f"{folder}/metrics.jsonl").decode())] == [1, 2]
+  assert list(tmp_path.iterdir()) == []
+
+
+def test_gs_rl_sft_folder_is_an_epath_and_its_config_is_checked_there(gcs_in_memory, tmp_path):
+  from w2s_jax.config_files import load_config
+  from w2s_jax.rl.sft_init import run_sft, sft_workdir
+
+  config = load_config("grpo_tiny", "smoke")
+  with config.unlocked():
+    config.sft.workdir = f"{BUCKET}/shared_sft"
+  folder = sft_workdir(config, "/unused")
+  assert isinstance(folder, epath.Path) and str(folder) == f"{BUCKET}/shared_sft"
+  assert str(sft_workdir(load_config("grpo_tiny", "smoke"), f"{BUCKET}/rl")) == f"{BUCKET}/rl/sft"
+  _put(gcs_in_memory, f"{BUCKET}/shared_sft/config.json", json.dumps({"total_steps": -1}).encode())
+  with pytest.raises(ValueError, match=f"{BUCKET}/shared_sft holds an SFT run with a different config"):
+    run_sft(config, "/unused")  # refused from the folder's config.json, before any training
+  assert list(tmp_path.iterdir()) == []

@@ -15,6 +15,12 @@ from pathlib import Path
 from etils import epath
 
 
+def is_remote(path: str | os.PathLike) -> bool:
+  """True for a URI path (`gs://...`, `s3://...`, `memory://...`): an object store reached through
+  etils.epath, with no appends, renames or file locks."""
+  return "://" in os.fspath(path)
+
+
 def write_atomic(path: str | os.PathLike, content: str | bytes) -> Path | epath.Path:
   """Writes `content` (text as UTF-8, or bytes) to `path` atomically, creating its folder.
 
@@ -26,7 +32,7 @@ def write_atomic(path: str | os.PathLike, content: str | bytes) -> Path | epath.
     `path` as a `Path` (an `epath.Path` for a URI).
   """
   data = content.encode("utf-8") if isinstance(content, str) else content
-  if "://" in os.fspath(path):
+  if is_remote(path):
     remote = epath.Path(path)
     remote.parent.mkdir(parents=True, exist_ok=True)
     remote.write_bytes(data)

@@ -73,6 +73,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
+from w2s_jax.atomic_file import is_remote
+
 _STATE, _DATA, _CONFIG, _SUMS = "state", "data", "config", "checksums"
 
 
@@ -110,7 +112,7 @@ def quiet_orbax_logs() -> None:
 def checkpoint_dir(directory: epath.PathLike) -> epath.Path:
   """`directory` as the epath Orbax is given: a local folder made absolute, a URI (`gs://…`) unchanged."""
   path = epath.Path(directory)
-  return path if "://" in os.fspath(path) else path.absolute()
+  return path if is_remote(path) else path.absolute()
 
 
 def _writer_lock(directory: epath.Path) -> Any:
@@ -172,7 +174,7 @@ class Checkpointer:
     self._directory = checkpoint_dir(directory)
     self._read_only = read_only
     # No file locks on object stores (gs://): one writer per remote folder is the caller's to ensure.
-    remote = "://" in os.fspath(self._directory)
+    remote = is_remote(self._directory)
     self._lock = None if read_only or remote or jax.process_index() != 0 else _writer_lock(self._directory)
     options = ocp.CheckpointManagerOptions(
       max_to_keep=None if read_only else keep,

@@ -10,6 +10,9 @@ pipeline, the W2S sweep): what every pipeline does around its own work.
   training, its `step` the count of trainings done so far); pipelines without such progress write none.
 - the printed table: `finish` returns the summary with its Markdown `table`, which `main` prints above
   the summary's JSON line.
+
+Paths go through `etils.epath`: these files may live in a `gs://` folder (written whole, see
+`atomic_file`). The pipelines' own stages (their sub-runs, caches) may not all: see docs/scaling.md.
 """
 
 from __future__ import annotations
@@ -19,29 +22,31 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from etils import epath
+
 from w2s_jax.atomic_file import write_atomic
 
 
-def write_json(path: str | Path, obj: Any, **dumps_kwargs: Any) -> Path:
+def write_json(path: epath.PathLike, obj: Any, **dumps_kwargs: Any) -> Path | epath.Path:
   """Writes `obj` as JSON to `path` atomically (write a temporary file, then rename it into place)."""
   return write_atomic(path, json.dumps(obj, **dumps_kwargs))
 
 
-def memo(path: str | Path, build: Callable[[], Any]) -> Any:
-  """`build()`'s JSON result, computed once and kept at `path` (written atomically)."""
-  path = Path(path)
+def memo(path: epath.PathLike, build: Callable[[], Any]) -> Any:
+  """`build()`'s JSON result, computed once and kept at `path` (written atomically; local or `gs://`)."""
+  path = epath.Path(path)
   if path.exists():
     return json.loads(path.read_text())
   write_json(path, build())
   return json.loads(path.read_text())
 
 
-def finish(workdir: str | Path, results: Mapping[str, Any], *, table: str | None = None,
+def finish(workdir: epath.PathLike, results: Mapping[str, Any], *, table: str | None = None,
            default: Any = None) -> dict[str, Any]:
   """Writes `WORKDIR/results.json` atomically.
 
   Args:
-    workdir: the pipeline's folder.
+    workdir: the pipeline's folder (local or `gs://`).
     results: the results (JSON-serialisable; `default` converts the rest, as in `json.dumps`).
     table: the Markdown table `main` prints, or None.
     default: `json.dumps`' fallback for other values (e.g. `float` for NumPy scalars).
@@ -49,7 +54,7 @@ def finish(workdir: str | Path, results: Mapping[str, Any], *, table: str | None
   Returns:
     {"table": table, "results": the file's path} when a table is given, else `results` itself.
   """
-  path = write_json(Path(workdir) / "results.json", results, indent=2, default=default)
+  path = write_json(epath.Path(workdir) / "results.json", results, indent=2, default=default)
   return dict(results) if table is None else {"table": table, "results": str(path)}
 
 
@@ -60,8 +65,8 @@ class RunLog:
   far, the only steps a multi-run pipeline has.
   """
 
-  def __init__(self, workdir: str | Path, loss_key: str):
-    self.path, self.loss_key, self.records = Path(workdir) / "metrics.jsonl", loss_key, []
+  def __init__(self, workdir: epath.PathLike, loss_key: str):
+    self.path, self.loss_key, self.records = epath.Path(workdir) / "metrics.jsonl", loss_key, []
 
   def __call__(self, result: Mapping[str, Any]) -> None:
     self.records.append(dict(result))

@@ -154,6 +154,27 @@ def put_batch(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Arra
   return {k: place(v) for k, v in batch.items()}
 
 
+def global_batch(local: Mapping[str, np.ndarray], mesh: Mesh, batch_size: int | None = None
+                 ) -> dict[str, jax.Array]:
+  """One global batch of B = `batch_size` rows, sharded as `batch_sharding(mesh)`, from this process's part.
+
+  Args:
+    local: field -> [R, ...]: this process's rows of the batch (`data.pipeline.process_rows`: the block its
+      devices hold, R = B / process count under the batch-sharded presets), or the whole batch (R = B, the
+      same on every process, as `put_batch` takes it).
+    mesh: the mesh.
+    batch_size: B; None = R (a whole batch).
+
+  Returns:
+    field -> a global [B, ...] `jax.Array` (`jax.make_array_from_process_local_data`); on one process, the
+    array `put_batch` places.
+  """
+  sharding = batch_sharding(mesh)
+  return {k: jax.make_array_from_process_local_data(
+            sharding, np.asarray(v), (batch_size or len(v), *np.shape(v)[1:]))
+          for k, v in local.items()}
+
+
 def describe(tree: Any) -> dict[str, str]:
   """Maps each array leaf's path to its sharding spec (for logging and tests)."""
   flat = jax.tree_util.tree_flatten_with_path(tree)[0]

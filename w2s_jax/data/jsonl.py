@@ -18,6 +18,9 @@ duplicate id, a label out of range, a pair of identical completions — stops th
 `BadRecordError` naming the file, line and field. With `skip_bad_records=True` the record is skipped and
 counted instead. A file with no records (empty, or only blank lines), or none left after skipping, is an
 error either way (`kind` `empty_file`). A UTF-8 byte order mark at the start of a file is accepted.
+
+Files are opened through `etils.epath`, so a path may also be a URI (`gs://bucket/data/train.jsonl`, or
+another scheme epath's fsspec backend knows); Parquet is decoded from the opened file.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ import json
 import math
 from pathlib import Path
 from typing import Any
+
+from etils import epath
 
 SHAPES: dict[str, dict[str, type]] = {
   "w2s": {"txt": str, "hard_label": int},
@@ -124,8 +129,8 @@ def _surrogate_at(text: str) -> int | None:
   return None
 
 
-def _read_lines(path: Path):
-  with open(path, "rb") as f:
+def _read_lines(path: epath.Path):
+  with path.open("rb") as f:
     for number, raw in enumerate(f, start=1):
       if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
         raw = raw[3:]  # a UTF-8 byte order mark (some editors write one): not part of the record
@@ -142,15 +147,17 @@ def _read_lines(path: Path):
         yield number, None, _bad("json", None, f"malformed JSON ({e.msg} at column {e.colno})")
 
 
-def _read_parquet(path: Path):
+def _read_parquet(path: epath.Path):
   import pyarrow.parquet as pq
 
-  for number, obj in enumerate(pq.read_table(path).to_pylist(), start=1):
+  with path.open("rb") as f:  # not the URI itself: pyarrow would reach it through its own filesystems
+    table = pq.read_table(f)
+  for number, obj in enumerate(table.to_pylist(), start=1):
     yield number, obj, None
 
 
 def read_records(
-  path: str | Path,
+  path: str | Path | epath.Path,
   shape: str,
   *,
   skip_bad_records: bool = False,
@@ -162,7 +169,7 @@ def read_records(
   """Reads and validates a `.jsonl` (line numbers from 1) or `.parquet` file (row numbers from 1).
 
   Args:
-    path: the file.
+    path: the file: a local path or a URI (`gs://...`).
     shape: a key of `SHAPES`.
     skip_bad_records: skip and count bad records instead of raising `BadRecordError`.
     max_chars: longest allowed text field (None: no limit).
@@ -175,7 +182,7 @@ def read_records(
   """
   if shape not in SHAPES:
     raise ValueError(f"unknown record shape {shape!r}; choose one of {sorted(SHAPES)}")
-  path = Path(path)
+  path = epath.Path(path)
   stats = stats if stats is not None else ReadStats()
   seen_ids = seen_ids if seen_ids is not None else {}
   rows = _read_parquet(path) if path.suffix == ".parquet" else _read_lines(path)

@@ -7,8 +7,8 @@ state saved with a checkpoint is just the next batch index, and resume is exact.
 Several processes (a TPU pod slice, several GPU hosts). The global batch `i` is the same B rows whatever
 the process count; with `rows=process_rows(mesh, B)` each process's stream holds only the rows of batch
 `i` that its own devices hold (B / process count of them under the batch-sharded presets), gathers only
-those rows, and `global_batch` assembles the processes' parts into one global `jax.Array` per field
-(`jax.make_array_from_process_local_data`), equal to the one a single process would place. Tokenizing
+those rows, and `sharding.global_batch` assembles the processes' parts into one global `jax.Array` per
+field (`jax.make_array_from_process_local_data`), equal to the one a single process would place. Tokenizing
 and packing stay global (every process packs all examples, so rows are the same everywhere); only
 the batches are read per process.
 """
@@ -109,14 +109,6 @@ def batch_stream(rows: dict[str, np.ndarray], batch_size: int, seed: int,
     lambda idx: {k: v[np.asarray(idx)] for k, v in rows.items()})
 
 
-def global_batch(local: dict[str, np.ndarray], mesh: Mesh, batch_size: int) -> dict[str, jax.Array]:
-  """This process's rows of a batch (`process_rows`), assembled with the other processes' into global
-  `jax.Array`s of [B = `batch_size`, ...] sharded as `sharding.batch_sharding(mesh)`."""
-  sharding = shd.batch_sharding(mesh)
-  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v), (batch_size, *np.shape(v)[1:]))
-          for k, v in local.items()}
-
-
 def token_data(
   train_pairs: Sequence[tuple[str, str]],
   eval_pairs: Sequence[tuple[str, str]],
@@ -140,7 +132,7 @@ def token_data(
     seed: shuffling seed of the training stream.
     overlong: "truncate" or "drop" examples longer than L (counted in `stats`).
     process: this process's rows of every train and eval batch (`process_rows(mesh, B)`); None = all.
-      Put its batches on the mesh with `global_batch`.
+      Put its batches on the mesh with `sharding.global_batch`.
   """
   train_rows, train_stats = _to_rows(train_pairs, tokenizer, seq_len, overlong)
   eval_rows, eval_stats = _to_rows(eval_pairs, tokenizer, seq_len, overlong)

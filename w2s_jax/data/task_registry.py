@@ -22,8 +22,9 @@ import functools
 import json
 import zlib
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any
+
+from etils import epath
 
 from w2s_jax.data import jsonl, reasoning
 from w2s_jax.references import is_reference, resolve_reference
@@ -53,7 +54,7 @@ def kind(spec: str) -> str:
   if spec in reasoning.gym_names():
     return "gym"
   if spec.endswith(FILE_SUFFIXES):
-    if not Path(spec).is_file():
+    if not epath.Path(spec).is_file():  # a local file or a URI (gs://...)
       raise ValueError(f"task file {spec!r} does not exist")
     return "file"
   if is_reference(spec):

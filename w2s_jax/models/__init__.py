@@ -1,6 +1,7 @@
 """Models: one NNX decoder (`Transformer`), its heads, named configurations, checkpoint conversion
 (`convert`: HF safetensors / GGUF in, HF safetensors out), the tokenizer a checkpoint carries
-(`hf_tokenizer`: `HFTokenizer`, chat templates; `data.tokenizers` re-exports it) and LoRA adapters (`lora`)."""
+(`hf_tokenizer`: `HFTokenizer`, chat templates; `data.tokenizers` re-exports it) and LoRA adapters
+(`lora`)."""
 
 from w2s_jax.models.convert import LoadedModel, UnsupportedHFConfig, load_gguf, load_hf, save_hf
 from w2s_jax.models.heads import (

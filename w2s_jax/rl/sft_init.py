@@ -4,16 +4,17 @@ The RL config's `sft` section (`configs/common.py:sft_phase`) names steps, batch
 phase's `optimizer`; the model,
 tokenizer, task, seed and mesh come from the RL config, so the SFT'd model is exactly the RL policy's
 architecture. The phase runs in `WORKDIR/sft` (or `sft.workdir`, to share one SFT model between runs):
-it is the SFT loop, so it resumes, and a finished one is just reloaded.
+it is the SFT loop, so it resumes, and a finished one is just reloaded. The folder is an `etils.epath`
+path, so `sft.workdir` may be a `gs://` folder shared by several runs.
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import ml_collections
+from etils import epath
 
 from w2s_jax.data.limits import LengthLimitError
 from w2s_jax.train.config_lib import train_defaults
@@ -51,12 +52,12 @@ def sft_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   return c
 
 
-def sft_workdir(config: ml_collections.ConfigDict, workdir: str | Path) -> Path:
-  """Where the SFT phase runs: `sft.workdir` if set, else `WORKDIR/sft`."""
-  return Path(config.sft.workdir) if config.sft.get("workdir") else Path(workdir) / "sft"
+def sft_workdir(config: ml_collections.ConfigDict, workdir: epath.PathLike) -> epath.Path:
+  """Where the SFT phase runs: `sft.workdir` if set, else `WORKDIR/sft` (local folders or URIs)."""
+  return epath.Path(config.sft.workdir) if config.sft.get("workdir") else epath.Path(workdir) / "sft"
 
 
-def run_sft(config: ml_collections.ConfigDict, workdir: str | Path) -> tuple[Any, dict[str, Any]]:
+def run_sft(config: ml_collections.ConfigDict, workdir: epath.PathLike) -> tuple[Any, dict[str, Any]]:
   """Runs (or resumes, or reloads) the SFT phase.
 
   Raises:

@@ -7,6 +7,9 @@ bit-identical to an uninterrupted run (batch i is `stream[i]`, the step key is `
 SIGTERM saves a checkpoint at the next step boundary and exits with status 143. The mesh, optimizer,
 checkpointer, writers, guards and evaluation cadence are the runtime's (`w2s_jax.train.runtime`), and so
 is LoRA: with `model.lora.rank > 0` the run trains adapters (+ a fresh head) on the frozen model.
+In a multi-process run a task may hand each process only its rows of every batch (`Setup.global_rows`,
+SFT and preference do); the loop assembles the global batch from the processes' parts
+(`sharding.global_batch`).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import nnx
@@ -45,6 +49,9 @@ class Setup:
   objective: step_lib.Objective
   train_batches: Any  # random access: train_batches[i] is batch i (dict of numpy arrays)
   eval_batches: list[dict[str, np.ndarray]]
+  # Rows B of a global batch when the batches above hold only this process's rows of each
+  # (`data.pipeline.process_rows`); None = they hold whole batches, the same on every process.
+  global_rows: int | None = None
   # Anything worth recording; `info["metrics"]` (scalars) is added to every logged metrics record.
   info: dict[str, Any] = dataclasses.field(default_factory=dict)
   # Optional starting parameters (e.g. a pretrained backbone with a fresh head), an nnx.State with the
@@ -54,16 +61,22 @@ class Setup:
   start_eval: tuple[str, ...] = ()
 
 
-def _eval(eval_fn, params, batches: list[dict[str, np.ndarray]], mesh) -> dict[str, float]:
+def _eval(eval_fn, params, batches: list[dict[str, np.ndarray]], mesh, rows: int | None) -> dict[str, float]:
   if not batches:
     return {}
   totals = None
   for b in batches:
-    out = jax.device_get(eval_fn(params, shd.put_batch(b, mesh)))
+    out = jax.device_get(eval_fn(params, shd.global_batch(b, mesh, rows)))
     totals = out if totals is None else jax.tree.map(np.add, totals, out)
   loss_sum, weight, metric_sums = totals
   w = max(float(weight), 1e-12)
   return {"eval_loss": float(loss_sum) / w, **{f"eval_{k}": float(v) / w for k, v in metric_sums.items()}}
+
+
+@jax.jit
+def _count_tokens(segment_ids: jax.Array) -> jax.Array:
+  """Real (non-padding) tokens of a global [B, L] batch: an int32 scalar, on every process."""
+  return jnp.sum(segment_ids > 0, dtype=jnp.int32)
 
 
 def train(config: ml_collections.ConfigDict, workdir: str | Path, setup: Setup) -> dict[str, Any]:
@@ -93,9 +106,9 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, setup: Setup) 
     eval_fn = jax.jit(lambda p, b: setup.objective(nnx.merge(graphdef, p), b, eval_key))  # whole model
 
     def step_fn(state, i):
-      host_batch = setup.train_batches[i]
-      tokens = int(np.sum(host_batch["segment_ids"] > 0)) if "segment_ids" in host_batch else 0
-      state, metrics = train_step(state, shd.put_batch(host_batch, rt.mesh))
+      batch = shd.global_batch(setup.train_batches[i], rt.mesh, setup.global_rows)
+      tokens = _count_tokens(batch["segment_ids"]) if "segment_ids" in batch else 0  # read one step late
+      state, metrics = train_step(state, batch)
       metrics = dict(metrics)
       cause = metrics.pop("nonfinite_cause")
       return state, Update(metrics, metrics["nonfinite_streak"], cause, i + 1, {"next_batch": i + 1},
@@ -104,7 +117,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, setup: Setup) 
     every = int(config.eval_every_steps or 0)
     evaluator = None
     if every or setup.start_eval:
-      evaluator = Evaluator(lambda s: _eval(eval_fn, full_params(s), setup.eval_batches, rt.mesh),
+      evaluator = Evaluator(lambda s: _eval(eval_fn, full_params(s), setup.eval_batches, rt.mesh,
+                                            setup.global_rows),
                             every=every, at_start=bool(setup.start_eval), at_end=bool(every),
                             keep_start=setup.start_eval)
     state = rt.run(state, step_fn, evaluator=evaluator)

@@ -23,12 +23,9 @@ from typing import Any
 import numpy as np
 from etils import epath
 
+from w2s_jax.atomic_file import is_remote
+
 REMOTE_FLUSH_S = 10.0
-
-
-def is_remote(path: epath.PathLike) -> bool:
-  """True for a URI path (`gs://...`, `s3://...`): an object store, no appends, renames or file locks."""
-  return "://" in os.fspath(path)
 
 
 def _clean(value: Any) -> Any:

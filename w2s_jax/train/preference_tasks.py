@@ -63,7 +63,7 @@ from w2s_jax.train import preference_objectives as po
 from w2s_jax.train import pretrain
 from w2s_jax.train.loop import Setup
 from w2s_jax.train.step import Batch, Objective
-from w2s_jax.train.tasks import make_tokenizer
+from w2s_jax.train.tasks import make_tokenizer, process_share
 
 Rows = dict[str, np.ndarray]
 REFERENCE_FREE = tuple(name for name, entry in po.PREFERENCE_OBJECTIVES.items() if not entry.reference)
@@ -130,11 +130,18 @@ def _take(rows: Rows, idx: np.ndarray, prefix: str = "") -> Rows:
   return {f"{prefix}{k}": v[idx] for k, v in rows.items()}
 
 
-def pair_batch(chosen: Rows, rejected: Rows, ref_N2: np.ndarray | None, idx_B: np.ndarray) -> Batch:
-  """[2B, L] rows for pairs `idx_B` (chosen first); `ref_logps` [2B] when `ref_N2` ([N, 2]) is given."""
-  batch = {k: np.concatenate([chosen[k][idx_B], rejected[k][idx_B]]) for k in chosen}
+def pair_batch(chosen: Rows, rejected: Rows, ref_N2: np.ndarray | None, idx_B: np.ndarray,
+               rows: slice | None = None) -> Batch:
+  """[2B, L] rows for pairs `idx_B` (chosen first); `ref_logps` [2B] when `ref_N2` ([N, 2]) is given.
+
+  With `rows` (a process's share of the 2B rows, `pipeline.process_rows`) only those rows are gathered.
+  """
+  b = len(idx_B)
+  lo, hi, _ = (rows or slice(None)).indices(2 * b)
+  parts = ((chosen, 0, idx_B[min(lo, b):min(hi, b)]), (rejected, 1, idx_B[max(lo - b, 0):max(hi - b, 0)]))
+  batch = {k: np.concatenate([src[k][idx] for src, _, idx in parts]) for k in chosen}
   if ref_N2 is not None:
-    batch[po.REF_LOGPS] = np.concatenate([ref_N2[idx_B, 0], ref_N2[idx_B, 1]]).astype(np.float32)
+    batch[po.REF_LOGPS] = np.concatenate([ref_N2[idx, col] for _, col, idx in parts]).astype(np.float32)
   return batch
 
 
@@ -357,6 +364,7 @@ def preference_setup(config: ml_collections.ConfigDict) -> Setup:
     batch_size=int(config.batch_size), seq_len=int(config.data.seq_len),
     eval_batches=int(config.data.eval_batches), seed=int(config.seed),
     head=config.model.get("head", "classifier"), eval_at_start=bool(config.get("eval_at_start", True)),
+    process=process_share(config, 2 * int(config.batch_size)),  # several processes: each reads its rows
   )
   setup.info["data"].update({"cache": str(cache_dir), "build": stats})
   return setup
@@ -364,7 +372,7 @@ def preference_setup(config: ml_collections.ConfigDict) -> Setup:
 
 def _unpaired_stream(
   examples: list[dict[str, Any]], tokenizer: Tokenizer, seq_len: int, seed: int, graphdef: nnx.GraphDef,
-  params: Any, rows_per_batch: int,
+  params: Any, rows_per_batch: int, process: slice | None = None,
 ) -> tuple[grain.MapDataset, int, int]:
   """KTO's train stream of unpaired examples with their mismatched KL rows and reference log-probs.
 
@@ -375,6 +383,7 @@ def _unpaired_stream(
   ref, ref_kl = (reference_logps(graphdef, params, r, rows_per_batch) for r in (rows, kl_rows))
 
   def make(idx: np.ndarray) -> Batch:
+    idx = idx[process or slice(None)]  # this process's examples of the batch
     return {**_take(rows, idx), **_take(kl_rows, idx, "kl_"), "desirable": desirable[idx],
             po.REF_LOGPS: ref[idx], "ref_kl_logps": ref_kl[idx]}
 
@@ -413,6 +422,7 @@ def records_setup(
   seed: int,
   head: str = "classifier",
   eval_at_start: bool = True,
+  process: slice | None = None,
 ) -> Setup:
   """The loop's `Setup` for preference records and a start model (also the frozen reference).
 
@@ -428,6 +438,7 @@ def records_setup(
     seed: shuffling seed (and the fresh head's initialisation for the reward model).
     head: the reward model's head, "classifier" or "value".
     eval_at_start: evaluate the start model too (`eval_loss_start`, `eval_reward_accuracy_start`).
+    process: this process's rows of each [2·batch_size] batch (`tasks.process_share`); None = all.
   """
   name, objective_fn = make_objective(objective)
   train_c, train_r, dropped_train = _pairs_rows(records["train"]["pairs"], tokenizer, seq_len)
@@ -452,17 +463,17 @@ def records_setup(
   )
   eval_ref_N2 = eval_ref_N2 if spec.reference else None
   held_out = [
-    pair_batch(eval_c, eval_r, eval_ref_N2, np.arange(i * batch_size, (i + 1) * batch_size))
+    pair_batch(eval_c, eval_r, eval_ref_N2, np.arange(i * batch_size, (i + 1) * batch_size), process)
     for i in range(min(len(eval_c["inputs"]) // batch_size, eval_batches))
   ]
 
   if spec.train_data == "unpaired":
     train, n_train, dropped_train = _unpaired_stream(
-      records["train"]["unpaired"], tokenizer, seq_len, seed, graphdef, params, rows_per_batch)
+      records["train"]["unpaired"], tokenizer, seq_len, seed, graphdef, params, rows_per_batch, process)
   else:
     train_ref = refs(train_c, train_r)
     train = _stream(len(train_c["inputs"]), batch_size, seed,
-                    lambda idx: pair_batch(train_c, train_r, train_ref, idx))
+                    lambda idx: pair_batch(train_c, train_r, train_ref, idx, process))
     n_train = len(train_c["inputs"])
 
   make_model = _model_maker(spec, cfg, head)
@@ -471,5 +482,5 @@ def records_setup(
   info = {"data": {"train_examples": n_train, "eval_pairs": n_eval_pairs, "objective": name},
           "metrics": {"pairs_dropped_overlong": dropped_train + dropped_eval}}
   return Setup(make_model=make_model, objective=objective_fn, train_batches=train, eval_batches=held_out,
-               info=info, init_params=init_params,
+               global_rows=rows_per_batch, info=info, init_params=init_params,
                start_eval=("eval_loss", "eval_reward_accuracy") if eval_at_start else ())

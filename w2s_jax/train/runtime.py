@@ -127,7 +127,8 @@ class Update:
     cause: the last non-finite update's cause (`step_lib.NONFINITE_*`).
     update: the optimizer step count, named by the guard's error.
     data_state: what a checkpoint of this step stores beside the train state (data position, ...).
-    tokens: tokens trained on (for `tokens_per_s` when the runtime's `throughput` is set).
+    tokens: tokens trained on (for `tokens_per_s` when the runtime's `throughput` is set; int or device
+      scalar, read with the metrics).
     timing: when not None, written with the step's wall seconds `iter_s` to `timing.jsonl`.
     stop: the loop ends after this step (e.g. a sample budget is spent): evaluate and checkpoint now.
   """
@@ -422,8 +423,9 @@ class Runtime:
     """Checks the guard and logs the pending steps (all when `last`, else all but the newest)."""
     while self._pending and (last or len(self._pending) > 1):
       s, out, ev = self._pending.pop(0)
-      m, streak, cause, update = jax.device_get((dict(out.metrics), out.streak, out.cause, out.update))
-      self._recent.append((time.perf_counter(), out.tokens))
+      m, streak, cause, update, tokens = jax.device_get(
+        (dict(out.metrics), out.streak, out.cause, out.update, out.tokens))
+      self._recent.append((time.perf_counter(), int(tokens)))
       self._streak = int(streak)
       if self._streak >= self.config.max_nonfinite_streak:
         where = f"iteration {s}: " if self.unit == "iteration" else ""

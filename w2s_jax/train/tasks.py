@@ -5,8 +5,10 @@ Only entry points read configs; this module is where a config's names become lib
 
 from __future__ import annotations
 
+import jax
 import ml_collections
 
+from w2s_jax import sharding as shd
 from w2s_jax.data import chat, limits, pipeline, sft_sources
 from w2s_jax.data.tokenizers import ByteTokenizer, HFTokenizer, Tokenizer, load_tokenizer
 from w2s_jax.models import _gguf
@@ -35,6 +37,14 @@ def make_tokenizer(spec: str) -> Tokenizer:
   return TOKENIZERS[spec]() if spec in TOKENIZERS else load_tokenizer(spec)
 
 
+def process_share(config: ml_collections.ConfigDict, rows: int) -> slice | None:
+  """This process's rows of a global batch of `rows` rows on the run's mesh (`config.mesh`), the block its
+  devices hold (`pipeline.process_rows`); None in a one-process run, which reads whole batches."""
+  if jax.process_count() == 1:
+    return None
+  return pipeline.process_rows(shd.make_mesh(dict(config.mesh)), rows)
+
+
 def sft_setup(config: ml_collections.ConfigDict) -> Setup:
   """SFT of a decoder on prompt/response pairs, packed with segment ids."""
   data_cfg = config.data
@@ -53,6 +63,7 @@ def sft_setup(config: ml_collections.ConfigDict) -> Setup:
   for split, pairs in (("train", train_pairs), ("eval", eval_pairs)):
     limits.check_examples(pairs, tokenizer, data_cfg.seq_len, overlong=overlong, batch_size=config.batch_size,
                           split=split)
+  process = process_share(config, config.batch_size)  # several processes: each reads only its rows
   data = pipeline.token_data(
     train_pairs,
     eval_pairs,
@@ -62,6 +73,7 @@ def sft_setup(config: ml_collections.ConfigDict) -> Setup:
     eval_batches=data_cfg.eval_batches,
     seed=config.seed,
     overlong="drop" if overlong == "error" else overlong,  # "error": checked above, nothing is over
+    process=process,
   )
   model_cfg = from_section(config.model)
   if model_cfg.vocab_size < tokenizer.vocab_size:
@@ -73,12 +85,14 @@ def sft_setup(config: ml_collections.ConfigDict) -> Setup:
     objective=OBJECTIVES[name](**obj_cfg),
     train_batches=data.train,
     eval_batches=data.eval_batches,
+    global_rows=config.batch_size,
     info={
       "packing": {k: vars(v) for k, v in data.stats.items()},
       "corpus": {"train": train_info, "eval": eval_info},
       "metrics": {
         "bad_records_skipped": sum(int(i.get("bad_records", 0)) for i in (train_info, eval_info)),
         "examples_dropped": sum(int(getattr(v, "dropped", 0)) for v in data.stats.values()),
+        "process_batch_rows": len(range(config.batch_size)[process or slice(None)]),  # rows read here
       },
     },
   )
