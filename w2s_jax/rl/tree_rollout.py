@@ -144,10 +144,11 @@ class KeepStateSampler:
     self.sampler, self.cfg = sampler, sampler.cfg
     self.state: DecodeState | None = None
 
-  def __call__(self, params: Any, prompts_BP: Any, prompt_mask_BP: Any, key: jax.Array):
+  def __call__(self, params: Any, prompts_BP: Any, prompt_mask_BP: Any, key: jax.Array, *,
+               compact: bool = False):
     P = int(np.shape(prompts_BP)[1])
     state = self.sampler.prefill(params, prompts_BP, prompt_mask_BP)
-    self.state = self.sampler.decode(params, state, key, min_length=P)
+    self.state = self.sampler.decode(params, state, key, min_length=P, compact=compact)
     return to_output_jit(self.state, prompt_len=P)
 
 

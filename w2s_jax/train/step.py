@@ -144,7 +144,11 @@ def _apply(
   finite = loss_ok & grad_ok & update_ok
   cause = jnp.where(~loss_ok, NONFINITE_LOSS, jnp.where(~grad_ok, NONFINITE_GRAD,
                                                         jnp.where(~update_ok, NONFINITE_UPDATE, 0)))
-  keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+  # One `lax.cond` picks the new or old (params, opt_state). A `jnp.where(finite, new, old)` per leaf
+  # gives the same values, but XLA:CPU's compile time then grows about quadratically with the number of
+  # leaves (SmolLM2-135M, 30 layers: minutes for the step; 8 layers: 24 s against 7 s with the cond).
+  params, opt_state = jax.lax.cond(finite, lambda: (new_params, new_opt),
+                                   lambda: (state.params, state.opt_state))
   streak = jnp.where(finite, 0, state.nonfinite_streak + 1)
   metrics = {
     "loss": loss,
@@ -158,8 +162,8 @@ def _apply(
     metrics["lr"] = schedule(state.step)
   new_state = state.replace(
     step=state.step + 1,
-    params=keep(new_params, state.params),
-    opt_state=keep(new_opt, state.opt_state),
+    params=params,
+    opt_state=opt_state,
     nonfinite_streak=streak,
     nonfinite_total=state.nonfinite_total + (~finite).astype(jnp.int32),
   )
