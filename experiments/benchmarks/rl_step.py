@@ -364,7 +364,8 @@ def main() -> None:
   load0 = os.getloadavg()[0]
   threads = cores()
   use_trl = not args.no_trl
-  result = {"benchmark": "rl_step", "preset": args.preset, "threads": threads}
+  preset = "smollm2-135m" if args.only_smollm2 else args.preset
+  result = {"benchmark": "rl_step", "preset": preset, "threads": threads}
   if use_trl:
     try:
       import trl as trl_pkg
