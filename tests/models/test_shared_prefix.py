@@ -64,7 +64,8 @@ def _full_rows(p_tok, p_mask, c_tok, c_mask):
 
 def _weights(N, G, C, V, seed=3):
   rng = np.random.default_rng(seed)
-  return jnp.asarray(rng.normal(size=(N, V)), jnp.float32), jnp.asarray(rng.normal(size=(N, G, C, V)), jnp.float32)
+  w_last = jnp.asarray(rng.normal(size=(N, V)), jnp.float32)
+  return w_last, jnp.asarray(rng.normal(size=(N, G, C, V)), jnp.float32)
 
 
 def _shared_loss(model, p_tok, c_tok, inputs, w_last, w_cont, c_mask):

@@ -38,11 +38,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from w2s_jax.models import transformer as tfm
 from w2s_jax.models.causal_attention import blocked_causal_attention
 from w2s_jax.models.presets import remat_choice
-from w2s_jax.models.transformer import (
-  _MASK_VALUE, Block, Transformer, attention_mask, dense, dot_product_attention, is_local_layer,
-)
+from w2s_jax.models.transformer import Block, Transformer
 
 __all__ = ["shared_prefix_hidden", "shared_prefix_logits"]
 
@@ -79,7 +78,7 @@ def _continuation_attention(
   logits = jnp.concatenate([logits_p, logits_c], axis=-1) * scale
   if softcap is not None:
     logits = softcap * jnp.tanh(logits / softcap)
-  logits = jnp.where(mask_NGCS[:, None, :, None], logits, _MASK_VALUE)
+  logits = jnp.where(mask_NGCS[:, None, :, None], logits, tfm._MASK_VALUE)
   probs = jax.nn.softmax(logits, axis=-1).astype(v_RCKH.dtype)
   out = jnp.einsum("NKGqCP,NPKH->NKGqCH", probs[..., :P], vp_NPKH)
   out = out + jnp.einsum("NKGqCD,NGDKH->NKGqCH", probs[..., P:], v_NGCKH)
@@ -99,7 +98,7 @@ def _shared_block(
   qp, kp, vp = (a[0, :split].reshape(N, P, *a.shape[2:]) for a in (q_1TNH, k_1TKH, v_1TKH))
   qc, kc, vc = (a[0, split:].reshape(R, C, *a.shape[2:]) for a in (q_1TNH, k_1TKH, v_1TKH))
   scalar = cfg.query_pre_attn_scalar if cfg.query_pre_attn_scalar is not None else cfg.head_dim
-  attend = functools.partial(dot_product_attention, scale=scalar**-0.5, softcap=cfg.attn_logit_softcap)
+  attend = functools.partial(tfm.dot_product_attention, scale=scalar**-0.5, softcap=cfg.attn_logit_softcap)
   if cfg.attention == "blocked":
     out_p = blocked_causal_attention(qp, kp, vp, mask_pp_NPP, attend)
   else:
@@ -109,7 +108,7 @@ def _shared_block(
   out_c = _continuation_attention(qc, kc, vc, kp, vp, mask_NGCS, scale=scalar**-0.5,
                                   softcap=cfg.attn_logit_softcap)
   out_1TNH = jnp.concatenate([out_p.reshape(-1, *out_p.shape[2:]), out_c.reshape(-1, *out_c.shape[2:])])[None]
-  h_1TD = dense(out_1TNH, attn.o_NHD[...].astype(out_1TNH.dtype), n_in=2)
+  h_1TD = tfm.dense(out_1TNH, attn.o_NHD[...].astype(out_1TNH.dtype), n_in=2)
   return block.after_attention(x_1TD, h_1TD)
 
 
@@ -132,8 +131,8 @@ def _masks(
   idx_NP = jnp.broadcast_to(jnp.arange(P, dtype=jnp.int32)[None], (N, P))
   idx_RC = jnp.broadcast_to(jnp.arange(C, dtype=jnp.int32)[None], (N * G, C))
   seg_RC = seg_NGC.reshape(N * G, C)
-  return (attention_mask(seg_NP, seg_NP, idx_NP, idx_NP, sliding_window=window),
-          attention_mask(seg_RC, seg_RC, idx_RC, idx_RC, sliding_window=window),
+  return (tfm.attention_mask(seg_NP, seg_NP, idx_NP, idx_NP, sliding_window=window),
+          tfm.attention_mask(seg_RC, seg_RC, idx_RC, idx_RC, sliding_window=window),
           _cross_mask(seg_NGC, seg_NP, pos_NGC, pos_NP, window))
 
 
@@ -181,7 +180,7 @@ def shared_prefix_hidden(
   run = _block_runner(cfg.remat)
   x_1TD = model.embed(tokens_1T)
   for i, block in enumerate(model.blocks):
-    masks = local_masks if is_local_layer(cfg, i) else global_masks
+    masks = local_masks if tfm.is_local_layer(cfg, i) else global_masks
     x_1TD = run(block, x_1TD, pos_1T, *masks)
   h_TD = model.final_norm(x_1TD)[0]
   D = h_TD.shape[-1]
