@@ -20,9 +20,12 @@ Legend: B pairs, L row length, P prompt slots, C completion slots.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import numpy as np
+
+from w2s_jax import sharding as shd
 
 ROW_KEYS = ("inputs", "targets", "loss_mask", "positions", "segment_ids")
 
@@ -34,6 +37,12 @@ def _prompt_and_row_lengths(rows: Mapping[str, np.ndarray]) -> tuple[np.ndarray,
   prompt = np.where(has, mask.argmax(axis=1) + 1, 0)
   real = (np.asarray(rows["segment_ids"]) > 0).sum(axis=1)
   return prompt, real
+
+
+def shards_divide(mesh_shape: Mapping[str, int], pairs: int) -> bool:
+  """Whether the mesh's batch axes divide `pairs` (the shared form's prompt arrays have B rows, not 2B)."""
+  mesh = shd.make_mesh(dict(mesh_shape))
+  return pairs % math.prod(mesh.shape.get(a, 1) for a in shd.BATCH_AXES) == 0
 
 
 def pair_lengths(*row_sets: Mapping[str, np.ndarray]) -> tuple[int, int]:

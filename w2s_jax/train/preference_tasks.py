@@ -365,7 +365,8 @@ def preference_setup(config: ml_collections.ConfigDict) -> Setup:
     eval_batches=int(config.data.eval_batches), seed=int(config.seed),
     head=config.model.get("head", "classifier"), eval_at_start=bool(config.get("eval_at_start", True)),
     process=process_share(config, 2 * int(config.batch_size)),  # several processes: each reads its rows
-    shared_prompt=bool(config.get("shared_prompt", True)),
+    shared_prompt=config.get("shared_prompt", True) and preference_shared.shards_divide(config.mesh,
+                                                                                        int(config.batch_size)),
   )
   setup.info["data"].update({"cache": str(cache_dir), "build": stats})
   return setup
