@@ -126,3 +126,30 @@ def test_group_minibatches_partition_whole_groups():
     assert (groups == groups[:, :1] + np.arange(4)).all() and (groups[:, 0] % 4 == 0).all()
   with pytest.raises(ValueError, match="multiple of rollout.group_size=4"):
     group_minibatches(24, 6, np.random.default_rng(0), group_size=4)
+
+
+def test_rl_iteration_is_the_same_with_the_switch_on_and_off(rl_smoke_sft, tmp_path, monkeypatch):
+  """One GRPO iteration of the smoke config (recomputed old log-probs, KL in the loss, minibatches of whole
+  groups): the grouped path is taken and its update metrics equal the row layout's."""
+  import json
+
+  from w2s_jax.config_files import load_config
+  from w2s_jax.rl import objective as objective_lib
+  from w2s_jax.rl.loop import train_rl
+
+  checks = []
+  real_check = objective_lib.groups_share_prompt
+  spy = lambda *a: checks.append(real_check(*a)) or checks[-1]  # noqa: E731
+  monkeypatch.setattr(objective_lib, "groups_share_prompt", spy)
+  records = {}
+  for shared in (True, False):
+    c = load_config("grpo_tiny", "smoke")
+    c.mesh.data, c.sft.workdir, c.total_steps, c.eval.samples = 1, str(rl_smoke_sft), 1, 0
+    c.rollout.old_logprobs, c.train.group_minibatches, c.train.shared_prompt = "recompute", True, shared
+    train_rl(c, tmp_path / str(shared))
+    records[shared] = json.loads((tmp_path / str(shared) / "metrics.jsonl").read_text().splitlines()[-1])
+  assert checks == [True]  # asked once, with the switch on, and the rollout's groups share their prompts
+  on, off = records[True], records[False]
+  assert on["updates"] == off["updates"] == 2 and on["reward_mean"] == off["reward_mean"]
+  for name in ("loss", "pg_loss", "kl_ref", "entropy", "approx_kl", "ratio_mean"):
+    np.testing.assert_allclose(on[name], off[name], rtol=1e-4, atol=1e-6, err_msg=name)
