@@ -8,11 +8,14 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from w2s_jax.models import get_preset, lora
-from w2s_jax.models.shared_prefix import shared_prefix_hidden, shared_prefix_logits
+from w2s_jax.models import get_preset, lora, shared_prefix
 from w2s_jax.models.transformer import Transformer
 
-SMALL = dict(vocab_size=512, d_model=64, n_layers=3, n_heads=4, n_kv_heads=2, head_dim=16, d_ff=128,
+shared_prefix_hidden = nnx.jit(shared_prefix.shared_prefix_hidden)  # jitted: eager dispatch is slow
+shared_prefix_logits = nnx.jit(shared_prefix.shared_prefix_logits)
+full_hidden = nnx.jit(lambda model, tok, pos, seg: model.hidden(tok, positions_BL=pos, segment_ids_BL=seg))
+
+SMALL = dict(vocab_size=512, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=16, d_ff=128,
              max_seq_len=512)
 CONFIGS = {
   "llama": get_preset("tiny"),  # GQA, tied head
@@ -69,7 +72,8 @@ def _weights(N, G, C, V, seed=3):
 
 
 def _shared_loss(model, p_tok, c_tok, inputs, w_last, w_cont, c_mask):
-  last_NV, cont_NGCV = shared_prefix_logits(model, jnp.asarray(p_tok), jnp.asarray(c_tok), **inputs)
+  last_NV, cont_NGCV = shared_prefix.shared_prefix_logits(model, jnp.asarray(p_tok), jnp.asarray(c_tok),
+                                                          **inputs)
   G = c_tok.shape[1]
   lp_last = jax.nn.log_softmax(last_NV, -1)
   lp_cont = jax.nn.log_softmax(cont_NGCV, -1) * jnp.asarray(c_mask)[..., None]
@@ -107,7 +111,7 @@ def test_hidden_and_gradients_equal_the_full_forward(name, G):
   p_tok, p_mask, c_tok, c_mask = _rows(N, G, P, C, [7, 3, 1], cont_lens)
   inputs = _split_inputs(p_tok, p_mask, c_tok, c_mask)
   tok, pos, mask = _full_rows(p_tok, p_mask, c_tok, c_mask)
-  full_NGLD = model.hidden(tok, positions_BL=pos, segment_ids_BL=mask).reshape(N, G, P + C, -1)
+  full_NGLD = full_hidden(model, tok, pos, mask).reshape(N, G, P + C, -1)
   hp, hc = shared_prefix_hidden(model, jnp.asarray(p_tok), jnp.asarray(c_tok), **inputs)
   for g in range(G):  # every slot, padding included (padding rows attend to themselves in both)
     np.testing.assert_allclose(hp, full_NGLD[:, g, :P], rtol=1e-5, atol=1e-5)
@@ -156,8 +160,9 @@ def test_right_padded_prompts_equal_the_rows_written_without_the_gap():
   np.testing.assert_allclose(np.asarray(cont_r)[real], np.asarray(cont_l)[real], rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("options", [dict(remat="block", attention="blocked"), dict(dtype="bfloat16")])
-def test_remat_blocked_attention_and_bf16_equal_the_full_forward(options):
+@pytest.mark.parametrize("options", [dict(remat="block", attention="blocked"), dict(attention="dot_product"),
+                                     dict(dtype="bfloat16")])
+def test_remat_attention_choices_and_bf16_equal_the_full_forward(options):
   cfg = dataclasses.replace(CONFIGS["qwen"], **options)
   model = _model(cfg)
   N, G, P, C = 2, 4, 5, 4
@@ -196,7 +201,7 @@ def test_lora_adapter_gradients_equal_the_full_forward():
 def test_bad_shapes_are_named():
   model = _model(CONFIGS["llama"])
   with pytest.raises(ValueError, match=r"continuations must be \[N=2"):
-    shared_prefix_hidden(model, jnp.zeros((2, 3), jnp.int32), jnp.zeros((3, 2, 2), jnp.int32),
+    shared_prefix.shared_prefix_hidden(model, jnp.zeros((2, 3), jnp.int32), jnp.zeros((3, 2, 2), jnp.int32),
                          prompt_positions_NP=jnp.zeros((2, 3), jnp.int32),
                          prompt_segment_ids_NP=jnp.ones((2, 3), jnp.int32),
                          cont_positions_NGC=jnp.zeros((3, 2, 2), jnp.int32),
