@@ -6,6 +6,9 @@ from further prompts (DAPO dynamic sampling), compute old-policy log-probs (the 
 reference log-probs and critic values when needed, advantages by name, then `train.epochs` passes of
 random minibatches through the one train step (`make_train_step` with `rl_objective`). The policy starts
 from the SFT phase (`w2s_jax.rl.sft_init`), which is also the frozen reference model of the KL penalty.
+Each group's prompt runs once (`models.shared_prefix`) in the old/reference log-prob passes and in every
+update whose minibatch is made of whole groups (`train.shared_prompt`, default on; `train.group_minibatches`
+draws such minibatches, off by default: rows are shuffled one by one, as before).
 
 Tree estimators (`w2s_jax.rl.tree_rollout`): `rollout.kind = "tree"` draws TreeRL's entropy-forked trees
 instead of G independent samples (rows = leaves, advantage `treerl`); advantage `vineppo` adds K Monte
@@ -310,11 +313,11 @@ class _RLRun:
   def _minibatch(self, batch: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, jax.Array]:
     """The rows' update batch on the mesh; whole groups (rows sorted) go in the grouped layout [U, G, ...]
     of `rl_objective`, whose prompts run once; any other selection keeps the row layout [M, ...]."""
-    G, rows = self.G, np.sort(rows)
+    G, srt = self.G, np.sort(rows)
     if self.grouped and len(rows) % G == 0 and (len(rows) // G) % self.batch_shards == 0:
-      first = rows[::G]
-      if ((first % G == 0) & (rows.reshape(-1, G) == first[:, None] + np.arange(G)).all(axis=1)).all():
-        grouped = {k: v[rows].reshape(-1, G, *v.shape[1:]) for k, v in batch.items()}
+      first = srt[::G]
+      if ((first % G == 0) & (srt.reshape(-1, G) == first[:, None] + np.arange(G)).all(axis=1)).all():
+        grouped = {k: v[srt].reshape(-1, G, *v.shape[1:]) for k, v in batch.items()}
         return shd.put_batch(grouped, self.rt.mesh)
     return shd.put_batch({k: v[rows] for k, v in batch.items()}, self.rt.mesh)
 
