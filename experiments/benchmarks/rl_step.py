@@ -51,7 +51,7 @@ logits on one prompt (`max_logit_diff`, `tunix_max_logit_diff`, `tunix_argmax_ag
 agree on the prompts, and the first iteration's loss of w2s_jax and TRL (`first_loss`): with one update
 per rollout the ratio is 1 and the seq-mean-token-mean loss of group-normalised advantages is 0 in both
 (a token-mean loss would not be: a check of the loss convention, not of the sampled tokens).
-Shared prompt: w2s_jax's update runs each group's prompt once (`train.shared_prompt`, the RL loop's
+Shared prompt: w2s_jax's update runs each group's prompt once (`shared_prompt`, the RL loop's
 default: the grouped batch layout [B, G, ...], `models.shared_prefix`); `w2s_jax_update_s` is that update.
 The old row-layout update [B·G, ...] runs after each timed iteration on a copy of the same pre-update state
 and batch, outside the iteration's time: `w2s_jax_update_rows_s`, their ratio, the largest loss difference
@@ -208,7 +208,7 @@ def grpo_config(lr: float):
 def w2s_runner(folder: Path, problems: list, B: int, G: int, N: int, lr: float, shared: bool = True):
   """(one, record): `one()` runs the next w2s_jax GRPO iteration and appends its figures to `record`.
 
-  With `shared` (`train.shared_prompt`, the loop's default) the update takes the grouped batch layout
+  With `shared` (`shared_prompt`, the loop's default) the update takes the grouped batch layout
   [B, G, ...], each prompt run once; after the timed iteration, the same update in the row layout
   [B·G, ...] (the old path) is timed on a copy of the pre-update state, outside the iteration's time, so
   the JSON shows both update times from the same batches.
@@ -352,7 +352,7 @@ def bench_shape(folder: Path, problems: list, B: int, G: int, N: int, warmup: in
   result["w2s_jax_update_s"] = spread(ours["update_times"][w:])
   result["w2s_jax_shared_prompt"] = all(ours["grouped"])
   result["w2s_jax_forward_tokens"] = ours["forward_tokens"]
-  if ours["update_rows_times"]:  # the row layout's update (the path before train.shared_prompt)
+  if ours["update_rows_times"]:  # the row layout's update (the path before shared_prompt)
     result["w2s_jax_update_rows_s"] = spread(ours["update_rows_times"][w:])
     result["w2s_jax_update_rows_over_shared"] = (result["w2s_jax_update_rows_s"]["median"]
                                                  / result["w2s_jax_update_s"]["median"])

@@ -1,4 +1,4 @@
-"""`train.shared_prompt`: the grouped layout (each prompt once) gives the row layout's log-probs, losses and
+"""`shared_prompt`: the grouped layout (each prompt once) gives the row layout's log-probs, losses and
 gradients; the host checks pick it only for whole groups that share their prompt slots."""
 
 import jax
@@ -145,7 +145,7 @@ def test_rl_iteration_is_the_same_with_the_switch_on_and_off(rl_smoke_sft, tmp_p
   for shared in (True, False):
     c = load_config("grpo_tiny", "smoke")
     c.mesh.data, c.sft.workdir, c.total_steps, c.eval.samples = 1, str(rl_smoke_sft), 1, 0
-    c.rollout.old_logprobs, c.train.group_minibatches, c.train.shared_prompt = "recompute", True, shared
+    c.rollout.old_logprobs, c.train.group_minibatches, c.shared_prompt = "recompute", True, shared
     train_rl(c, tmp_path / str(shared))
     records[shared] = json.loads((tmp_path / str(shared) / "metrics.jsonl").read_text().splitlines()[-1])
   assert checks == [True]  # asked once, with the switch on, and the rollout's groups share their prompts

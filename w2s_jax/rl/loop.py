@@ -7,7 +7,7 @@ reference log-probs and critic values when needed, advantages by name, then `tra
 random minibatches through the one train step (`make_train_step` with `rl_objective`). The policy starts
 from the SFT phase (`w2s_jax.rl.sft_init`), which is also the frozen reference model of the KL penalty.
 Each group's prompt runs once (`models.shared_prefix`) in the old/reference log-prob passes and in every
-update whose minibatch is made of whole groups (`train.shared_prompt`, default on; `train.group_minibatches`
+update whose minibatch is made of whole groups (`shared_prompt`, default on; `train.group_minibatches`
 draws such minibatches, off by default: rows are shuffled one by one, as before).
 
 Tree estimators (`w2s_jax.rl.tree_rollout`): `rollout.kind = "tree"` draws TreeRL's entropy-forked trees
@@ -248,8 +248,8 @@ class _RLRun:
     self.rl_seed = int(config.seed) if rl_seed < 0 else rl_seed
     self.budget = int(config.get("sample_budget", 0))  # stop once this many tokens were sampled (0 = off)
     self.cursor = self.spent = 0
-    # train.shared_prompt: run each group's prompt once in the log-prob passes and the updates (exact)
-    self.shared = bool(config.train.get("shared_prompt", True))
+    # shared_prompt: run each group's prompt once in the log-prob passes and the updates (exact)
+    self.shared = bool(config.get("shared_prompt", True))
     self.group_minibatches = bool(config.train.get("group_minibatches", False))
     self.batch_shards = int(np.prod([rt.mesh.shape.get(a, 1) for a in shd.BATCH_AXES]))
     self.grouped = False  # this rollout's groups share their prompt slots (set by build_batch)
