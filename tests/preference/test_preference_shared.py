@@ -86,3 +86,33 @@ def test_share_prompts_refuses_pairs_with_different_prompts_or_too_long():
     share_prompts(other, P, C)
   with pytest.raises(ValueError, match="pair 1: prompt of 28"):
     share_prompts(batch, P - 1, C)
+
+
+def test_records_setup_trains_the_same_with_the_switch_on_and_off(tmp_path):
+  """Two DPO steps through the task's setup and the train loop: shared-prompt batches (what the preference
+  task builds by default) give the row batches' losses and held-out metrics."""
+  import json
+
+  from w2s_jax.train.config_lib import train_defaults
+  from w2s_jax.train.loop import train
+
+  tok = ByteTokenizer()
+  cfg = get_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=64, n_layers=1)
+  graphdef, params = nnx.split(Transformer(cfg, rngs=nnx.Rngs(0)))
+  pairs = [{"prompt": p, "chosen": f"yes {i}", "rejected": f"no, {i * 7}"} for i, p in enumerate(PROMPTS)]
+  records = {"train": {"pairs": pairs, "unpaired": []}, "eval": {"pairs": pairs[:2], "unpaired": []}}
+  logs = {}
+  for shared in (True, False):
+    setup = pt.records_setup(records, cfg, graphdef, params, tok, objective={"name": "dpo", "beta": 0.1},
+                             batch_size=2, seq_len=48, eval_batches=1, seed=0, shared_prompt=shared)
+    assert ("prompt_inputs" in setup.eval_batches[0]) == shared
+    c = train_defaults(total_steps=2, batch_size=2, lr=1e-2)
+    c.mesh.data, c.eval_every_steps, c.log_every_steps = 1, 2, 1
+    train(c, tmp_path / str(shared), setup)
+    lines = (tmp_path / str(shared) / "metrics.jsonl").read_text().splitlines()
+    logs[shared] = [json.loads(line) for line in lines]
+  assert len(logs[False]) == 2 and "eval_loss" in logs[False][-1]
+  for on, off in zip(logs[True], logs[False], strict=True):
+    for name in ("loss", "rewards/margins", "logps/chosen", "eval_loss"):
+      if name in off or name in on:
+        np.testing.assert_allclose(on[name], off[name], rtol=1e-4, atol=1e-5, err_msg=name)
