@@ -79,8 +79,9 @@ def completion_logprobs(
   if group_size == 1:
     return score_fn(policy, tokens_RS, mask_RS, temperature=temperature, num_last=num_new)
   R, S = tokens_RS.shape
-  if R % group_size:
-    raise ValueError(f"{R} rows do not split into groups of {group_size}")
+  if R % group_size or num_new >= S:
+    raise ValueError(f"{R} rows of {S} slots do not split into groups of {group_size} sharing a prompt "
+                     f"before the last {num_new} slots")
   U, G, P = R // group_size, group_size, S - num_new
   mask_RS = mask_RS.astype(jnp.int32)
   tok, seg, pos = (a.reshape(U, G, S) for a in (tokens_RS, mask_RS, token_positions(mask_RS)))
