@@ -10,8 +10,8 @@ Keys at slots after the query's own slot are masked by causality, so stale entri
 decode step may run on a `window` (the first W slots) when every row's slot is < W: attention then
 reads W slots instead of S (the sampler's decode phases). A *one-row* cache (`one_row`) holds a
 single row's buffers without the batch axis ([K, S, H]): a decode loop at B = 1 carries it so that XLA
-updates each buffer in place (with the [1, K, S, H] layout XLA:CPU copied every layer's buffers four
-times per step).
+updates each buffer in place (with the [1, K, S, H] layout, a single-phase loop made XLA:CPU copy every
+layer's buffers four times per step).
 
 Numerics are those of `Transformer.__call__` on the same left-padded sequence: the same projections,
 `attention_mask` (slot indices play the role of token indices, which equal positions up to the

@@ -187,8 +187,8 @@ def decode(
   (`kv_cache.fuse_weights`): each step then runs 4 matmuls per layer instead of 7 (same tokens).
 
   At B = 1 the loop carries the cache in its one-row form (`kv_cache.one_row`: buffers without the batch
-  axis), which XLA:CPU updates in place; the [1, K, S, H] form made it copy every layer's buffers four
-  times per step (the tree sampler's root chains run at B = 1). Same tokens and log-probs.
+  axis), which XLA:CPU updates in place; in a single-phase loop the [1, K, S, H] form made it copy every
+  layer's buffers four times per step (tree root chains run at B = 1). Same tokens and log-probs.
   """
   B, S = state.tokens_BS.shape
   rows_B = jnp.arange(B)
