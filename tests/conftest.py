@@ -18,8 +18,10 @@ import atexit
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
+import filelock
 import pytest
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -40,9 +42,29 @@ jax.config.update("jax_num_cpu_devices", 8)
 _WIDE_SCOPES = ("module", "package", "session")
 
 
+def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]) -> Path:
+  """A folder `build(folder)` fills once per pytest run, copied into this worker's temp folder.
+
+  The first worker to ask builds it under a file lock in the run's shared temp folder (xdist workers'
+  temp folders are siblings); the others wait for it and copy it. Each worker gets its own copy, since a
+  run folder is opened by one writer at a time (reloading a finished SFT run opens its checkpointer).
+  """
+  base = tmp_path_factory.getbasetemp()
+  shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+  built = shared / f"{name}_built" / "sft"
+  with filelock.FileLock(str(shared / f"{name}.lock")):
+    if not (built.parent / "done").exists():
+      shutil.rmtree(built.parent, ignore_errors=True)  # a build that failed half-way
+      build(built)
+      (built.parent / "done").touch()
+  folder = tmp_path_factory.mktemp(name) / "sft"
+  shutil.copytree(built, folder)
+  return folder
+
+
 @pytest.fixture(scope="session")
 def rl_smoke_sft(tmp_path_factory: pytest.TempPathFactory) -> Path:
-  """The RL smoke configs' SFT phase, trained once per worker: pass it as `sft.workdir` with `mesh.data=1`.
+  """The RL smoke configs' SFT phase, built once per pytest run: pass it as `sft.workdir` with `mesh.data=1`.
 
   Every `configs/rl_base.py`-based smoke config (grpo, gspo, tempo, treerl, vineppo, prm_tiny, ...) has the
   same SFT section; with `mesh.data=1` (the tests' one-device mesh, and what a one-device subprocess uses)
@@ -51,12 +73,13 @@ def rl_smoke_sft(tmp_path_factory: pytest.TempPathFactory) -> Path:
   from w2s_jax.config_files import load_config
   from w2s_jax.rl.sft_init import run_sft
 
-  folder = tmp_path_factory.mktemp("rl_smoke_sft") / "sft"
-  config = load_config("grpo_tiny", "smoke")
-  config.mesh.data = 1
-  config.sft.workdir = str(folder)
-  run_sft(config, folder.parent)
-  return folder
+  def build(folder: Path) -> None:
+    config = load_config("grpo_tiny", "smoke")
+    config.mesh.data = 1
+    config.sft.workdir = str(folder)
+    run_sft(config, folder.parent)
+
+  return built_once(tmp_path_factory, "rl_smoke_sft", build)
 
 
 @pytest.fixture(scope="session")
@@ -70,12 +93,15 @@ def w2s_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _is_heavy(item: pytest.Item) -> bool:
-  """A `slow` test, or one using a module-or-wider fixture defined in its own module (a shared run)."""
+  """A `slow` test, or one using a module-or-wider fixture of this test tree (a shared run): one defined in
+  its module or in a conftest.py above it (`rl_smoke_sft`, `w2s_cache`, tests/w2s's `ladder0_smoke_sft`),
+  not pytest's own (`tmp_path_factory`, whose baseid is "")."""
   if item.get_closest_marker("slow") is not None:
     return True
   module = item.nodeid.split("::")[0]
+  ours = lambda d: d.baseid and (module == d.baseid or module.startswith(f"{d.baseid}/"))
   defs = item._fixtureinfo.name2fixturedefs.values()
-  return any(d.scope in _WIDE_SCOPES and d.baseid == module for ds in defs for d in ds)
+  return any(d.scope in _WIDE_SCOPES and ours(d) for ds in defs for d in ds)
 
 
 @pytest.hookimpl(trylast=True)
