@@ -1,5 +1,5 @@
 """Test-wide settings: 8 simulated CPU devices before anything touches a backend; one JAX compilation cache
-for the whole run; runs that several test modules start from, built once per worker; heavy test modules first.
+for the whole run; runs that several test modules start from, built once per run; heavy test modules first.
 
 The compilation cache is a folder made once per `pytest` run (by the controller; xdist workers and every
 subprocess a test starts inherit it through `JAX_COMPILATION_CACHE_DIR`), so a program that several tests,
@@ -7,6 +7,9 @@ workers or `python -m w2s_jax.main` runs compile is compiled once. Entries are k
 compile options and the JAX/XLA version, so a hit returns the executable a fresh compile would build.
 A size limit turns on JAX's file lock, which makes concurrent readers and writers (two workers, the
 multi-process tests) safe. A folder set by the caller (`JAX_COMPILATION_CACHE_DIR`) is used as it is.
+
+The shared runs (`rl_smoke_sft`, tests/w2s's `ladder0_smoke_sft`, the ladder in `w2s_cache`) are built by
+the first worker that needs them, under a file lock in the run's temp folder; every worker copies them.
 
 XLA's CPU backend compiles without LLVM optimisation (`--xla_backend_optimization_level=0`, added to
 `XLA_FLAGS`; subprocesses inherit it unless a test drops `XLA_FLAGS`): the tests' programs are tiny, so the
@@ -42,7 +45,8 @@ jax.config.update("jax_num_cpu_devices", 8)
 _WIDE_SCOPES = ("module", "package", "session")
 
 
-def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]) -> Path:
+def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None],
+               leaf: str = "sft") -> Path:
   """A folder `build(folder)` fills once per pytest run, copied into this worker's temp folder.
 
   The first worker to ask builds it under a file lock in the run's shared temp folder (xdist workers'
@@ -51,13 +55,13 @@ def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Calla
   """
   base = tmp_path_factory.getbasetemp()
   shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
-  built = shared / f"{name}_built" / "sft"
+  built = shared / f"{name}_built" / leaf
   with filelock.FileLock(str(shared / f"{name}.lock")):
     if not (built.parent / "done").exists():
       shutil.rmtree(built.parent, ignore_errors=True)  # a build that failed half-way
       build(built)
       (built.parent / "done").touch()
-  folder = tmp_path_factory.mktemp(name) / "sft"
+  folder = tmp_path_factory.mktemp(name) / leaf
   shutil.copytree(built, folder)
   return folder
 
@@ -87,9 +91,21 @@ def w2s_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
   """A `W2S_JAX_CACHE` folder per worker, for runs whose cached rungs / SFT models others may reuse.
 
   Entries are keyed by their config's hash (`w2s.ladder`), so a test finds a rung only when its settings are
-  the same; per worker, so two processes never train into one folder at once.
+  the same; per worker, so two processes never train into one folder at once. It starts with the ladder
+  the W2S sweep smokes share (configs/w2s_sweep.py:smoke's ladder-0 and ladder-1 at
+  `ladder.total_steps=4`: tests/w2s's protocol, debate, deception and pretrained-rung sweeps and
+  tests/rl/test_own_task_runs.py), pretrained once per pytest run (`built_once`).
   """
-  return tmp_path_factory.mktemp("w2s_cache")
+  from w2s_jax.config_files import load_config
+  from w2s_jax.w2s.rungs import load_rungs
+
+  def build(folder: Path) -> None:
+    config = load_config("w2s_sweep", "smoke")
+    config.ladder.total_steps = 4
+    config.ladder.cache_dir = str(folder / "ladder")
+    load_rungs(list(config.ladder.sizes), config)
+
+  return built_once(tmp_path_factory, "w2s_cache", build, "cache")
 
 
 def _is_heavy(item: pytest.Item) -> bool:

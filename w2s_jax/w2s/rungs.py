@@ -128,8 +128,13 @@ def _gguf_file(ref: str) -> str:
   return ref
 
 
+@functools.cache
 def num_layers(name: str) -> int:
-  """Number of blocks of a `gguf:`/`hf:` checkpoint, read from its metadata (no weights loaded)."""
+  """Number of blocks of a `gguf:`/`hf:` checkpoint, read from its metadata (no weights loaded).
+
+  Read once per process and name, as `checkpoint` loads once: opening a GGUF parses every metadata field
+  (SmolLM2's 49k-token vocabulary and merges), seconds per call.
+  """
   if name.startswith("hf:"):
     with open(os.path.join(name[len("hf:"):], "config.json")) as f:
       return int(json.load(f)["num_hidden_layers"])
