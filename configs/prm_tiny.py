@@ -11,7 +11,7 @@ that run's SFT model), samples solutions to train problems, labels every step by
 (`label`), trains a PRM (`ValueModel` on the SFT backbone, BCE at step-end tokens; `total_steps` PRM
 updates) and reranks `eval.samples` solutions per held-out problem: PRM best-of-N vs PRM-weighted vote vs
 majority vote vs a random pick. Pipeline: `w2s_jax/prm/pipeline.py`; output WORKDIR/results.json.
-Arg `smoke`: `chain_sum`, a 60-step SFT, 6 problems × 4 solutions × 4 completions per step, 8 PRM steps.
+Arg `smoke`: `chain_sum`, a 60-step SFT, 6 problems × 4 solutions × 4 completions per step, 20 PRM steps.
 """
 
 import ml_collections
@@ -24,8 +24,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   base = load_config("rl_base", arg)  # raises on an unknown arg; its model, data and sft sections are shared
   c = ml_collections.ConfigDict()
   c.task = "prm_pipeline"
-  load_common().loop(c, total_steps=8 if smoke else 400,  # PRM updates
-                     checkpoint_every_steps=8 if smoke else 200, keep_checkpoints=1)
+  load_common().loop(c, total_steps=20 if smoke else 400,  # PRM updates
+                     checkpoint_every_steps=20 if smoke else 200, keep_checkpoints=1)
   c.model, c.data, c.sft = base.model, base.data, base.sft
 
   c.data.task = "chain_sum" if smoke else "gcd"  # a key of w2s_jax.data.reasoning.TASKS
