@@ -18,13 +18,13 @@ passes either way).
 """
 
 import atexit
+import fcntl
 import os
 import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-import filelock
 import pytest
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -56,7 +56,8 @@ def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Calla
   base = tmp_path_factory.getbasetemp()
   shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
   built = shared / f"{name}_built" / leaf
-  with filelock.FileLock(str(shared / f"{name}.lock")):
+  with open(shared / f"{name}.lock", "a") as lock:  # released when closed
+    fcntl.flock(lock, fcntl.LOCK_EX)
     if not (built.parent / "done").exists():
       shutil.rmtree(built.parent, ignore_errors=True)  # a build that failed half-way
       build(built)
