@@ -62,7 +62,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.policy.model = ml_collections.ConfigDict({"preset": "tiny", "vocab_size": 512,
                                               "overrides": {"max_seq_len": 256}})
   c.policy.sft_levels = "easy,hard"  # "easy" for the paper's easy-only SFT
-  c.policy.total_steps = 30 if smoke else 300
+  c.policy.total_steps = 16 if smoke else 300
   c.policy.batch_size = 8 if smoke else 16
   c.policy.optimizer = load_common().optimizer(3e-3, warmup_steps=max(c.policy.total_steps // 20, 1))
 

@@ -1,5 +1,5 @@
 """Test-wide settings: 8 simulated CPU devices before anything touches a backend; one JAX compilation cache
-for the whole run; runs that several test modules start from, built once per worker; heavy test modules first.
+for the whole run; runs that several test modules start from, built once per run; heavy test modules first.
 
 The compilation cache is a folder made once per `pytest` run (by the controller; xdist workers and every
 subprocess a test starts inherit it through `JAX_COMPILATION_CACHE_DIR`), so a program that several tests,
@@ -8,6 +8,9 @@ compile options and the JAX/XLA version, so a hit returns the executable a fresh
 A size limit turns on JAX's file lock, which makes concurrent readers and writers (two workers, the
 multi-process tests) safe. A folder set by the caller (`JAX_COMPILATION_CACHE_DIR`) is used as it is.
 
+The shared runs (`rl_smoke_sft`, tests/w2s's `ladder0_smoke_sft`, the ladder in `w2s_cache`) are built by
+the first worker that needs them, under a file lock in the run's temp folder; every worker copies them.
+
 XLA's CPU backend compiles without LLVM optimisation (`--xla_backend_optimization_level=0`, added to
 `XLA_FLAGS`; subprocesses inherit it unless a test drops `XLA_FLAGS`): the tests' programs are tiny, so the
 compile is most of their cost; the HLO passes still run and the results agree (the SmolLM2 GGUF parity test
@@ -15,9 +18,11 @@ passes either way).
 """
 
 import atexit
+import fcntl
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -40,9 +45,31 @@ jax.config.update("jax_num_cpu_devices", 8)
 _WIDE_SCOPES = ("module", "package", "session")
 
 
+def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None],
+               leaf: str = "sft") -> Path:
+  """A folder `build(folder)` fills once per pytest run, copied into this worker's temp folder.
+
+  The first worker to ask builds it under a file lock in the run's shared temp folder (xdist workers'
+  temp folders are siblings); the others wait for it and copy it. Each worker gets its own copy, since a
+  run folder is opened by one writer at a time (reloading a finished SFT run opens its checkpointer).
+  """
+  base = tmp_path_factory.getbasetemp()
+  shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+  built = shared / f"{name}_built" / leaf
+  with open(shared / f"{name}.lock", "a") as lock:  # released when closed
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if not (built.parent / "done").exists():
+      shutil.rmtree(built.parent, ignore_errors=True)  # a build that failed half-way
+      build(built)
+      (built.parent / "done").touch()
+  folder = tmp_path_factory.mktemp(name) / leaf
+  shutil.copytree(built, folder)
+  return folder
+
+
 @pytest.fixture(scope="session")
 def rl_smoke_sft(tmp_path_factory: pytest.TempPathFactory) -> Path:
-  """The RL smoke configs' SFT phase, trained once per worker: pass it as `sft.workdir` with `mesh.data=1`.
+  """The RL smoke configs' SFT phase, built once per pytest run: pass it as `sft.workdir` with `mesh.data=1`.
 
   Every `configs/rl_base.py`-based smoke config (grpo, gspo, tempo, treerl, vineppo, prm_tiny, ...) has the
   same SFT section; with `mesh.data=1` (the tests' one-device mesh, and what a one-device subprocess uses)
@@ -51,12 +78,13 @@ def rl_smoke_sft(tmp_path_factory: pytest.TempPathFactory) -> Path:
   from w2s_jax.config_files import load_config
   from w2s_jax.rl.sft_init import run_sft
 
-  folder = tmp_path_factory.mktemp("rl_smoke_sft") / "sft"
-  config = load_config("grpo_tiny", "smoke")
-  config.mesh.data = 1
-  config.sft.workdir = str(folder)
-  run_sft(config, folder.parent)
-  return folder
+  def build(folder: Path) -> None:
+    config = load_config("grpo_tiny", "smoke")
+    config.mesh.data = 1
+    config.sft.workdir = str(folder)
+    run_sft(config, folder.parent)
+
+  return built_once(tmp_path_factory, "rl_smoke_sft", build)
 
 
 @pytest.fixture(scope="session")
@@ -64,18 +92,33 @@ def w2s_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
   """A `W2S_JAX_CACHE` folder per worker, for runs whose cached rungs / SFT models others may reuse.
 
   Entries are keyed by their config's hash (`w2s.ladder`), so a test finds a rung only when its settings are
-  the same; per worker, so two processes never train into one folder at once.
+  the same; per worker, so two processes never train into one folder at once. It starts with the ladder
+  the W2S sweep smokes share (configs/w2s_sweep.py:smoke's ladder-0 and ladder-1 at
+  `ladder.total_steps=4`: tests/w2s's protocol, debate, deception and pretrained-rung sweeps and
+  tests/rl/test_own_task_runs.py), pretrained once per pytest run (`built_once`).
   """
-  return tmp_path_factory.mktemp("w2s_cache")
+  from w2s_jax.config_files import load_config
+  from w2s_jax.w2s.rungs import load_rungs
+
+  def build(folder: Path) -> None:
+    config = load_config("w2s_sweep", "smoke")
+    config.ladder.total_steps = 4
+    config.ladder.cache_dir = str(folder / "ladder")
+    load_rungs(list(config.ladder.sizes), config)
+
+  return built_once(tmp_path_factory, "w2s_cache", build, "cache")
 
 
 def _is_heavy(item: pytest.Item) -> bool:
-  """A `slow` test, or one using a module-or-wider fixture defined in its own module (a shared run)."""
+  """A `slow` test, or one using a module-or-wider fixture of this test tree (a shared run): one defined in
+  its module or in a conftest.py above it (`rl_smoke_sft`, `w2s_cache`, tests/w2s's `ladder0_smoke_sft`),
+  not pytest's own (`tmp_path_factory`, whose baseid is "")."""
   if item.get_closest_marker("slow") is not None:
     return True
   module = item.nodeid.split("::")[0]
+  ours = lambda d: d.baseid and (module == d.baseid or module.startswith(f"{d.baseid}/"))
   defs = item._fixtureinfo.name2fixturedefs.values()
-  return any(d.scope in _WIDE_SCOPES and d.baseid == module for ds in defs for d in ds)
+  return any(d.scope in _WIDE_SCOPES and ours(d) for ds in defs for d in ds)
 
 
 @pytest.hookimpl(trylast=True)

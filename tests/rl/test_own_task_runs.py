@@ -92,7 +92,7 @@ def test_readme_own_task_example_trains(tmp_path):
   assert sft[-1]["loss"] < sft[0]["loss"]  # it learned the user's task's solutions
 
 
-# The W2S sweep smoke, shrunk: one loss, few questions and steps; one ladder (pretrained once per worker in
+# The W2S sweep smoke, shrunk: one loss, few questions and steps; one ladder (pretrained once per run in
 # the shared cache; tests/w2s/test_protocol.py's sweep uses the same 4-step ladder).
 W2S_FAST = ['--config.losses=("xent",)', "--config.data.train_size=48", "--config.data.eval_size=32",
             "--config.train.total_steps=4", "--config.ladder.total_steps=4"]

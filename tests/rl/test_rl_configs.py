@@ -74,7 +74,7 @@ def smoke_runs(tmp_path_factory, rl_smoke_sft):
   """The three new configs' smoke runs (+ a format reward), sharing one SFT phase (rl_base smoke SFT)."""
   from w2s_jax.rl.loop import train_rl
 
-  sft_dir = rl_smoke_sft  # trained once per worker (tests/conftest.py)
+  sft_dir = rl_smoke_sft  # trained once per pytest run (tests/conftest.py)
   runs = {}
   for name in NEW_CONFIGS:
     c = load_config(name, "smoke")

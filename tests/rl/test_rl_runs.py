@@ -13,7 +13,7 @@ CONFIGS = ["grpo_tiny", "rloo_tiny", "ppo_tiny", "dapo_tiny", "topr_tiny", "rft_
 
 @pytest.fixture(scope="module")
 def sft_dir(rl_smoke_sft):
-  return rl_smoke_sft  # the smoke SFT phase, trained once per worker (tests/conftest.py)
+  return rl_smoke_sft  # the smoke SFT phase, trained once per pytest run (tests/conftest.py)
 
 
 def _config(name, sft_dir, **overrides):

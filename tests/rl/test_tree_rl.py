@@ -284,7 +284,7 @@ def test_mc_step_returns_fork_every_step(policy):
 
 
 def test_tree_smoke_configs_run_through_main(tmp_path, rl_smoke_sft):
-  sft = rl_smoke_sft  # the smoke SFT phase, trained once per worker (tests/conftest.py); one device
+  sft = rl_smoke_sft  # the smoke SFT phase, trained once per pytest run (tests/conftest.py); one device
   lengths = {}
   for name in ("tempo_tiny", "treerl_tiny", "vineppo_tiny"):
     workdir = tmp_path / name

@@ -60,7 +60,7 @@ def test_load_transcripts_keeps_only_the_same_setting(tmp_path):
 
 def _run(workdir, cache):
   # The ladder of the protocol and own-task sweeps (4 steps; tests/w2s/test_protocol.py), pretrained once per
-  # worker in the shared cache.
+  # pytest run in the shared cache (tests/conftest.py's w2s_cache).
   out = run_main(["--config=configs/debate_w2s.py:smoke", f"--workdir={workdir}",
                   "--config.ladder.total_steps=4"],
                  env={"W2S_JAX_CACHE": str(cache)})

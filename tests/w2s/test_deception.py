@@ -81,7 +81,7 @@ def test_deception_metrics_by_hand():
 def smoke(tmp_path_factory, w2s_cache):
   workdir = tmp_path_factory.mktemp("deception")
   # The ladder of the protocol and own-task sweeps (4 steps; tests/w2s/test_protocol.py), pretrained once per
-  # worker in the shared cache.
+  # pytest run in the shared cache (tests/conftest.py's w2s_cache).
   out = run_main(["--config=configs/deception.py:smoke", f"--workdir={workdir}",
                   "--config.ladder.total_steps=4"],
                  env={"W2S_JAX_CACHE": str(w2s_cache)})

@@ -88,7 +88,7 @@ def test_hf_rung_runs_a_probe_sweep_with_its_own_tokenizer(tmp_path, monkeypatch
 
   monkeypatch.setattr(protocol.Sweep, "features", spy)
   config = _config(["ladder-0", f"hf:{folder}"], tmp_path)
-  with config.unlocked():  # the 4-step ladder-0 of the other sweep tests, pretrained once per worker
+  with config.unlocked():  # the 4-step ladder-0 of the other sweep tests, pretrained once per run
     config.ladder.cache_dir = str(w2s_cache / "ladder")
   results = run_sweep(config, tmp_path / "run")
 

@@ -107,7 +107,7 @@ def test_summarize_medians_and_excludes_degenerate_pgr():
 def test_smoke_sweep_runs_and_resumes(tmp_path, monkeypatch, w2s_cache):
   from w2s_jax.w2s.run import run_sweep
 
-  # The ladder of tests/rl/test_own_task_runs.py's sweeps (4 steps), pretrained once per worker.
+  # The ladder of tests/rl/test_own_task_runs.py's sweeps (4 steps), pretrained once per pytest run.
   monkeypatch.setenv("W2S_JAX_CACHE", str(w2s_cache))
   config = load_config("w2s_sweep", "smoke")
   with config.unlocked():
