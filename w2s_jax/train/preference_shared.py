@@ -99,10 +99,27 @@ def share_prompts(
   return out
 
 
-def prompt_sharer(*row_sets: Mapping[str, np.ndarray]) -> Callable[[dict[str, Any]], dict[str, Any]]:
-  """Pair batch -> `share_prompts` of it, with (P, C) fixed by `pair_lengths` over `row_sets`.
+def _chunk(v: np.ndarray, start: int, size: int) -> np.ndarray:
+  """Rows start .. start + size of v, all-zero rows past its end."""
+  part = v[start:start + size]
+  return np.concatenate([part, np.zeros((size - len(part), *v.shape[1:]), v.dtype)])
 
-  Only where one process holds whole batches: a process's share of the rows would split pairs' prompts.
+
+def shared_reference_logps(
+  chosen: Mapping[str, np.ndarray], rejected: Mapping[str, np.ndarray], batch_pairs: int, prompt_len: int,
+  completion_len: int, logps_fn: Callable[[dict[str, np.ndarray]], Any],
+) -> np.ndarray:
+  """Log-probs [N, 2] (chosen, rejected) of N pairs' rows [N, L], `batch_pairs` pairs at a time.
+
+  Each batch goes to `logps_fn` in the shared-prompt form (`share_prompts`); it returns [2B], chosen first.
+  The last batch is filled with all-zero (padding) pairs.
   """
-  lengths = pair_lengths(*row_sets)
-  return lambda batch: share_prompts(batch, *lengths)
+  n = len(chosen["inputs"])
+  out = np.zeros((n, 2), np.float32)
+  for start in range(0, n, batch_pairs):
+    real = min(batch_pairs, n - start)
+    rows = {k: np.concatenate([_chunk(side[k], start, batch_pairs) for side in (chosen, rejected)])
+            for k in ROW_KEYS}
+    out_2B = np.asarray(logps_fn(share_prompts(rows, prompt_len, completion_len)))
+    out[start:start + real] = out_2B.reshape(2, batch_pairs).T[:real]
+  return out

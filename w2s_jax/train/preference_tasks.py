@@ -15,12 +15,11 @@
    JSONL under `data.cache_dir` (default `$W2S_JAX_CACHE/preference/<hash of data+model>`). `"files"`:
    your own pair files (`data.train_files`, `data.eval_files`; `data.skip_bad_records`), read on every run
    (`preference_pairs.file_records`; KTO gets each chosen completion as desirable, each rejected not).
-3. **Reference log-probs** are precomputed once, in one jitted pass over every pair with the start
-   model, and stored with the rows (`ref_logps`; for KTO also `ref_kl_logps`). The train step then runs
-   only the policy. SimPO, ORPO and the reward model need no reference.
-4. **Batches.** `batch_size` pairs per step, as [2·batch_size, L] rows (chosen rows, then the rejected
-   rows of the same prompts; one example per row, right-padded); KTO takes 2·batch_size unpaired
-   examples plus as many KL rows (each prompt with a fixed other example's completion).
+3. **Reference log-probs** are precomputed once with the start model, in the train step's layout, and
+   stored with the rows (`ref_logps`; KTO also `ref_kl_logps`); the step runs only the policy.
+4. **Batches.** `batch_size` pairs per step: [2·batch_size, L] rows (chosen, then rejected), or with
+   `shared_prompt` (pairwise losses, one process) each pair's prompt once (`preference_shared`); KTO takes
+   2·batch_size unpaired examples plus as many KL rows (prompts with a fixed other completion).
 5. **Eval** on held-out pairs; every objective logs `eval_reward_accuracy`, the share of pairs whose
    implicit reward margin is positive: (log π − log π_ref)(chosen) > (log π − log π_ref)(rejected) for
    DPO/IPO/hinge/RPO/KTO, β·mean log π for SimPO/ORPO, the scalar score for the reward model. With the
@@ -69,9 +68,7 @@ Rows = dict[str, np.ndarray]
 REFERENCE_FREE = tuple(name for name, entry in po.PREFERENCE_OBJECTIVES.items() if not entry.reference)
 
 
-# ------------------------------------------------------------------------------------------------
-# Rows and batches.
-# ------------------------------------------------------------------------------------------------
+# ---- Rows and batches. ----
 
 
 def encode_rows(
@@ -152,6 +149,24 @@ def _stream(n: int, batch: int, seed: int, make: Callable[[np.ndarray], Batch]) 
   return ds.map(lambda idx: make(np.asarray(idx)))
 
 
+def _pair_refs(spec: Any, graphdef: nnx.GraphDef, params: Any, chosen: Rows, rejected: Rows, batch_pairs: int,
+               lengths: tuple[int, int] | None) -> np.ndarray | None:
+  """Reference log-probs [N, 2] (chosen, rejected), or None for an objective (`spec`) without a reference.
+
+  With `lengths` (P, C) they are computed in the shared-prompt layout the policy's step uses: the step-0
+  policy log-probs then equal them and the reward margins start at 0, not at rounding noise between layouts.
+  """
+  if not spec.reference:
+    return None
+  fn = functools.partial(_reference_logps_jit, graphdef)
+  if lengths is not None:
+    return preference_shared.shared_reference_logps(chosen, rejected, batch_pairs, *lengths,
+                                                    lambda batch: fn(params, batch))
+  ref = reference_logps(graphdef, params, {k: np.concatenate([chosen[k], rejected[k]]) for k in chosen},
+                        2 * batch_pairs)
+  return np.stack([ref[: len(ref) // 2], ref[len(ref) // 2:]], axis=1)
+
+
 def _pad_pairs(chosen: Rows, rejected: Rows, ref_N2: np.ndarray, multiple: int):
   """Appends all-zero pairs (weight 0 in every objective) so the count is a multiple of `multiple`."""
   extra = -len(ref_N2) % multiple
@@ -159,9 +174,7 @@ def _pad_pairs(chosen: Rows, rejected: Rows, ref_N2: np.ndarray, multiple: int):
   return ({k: pad(v) for k, v in chosen.items()}, {k: pad(v) for k, v in rejected.items()}, pad(ref_N2))
 
 
-# ------------------------------------------------------------------------------------------------
-# Objectives with the held-out reward accuracy.
-# ------------------------------------------------------------------------------------------------
+# ---- Objectives with the held-out reward accuracy. ----
 
 
 def with_reward_accuracy(objective: Objective, name: str) -> Objective:
@@ -203,9 +216,7 @@ def make_objective(objective_cfg: dict[str, Any]) -> tuple[str, Objective]:
   return name, with_reward_accuracy(po.PREFERENCE_OBJECTIVES[name](**cfg), name)
 
 
-# ------------------------------------------------------------------------------------------------
-# Start model and records.
-# ------------------------------------------------------------------------------------------------
+# ---- Start model and records. ----
 
 
 def _hash(obj: Any) -> str:
@@ -314,9 +325,7 @@ def preference_records(
   return records, stats, directory
 
 
-# ------------------------------------------------------------------------------------------------
-# The setup.
-# ------------------------------------------------------------------------------------------------
+# ---- The setup. ----
 
 
 def _pairs_rows(pairs: list[dict[str, Any]], tokenizer: Tokenizer, seq_len: int) -> tuple[Rows, Rows, int]:
@@ -454,20 +463,15 @@ def records_setup(
   rows_per_batch = 2 * batch_size
   spec = po.PREFERENCE_OBJECTIVES[name]
 
-  def refs(chosen: Rows, rejected: Rows) -> np.ndarray | None:
-    if not spec.reference:
-      return None
-    both = {k: np.concatenate([chosen[k], rejected[k]]) for k in chosen}
-    ref = reference_logps(graphdef, params, both, rows_per_batch)
-    return np.stack([ref[: len(ref) // 2], ref[len(ref) // 2:]], axis=1)
-
+  shared = shared_prompt and process is None and name in po.PAIRWISE_INPUTS  # one process: whole pairs
+  lengths = preference_shared.pair_lengths(train_c, train_r, eval_c, eval_r) if shared else None
+  refs = functools.partial(_pair_refs, spec, graphdef, params, batch_pairs=batch_size, lengths=lengths)
   n_eval_pairs, eval_ref = len(eval_c["inputs"]), refs(eval_c, eval_r)
   eval_c, eval_r, eval_ref_N2 = _pad_pairs(
     eval_c, eval_r, np.zeros((n_eval_pairs, 2), np.float32) if eval_ref is None else eval_ref, batch_size
   )
   eval_ref_N2 = eval_ref_N2 if spec.reference else None
-  shared = shared_prompt and process is None and name in po.PAIRWISE_INPUTS  # one process: whole pairs
-  share = preference_shared.prompt_sharer(train_c, train_r, eval_c, eval_r) if shared else (lambda b: b)
+  share = (lambda b: preference_shared.share_prompts(b, *lengths)) if shared else (lambda b: b)
   held_out = [
     share(pair_batch(eval_c, eval_r, eval_ref_N2, np.arange(i * batch_size, (i + 1) * batch_size), process))
     for i in range(min(len(eval_c["inputs"]) // batch_size, eval_batches))
