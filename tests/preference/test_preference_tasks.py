@@ -102,9 +102,12 @@ def test_every_preference_config_has_the_standard_keys(name):
 @pytest.mark.parametrize("name", [n for n in CONFIGS if n != "dpo_tiny"])  # DPO's: the command above
 def test_every_preference_config_smoke_builds_and_trains(name, tmp_path, cache):
   config = load_config(name, "smoke")
-  # A few steps of the real smoke config; one compile fewer without the start eval.
+  # A few steps of the real smoke config; one compile fewer without the start eval; the pairs those steps
+  # read (3 batches of 8 pairs, 1 held-out batch) out of fewer problems: the reference's log-probs of
+  # every pair are computed before training.
   config.total_steps, config.eval_every_steps, config.checkpoint_every_steps = 3, 3, 3
   config.data.eval_batches = 1
+  config.data.train_size, config.data.eval_size = 32, 16
   config.eval_at_start = False
   config.mesh.data = 1
   summary = train(config, tmp_path, TASKS["preference"](config))
