@@ -128,9 +128,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.rft = ml_collections.ConfigDict()
   c.rft.threshold = 1.0
 
+  c.shared_prompt = True  # run each group's prompt once in the log-prob passes and updates (exact)
   c.train = ml_collections.ConfigDict()
   c.train.epochs = 1
   c.train.minibatch_size = 8 if smoke else 64  # rows per update
+  c.train.group_minibatches = False  # True: minibatches of whole groups, so every update shares prompts
 
   c.eval = ml_collections.ConfigDict()
   c.eval.samples = 4 if smoke else 16  # n per held-out problem (0 = no evaluation)

@@ -19,7 +19,11 @@ the policy (lr 1e-6, f32). Systems:
                  model -> backward) + `optimizer.step()`: the body of its train loop, without logging;
   tunix          `DPOTrainer._prepare_inputs` (reference log-probs) + its jitted train step.
   ours_with_ref@ATTENTION  `ours_with_ref` with `model.attention` = ATTENTION, for each further entry of
-                 `--attentions` (default "einsum,blocked"; the first is the model of the other systems).
+                 `--attentions` (default "einsum,blocked"; the first is the model of the other systems);
+  ours_with_ref@rows  `ours_with_ref` on the [2B, L] rows (the path before `shared_prompt`).
+Our systems take the batch in the shared-prompt form (`shared_prompt`, the preference task's default:
+`train.preference_shared.share_prompts`, each pair's prompt run once by the policy and the reference);
+`forward_tokens` counts the token slots one forward pass covers in each form.
 All are interleaved in each of `--repeats` rounds after 2 warm-up steps each; medians with min-max.
 The JSON records the load average before and after and `"loaded": true` when it exceeded the cores.
 The last output line is one JSON object; `speedup_vs_trl` / `speedup_vs_tunix` use `ours_with_ref`
@@ -49,6 +53,7 @@ from w2s_jax.models import _hf_mapping  # noqa: E402
 from w2s_jax.models.presets import get_preset  # noqa: E402
 from w2s_jax.models.transformer import Transformer  # noqa: E402
 from w2s_jax.train import preference_objectives as po  # noqa: E402
+from w2s_jax.train.preference_shared import pair_lengths, share_prompts  # noqa: E402
 from w2s_jax.train.state import create_train_state  # noqa: E402
 from w2s_jax.train.step import make_train_step  # noqa: E402
 
@@ -88,7 +93,16 @@ def pair_rows(pairs: dict[str, np.ndarray]) -> dict[str, jax.Array]:
   return {k: jnp.asarray(v) for k, v in rows.items()}
 
 
-def jax_systems(path: Path, pairs: dict[str, np.ndarray], attention: str = "einsum") -> dict:
+def shared_rows(rows: dict[str, jax.Array]) -> dict[str, jax.Array]:
+  """`rows` in the shared-prompt form (`preference_shared.share_prompts`)."""
+  host = {k: np.asarray(v) for k, v in rows.items()}
+  half = len(host["inputs"]) // 2
+  lengths = pair_lengths({k: v[:half] for k, v in host.items()}, {k: v[half:] for k, v in host.items()})
+  return {k: jnp.asarray(v) for k, v in share_prompts(host, *lengths).items()}
+
+
+def jax_systems(path: Path, pairs: dict[str, np.ndarray], attention: str = "einsum", shared: bool = True
+                ) -> dict:
   from safetensors.numpy import load_file
 
   cfg = _hf_mapping.config_from_hf(json.loads((path / "config.json").read_text()), attention=attention)
@@ -100,7 +114,7 @@ def jax_systems(path: Path, pairs: dict[str, np.ndarray], attention: str = "eins
   objective = po.preference_objective("dpo", beta=BETA)
   step = jax.jit(make_train_step(objective, tx, graphdef), donate_argnums=(0,))
   ref_fn = jax.jit(lambda p, b: po.reference_logps(nnx.merge(graphdef, p), b))
-  rows = pair_rows(pairs)
+  rows = shared_rows(pair_rows(pairs)) if shared else pair_rows(pairs)
   fixed = {**rows, po.REF_LOGPS: ref_fn(ref_params, rows)}
   states = {"ours": create_train_state(params, tx, 0),
             "ours_with_ref": create_train_state(jax.tree.map(jnp.copy, params), tx, 0),
@@ -190,6 +204,11 @@ def main() -> None:
     for attention in attentions[1:]:
       other, result[f"ours_first_loss_{attention}"] = jax_systems(path, pairs, attention)
       systems[f"ours_with_ref@{attention}"] = other["ours_with_ref"]
+    rows_systems, result["ours_first_loss_rows"] = jax_systems(path, pairs, attentions[0], shared=False)
+    systems["ours_with_ref@rows"] = rows_systems["ours_with_ref"]
+    n, prompt, completion = args.pairs, args.prompt, args.completion
+    result["forward_tokens"] = {"rows": 2 * n * (prompt + completion - 1),
+                                "shared_prompt": n * prompt + 2 * n * (completion - 1)}
     try:
       systems["trl"], result["trl_first_loss"] = trl_system(path, pairs)
       import trl
@@ -219,6 +238,8 @@ def main() -> None:
       result[f"speedup_vs_{peer_name}_ref_in_step"] = med[peer_name] / med["ours_ref_in_step"]
       for attention in attentions[1:]:
         result[f"speedup_vs_{peer_name}_{attention}"] = med[peer_name] / med[f"ours_with_ref@{attention}"]
+      result[f"speedup_vs_{peer_name}_rows"] = med[peer_name] / med["ours_with_ref@rows"]
+  result["rows_over_shared"] = med["ours_with_ref@rows"] / med["ours_with_ref"]
   result.update(load_record(load0, cores()))
   print(json.dumps(result))
 

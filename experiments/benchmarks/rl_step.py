@@ -51,6 +51,11 @@ logits on one prompt (`max_logit_diff`, `tunix_max_logit_diff`, `tunix_argmax_ag
 agree on the prompts, and the first iteration's loss of w2s_jax and TRL (`first_loss`): with one update
 per rollout the ratio is 1 and the seq-mean-token-mean loss of group-normalised advantages is 0 in both
 (a token-mean loss would not be: a check of the loss convention, not of the sampled tokens).
+Shared prompt: w2s_jax's update runs each group's prompt once (`shared_prompt`, the RL loop's
+default: the grouped batch layout [B, G, ...], `models.shared_prefix`); `w2s_jax_update_s` is that update.
+The old row-layout update [B·G, ...] runs after each timed iteration on a copy of the same pre-update state
+and batch, outside the iteration's time: `w2s_jax_update_rows_s`, their ratio, the largest loss difference
+of the two, and `w2s_jax_forward_tokens` (token slots one forward pass runs over in each layout).
 The last line of output is one JSON object with every figure.
 """
 
@@ -80,6 +85,7 @@ from w2s_jax.models.convert import load_hf
 from w2s_jax.models.presets import get_preset
 from w2s_jax.rl import batch as batch_lib
 from w2s_jax.rl.loop import make_objective
+from w2s_jax.rl.objective import groups_share_prompt
 from w2s_jax.rl.rollout import RewardConfig, encode_prompts, sample_groups
 from w2s_jax.sampling.sampler import Sampler, SamplingConfig
 from w2s_jax.train.optim import make_optimizer
@@ -199,8 +205,14 @@ def grpo_config(lr: float):
   return c
 
 
-def w2s_runner(folder: Path, problems: list, B: int, G: int, N: int, lr: float):
-  """(one, record): `one()` runs the next w2s_jax GRPO iteration and appends its figures to `record`."""
+def w2s_runner(folder: Path, problems: list, B: int, G: int, N: int, lr: float, shared: bool = True):
+  """(one, record): `one()` runs the next w2s_jax GRPO iteration and appends its figures to `record`.
+
+  With `shared` (`shared_prompt`, the loop's default) the update takes the grouped batch layout
+  [B, G, ...], each prompt run once; after the timed iteration, the same update in the row layout
+  [B·G, ...] (the old path) is timed on a copy of the pre-update state, outside the iteration's time, so
+  the JSON shows both update times from the same batches.
+  """
   model, tokenizer = load_hf(folder)
   config = grpo_config(lr)
   graphdef, params = nnx.split(model)
@@ -211,11 +223,16 @@ def w2s_runner(folder: Path, problems: list, B: int, G: int, N: int, lr: float):
   prompt_len = max(len(tokenizer.encode(reasoning_prompt(p))) + 1 for p in problems)
   prompts = encode_prompts(problems, tokenizer, prompt_len)
   key = jax.random.key(0)
-  record = {k: [] for k in ("times", "cpu_times", "rollout_times", "completion_len", "loss", "compiles")}
+  record = {k: [] for k in ("times", "cpu_times", "rollout_times", "completion_len", "loss", "compiles",
+                            "update_times", "update_rows_times", "rows_loss")}
+  record["grouped"] = []
   box = {"state": create_train_state(params, tx, 0)}
 
   def one() -> None:
-    it, n0 = len(record["times"]), COMPILES[0]
+    it = len(record["times"])
+    spare = jax.tree.map(jnp.copy, box["state"]) if shared else None  # for the row-layout update
+    jax.block_until_ready(spare)
+    n0 = COMPILES[0]
     t0, c0 = time.perf_counter(), time.process_time()
     rollout = sample_groups(sampler, box["state"].params, prompts.take(range(it * B, (it + 1) * B)), G,
                             jax.random.fold_in(key, it), tokenizer, RewardConfig())
@@ -224,14 +241,28 @@ def w2s_runner(folder: Path, problems: list, B: int, G: int, N: int, lr: float):
     adv_RN, _ = batch_lib.compute_advantages("grpo", rollout.rewards_R, cmask_RN, G)
     batch = {"tokens": rollout.tokens_RS, "mask": rollout.mask_RS.astype(np.int32),
              "completion_mask": cmask_RN, "old_logp": rollout.sampler_logp_RN, "advantages": adv_RN}
-    box["state"], metrics = step(box["state"], batch)
+    grouped = shared and groups_share_prompt(batch["tokens"], batch["mask"], N, G)
+    t2 = time.perf_counter()
+    step_batch = {k: v.reshape(B, G, *v.shape[1:]) for k, v in batch.items()} if grouped else batch
+    box["state"], metrics = step(box["state"], step_batch)
     jax.block_until_ready(metrics)
-    record["times"].append(time.perf_counter() - t0)
+    t3 = time.perf_counter()
+    record["times"].append(t3 - t0)
+    record["update_times"].append(t3 - t2)
+    record["grouped"].append(bool(grouped))
     record["cpu_times"].append(time.process_time() - c0)
     record["rollout_times"].append(t1 - t0)
     record["completion_len"].append(float(rollout.lengths_R.mean()))
     record["loss"].append(float(metrics["loss"]))
     record["compiles"].append(COMPILES[0] - n0)
+    if spare is not None:  # the old path on the same batch and pre-update state, not in the times above
+      t4 = time.perf_counter()
+      _, rows_metrics = step(spare, batch)
+      jax.block_until_ready(rows_metrics)
+      record["update_rows_times"].append(time.perf_counter() - t4)
+      record["rows_loss"].append(float(rows_metrics["loss"]))
+    S = batch["tokens"].shape[1]
+    record["forward_tokens"] = {"rows": B * G * S, "shared_prompt": B * (S - N) + B * G * N}
 
   return one, record
 
@@ -318,6 +349,15 @@ def bench_shape(folder: Path, problems: list, B: int, G: int, N: int, warmup: in
   result["w2s_jax_completion_len"] = float(np.mean(ours["completion_len"]))
   result["first_loss"] = {"w2s_jax": ours["loss"][0]}
   result["w2s_jax_compiles"] = {"first": ours["compiles"][0], "after_warmup": sum(ours["compiles"][w:])}
+  result["w2s_jax_update_s"] = spread(ours["update_times"][w:])
+  result["w2s_jax_shared_prompt"] = all(ours["grouped"])
+  result["w2s_jax_forward_tokens"] = ours["forward_tokens"]
+  if ours["update_rows_times"]:  # the row layout's update (the path before shared_prompt)
+    result["w2s_jax_update_rows_s"] = spread(ours["update_rows_times"][w:])
+    result["w2s_jax_update_rows_over_shared"] = (result["w2s_jax_update_rows_s"]["median"]
+                                                 / result["w2s_jax_update_s"]["median"])
+    result["w2s_jax_max_loss_diff_rows_vs_shared"] = float(np.max(np.abs(
+      np.asarray(ours["rows_loss"]) - np.asarray(ours["loss"]))))
   med = result["w2s_jax_s"]["median"]
   print(f"w2s_jax {label}: {med:.3f} s / iteration (rollout {result['w2s_jax_rollout_s']['median']:.3f} s; "
         f"first, with compiles, {result['w2s_jax_first_s']:.1f} s), "

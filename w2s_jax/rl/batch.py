@@ -28,8 +28,8 @@ from w2s_jax.advantages.steps import step_ids, step_index
 from w2s_jax.losses.policy import kl_penalty
 
 __all__ = [
-  "ADVANTAGES", "check_advantage_name", "compute_advantages", "minibatches", "rft_keep", "sequence_kl",
-  "step_ids", "step_index", "token_kl", "treerl_token_advantages", "vineppo_token_advantages",
+  "ADVANTAGES", "check_advantage_name", "compute_advantages", "group_minibatches", "minibatches", "rft_keep",
+  "sequence_kl", "step_ids", "step_index", "token_kl", "treerl_token_advantages", "vineppo_token_advantages",
 ]
 
 # what each rollout input is called in an error, and where it comes from
@@ -227,6 +227,20 @@ def minibatches(num_rows: int, minibatch_rows: int, rng: np.random.Generator) ->
     )
   perm = rng.permutation(num_rows)
   return [perm[i : i + minibatch_rows] for i in range(0, num_rows, minibatch_rows)]
+
+
+def group_minibatches(num_rows: int, minibatch_rows: int, rng: np.random.Generator, *, group_size: int
+                      ) -> list[np.ndarray]:
+  """A random partition of the rows into minibatches of whole groups (`train.group_minibatches`): the
+  groups are shuffled, each group's G rows stay together, so every update can run each prompt once."""
+  if minibatch_rows <= 0 or num_rows % minibatch_rows or minibatch_rows % group_size:
+    raise ValueError(
+      f"train.minibatch_size={minibatch_rows} must divide the rollout's {num_rows} rows and be a multiple "
+      f"of rollout.group_size={group_size} (train.group_minibatches)"
+    )
+  groups = [g * group_size + np.arange(group_size) for g in rng.permutation(num_rows // group_size)]
+  per = minibatch_rows // group_size
+  return [np.concatenate(groups[i : i + per]) for i in range(0, len(groups), per)]
 
 
 def token_kl(old_logp_RN: np.ndarray, ref_logp_RN: np.ndarray, mask_RN: np.ndarray, kind: str) -> np.ndarray:

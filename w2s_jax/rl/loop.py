@@ -6,6 +6,9 @@ from further prompts (DAPO dynamic sampling), compute old-policy log-probs (the 
 reference log-probs and critic values when needed, advantages by name, then `train.epochs` passes of
 random minibatches through the one train step (`make_train_step` with `rl_objective`). The policy starts
 from the SFT phase (`w2s_jax.rl.sft_init`), which is also the frozen reference model of the KL penalty.
+Each group's prompt runs once (`models.shared_prefix`) in the old/reference log-prob passes and in every
+update whose minibatch is made of whole groups (`shared_prompt`, default on; `train.group_minibatches`
+draws such minibatches, off by default: rows are shuffled one by one, as before).
 
 Tree estimators (`w2s_jax.rl.tree_rollout`): `rollout.kind = "tree"` draws TreeRL's entropy-forked trees
 instead of G independent samples (rows = leaves, advantage `treerl`); advantage `vineppo` adds K Monte
@@ -46,6 +49,7 @@ from w2s_jax.models.transformer import Transformer
 from w2s_jax.references import resolve_reference
 from w2s_jax.rewards.learned import make_reward_config
 from w2s_jax.rl import batch as batch_lib
+from w2s_jax.rl import objective as objective_lib
 from w2s_jax.rl import tree_rollout
 from w2s_jax.rl.evaluate import evaluate
 from w2s_jax.rl.objective import ActorCritic, completion_logprobs_jit, critic_values_jit, rl_objective
@@ -244,6 +248,11 @@ class _RLRun:
     self.rl_seed = int(config.seed) if rl_seed < 0 else rl_seed
     self.budget = int(config.get("sample_budget", 0))  # stop once this many tokens were sampled (0 = off)
     self.cursor = self.spent = 0
+    # shared_prompt: run each group's prompt once in the log-prob passes and the updates (exact)
+    self.shared = bool(config.get("shared_prompt", True))
+    self.group_minibatches = bool(config.train.get("group_minibatches", False))
+    self.batch_shards = int(np.prod([rt.mesh.shape.get(a, 1) for a in shd.BATCH_AXES]))
+    self.grouped = False  # this rollout's groups share their prompt slots (set by build_batch)
 
   def start_params(self) -> Any:
     """The SFT policy (and, with a critic, the critic's backbone too)."""
@@ -297,12 +306,26 @@ class _RLRun:
     return out
 
   def _logprobs(self, params: Any, arrays: dict[str, jax.Array]) -> np.ndarray:
+    group = self.G if self.grouped and (self.B % self.batch_shards == 0) else 1
     return np.asarray(completion_logprobs_jit(self.policy_graphdef, params, arrays["tokens"], arrays["mask"],
-                                              num_new=self.N, temperature=self.temperature))
+                                              num_new=self.N, temperature=self.temperature, group_size=group))
+
+  def _minibatch(self, batch: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, jax.Array]:
+    """The rows' update batch on the mesh; whole groups (rows sorted) go in the grouped layout [U, G, ...]
+    of `rl_objective`, whose prompts run once; any other selection keeps the row layout [M, ...]."""
+    G, srt = self.G, np.sort(rows)
+    if self.grouped and len(rows) % G == 0 and (len(rows) // G) % self.batch_shards == 0:
+      first = srt[::G]
+      if ((first % G == 0) & (srt.reshape(-1, G) == first[:, None] + np.arange(G)).all(axis=1)).all():
+        grouped = {k: v[srt].reshape(-1, G, *v.shape[1:]) for k, v in batch.items()}
+        return shd.put_batch(grouped, self.rt.mesh)
+    return shd.put_batch({k: v[rows] for k, v in batch.items()}, self.rt.mesh)
 
   def build_batch(self, state, out: dict[str, Any], valid_R: np.ndarray) -> dict[str, np.ndarray]:
     """Old / reference log-probs, critic values and advantages of a rollout: the updates' batch."""
     config, rollout, adv = self.config, out["rollout"], self.adv
+    self.grouped = self.shared and objective_lib.groups_share_prompt(
+      rollout.tokens_RS, rollout.mask_RS, self.N, self.G)
     arrays = shd.put_batch({"tokens": rollout.tokens_RS, "mask": rollout.mask_RS.astype(np.int32)},
                            self.rt.mesh)
     cmask_RN = rollout.completion_mask_RN.astype(np.float32) * valid_R[:, None]
@@ -374,11 +397,13 @@ class _RLRun:
     batch = self.build_batch(state, out, valid_R)
     cmask_RN, records = batch["completion_mask"], []
     order_rng = np.random.default_rng([self.rl_seed, it])
+    draw = functools.partial(batch_lib.group_minibatches, group_size=self.G) if self.group_minibatches else (
+      batch_lib.minibatches)
     for _ in range(int(self.config.train.epochs)):
-      for rows in batch_lib.minibatches(self.B * self.G, int(self.config.train.minibatch_size), order_rng):
+      for rows in draw(self.B * self.G, int(self.config.train.minibatch_size), order_rng):
         if cmask_RN[rows].sum() == 0:
           continue  # nothing to learn from (e.g. RFT with no correct sample): no optimizer step
-        state, m = self.train_step(state, shd.put_batch({k: v[rows] for k, v in batch.items()}, self.rt.mesh))
+        state, m = self.train_step(state, self._minibatch(batch, rows))
         records.append(m)
     first = out["drawn"]["first"]
     first_w = out["row_valid_R"] if out["tree"] is not None else np.ones(len(first.rewards_R), np.float32)

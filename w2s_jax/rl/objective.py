@@ -13,6 +13,11 @@
 | `ref_logp`        | [R, N] | log π_ref, only when the KL penalty is in the loss                 |
 | `returns`, `old_values` | [R, N] | value targets and the critic's rollout values (PPO with GAE) |
 
+Grouped layout: every array may instead be [U, G, ...] — U groups of G rows whose prompt slots (the
+first S − N of `tokens` and `mask`) are the same (`groups_share_prompt`, checked by the caller). The
+objective then runs each group's prompt once (`models.shared_prefix`) and equals the [R, ...] layout up to
+rounding; the micro-batch and data-parallel splits cut whole groups.
+
 Per token: ℓ = policy_loss(kind) + β·KL_k(π_θ ‖ π_ref) (when in the loss); with a critic,
 + c_v · ½·max((V − R)², (clip(V, V_old ± ε_v) − R)²) (PPO's clipped value loss, verl `compute_value_loss`).
 Both are reduced by the one named reduction, so they share its weight.
@@ -27,12 +32,14 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from w2s_jax.losses.aggregation import aggregate, safe_ratio
 from w2s_jax.losses.policy import POLICY_LOSSES, kl_penalty, policy_loss
 from w2s_jax.models.heads import ValueModel
 from w2s_jax.models.presets import ModelConfig
+from w2s_jax.models.shared_prefix import shared_prefix_hidden
 from w2s_jax.models.transformer import Transformer
 from w2s_jax.sampling.score import score_fn, token_positions
 from w2s_jax.train.step import Batch, Objective
@@ -56,17 +63,52 @@ def policy_of(model: nnx.Module) -> Transformer:
 
 
 def completion_logprobs(
-  policy: Transformer, tokens_RS: jax.Array, mask_RS: jax.Array, num_new: int, temperature: float = 1.0
+  policy: Transformer, tokens_RS: jax.Array, mask_RS: jax.Array, num_new: int, temperature: float = 1.0,
+  group_size: int = 1,
 ) -> tuple[jax.Array, jax.Array]:
   """Log-probs and entropies of the last `num_new` slots' tokens under softmax(logits / temperature).
 
   `sampling.score_fn` with `num_last=num_new`: only the slots predicting those tokens are projected to
-  the vocabulary.
+  the vocabulary. With `group_size` G > 1 the rows are groups of G consecutive rows whose first
+  S - num_new slots (prompt tokens and mask) are the same — the caller checks it (`groups_share_prompt`) —
+  and each group's prompt runs once (`models.shared_prefix`); the result equals G = 1 up to rounding.
 
   Returns:
     (logp_RN, entropy_RN), float32 (0 at padding slots).
   """
-  return score_fn(policy, tokens_RS, mask_RS, temperature=temperature, num_last=num_new)
+  if group_size == 1:
+    return score_fn(policy, tokens_RS, mask_RS, temperature=temperature, num_last=num_new)
+  R, S = tokens_RS.shape
+  if R % group_size or num_new >= S:
+    raise ValueError(f"{R} rows of {S} slots do not split into groups of {group_size} sharing a prompt "
+                     f"before the last {num_new} slots")
+  U, G, P = R // group_size, group_size, S - num_new
+  mask_RS = mask_RS.astype(jnp.int32)
+  tok, seg, pos = (a.reshape(U, G, S) for a in (tokens_RS, mask_RS, token_positions(mask_RS)))
+  hp_UPD, hc_UGND = shared_prefix_hidden(
+    policy, tok[:, 0, :P], tok[:, :, P:], prompt_positions_NP=pos[:, 0, :P],
+    prompt_segment_ids_NP=seg[:, 0, :P], cont_positions_NGC=pos[:, :, P:], cont_segment_ids_NGC=seg[:, :, P:])
+  D = hp_UPD.shape[-1]
+  last_UG1D = jnp.broadcast_to(hp_UPD[:, None, P - 1 :], (U, G, 1, D))
+  hidden_RND = jnp.concatenate([last_UG1D, hc_UGND[:, :, :-1]], axis=2).reshape(R, num_new, D)
+  logp_RNV = jax.nn.log_softmax(policy.logits_from_hidden(hidden_RND) / temperature, axis=-1)
+  lp_RN = jnp.take_along_axis(logp_RNV, tokens_RS[:, P:, None], axis=-1)[..., 0]
+  ent_RN = -jnp.sum(jnp.exp(logp_RNV) * logp_RNV, axis=-1)
+  valid_RN = (mask_RS[:, P:] > 0) & (mask_RS[:, P - 1 : S - 1] > 0)  # as score_fn: real after real
+  return jnp.where(valid_RN, lp_RN, 0.0), jnp.where(valid_RN, ent_RN, 0.0)
+
+
+def groups_share_prompt(tokens_RS: np.ndarray, mask_RS: np.ndarray, num_new: int, group_size: int) -> bool:
+  """Whether every group of `group_size` consecutive rows has the same prompt slots (tokens and mask)."""
+  R, S = np.shape(tokens_RS)
+  if group_size < 2 or R % group_size or num_new >= S:
+    return False
+  P = S - num_new
+  for a in (np.asarray(tokens_RS), np.asarray(mask_RS)):
+    prompt = a[:, :P].reshape(R // group_size, group_size, P)
+    if not (prompt == prompt[:, :1]).all():
+      return False
+  return True
 
 
 def critic_values(critic: ValueModel, tokens_RS: jax.Array, mask_RS: jax.Array, num_new: int) -> jax.Array:
@@ -77,13 +119,14 @@ def critic_values(critic: ValueModel, tokens_RS: jax.Array, mask_RS: jax.Array, 
   return values_RS[:, S - num_new - 1 : S - 1]
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "num_new", "temperature"))
+@functools.partial(jax.jit, static_argnames=("graphdef", "num_new", "temperature", "group_size"))
 def completion_logprobs_jit(
   graphdef: nnx.GraphDef, params: Any, tokens_RS: jax.Array, mask_RS: jax.Array, *, num_new: int,
-  temperature: float,
+  temperature: float, group_size: int = 1,
 ) -> jax.Array:
   """Jitted `completion_logprobs` of a Transformer's (graphdef, params): log-probs [R, N]."""
-  return completion_logprobs(nnx.merge(graphdef, params), tokens_RS, mask_RS, num_new, temperature)[0]
+  return completion_logprobs(nnx.merge(graphdef, params), tokens_RS, mask_RS, num_new, temperature,
+                             group_size)[0]
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "num_new"))
@@ -134,10 +177,14 @@ def rl_objective(
 
   def objective(model: nnx.Module, batch: Batch, rng: jax.Array):
     del rng
+    group_size = 1
+    if batch["tokens"].ndim == 3:  # grouped layout [U, G, ...]: each group's prompt runs once
+      group_size = batch["tokens"].shape[1]
+      batch = {k: v.reshape(-1, *v.shape[2:]) for k, v in batch.items()}
     mask_RN = batch["completion_mask"]
     num_new = mask_RN.shape[1]
     logp_RN, entropy_RN = completion_logprobs(
-      policy_of(model), batch["tokens"], batch["mask"], num_new, temperature
+      policy_of(model), batch["tokens"], batch["mask"], num_new, temperature, group_size
     )
     loss_RN, stats = policy_loss(
       logp_RN, batch["old_logp"], batch["advantages"], mask_RN, kind=loss_kind, clip_eps=clip_eps,

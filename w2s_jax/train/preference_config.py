@@ -46,6 +46,7 @@ def preference_config(arg: str | None, *, loss: dict, lr: float = 1e-3, full_lr:
   c.log_every_steps = 1 if smoke else 10
   c.eval_every_steps = 10 if smoke else 100
   c.eval_at_start = True  # evaluate the start model too: eval_loss_start, eval_reward_accuracy_start
+  c.shared_prompt = True  # pairwise losses: each pair's prompt runs once (exact; preference_shared.py)
   c.checkpoint_every_steps = 20 if smoke else 200
   c.keep_checkpoints = 2
   c.cpu_devices = 0

@@ -33,6 +33,7 @@ from flax import nnx
 
 from w2s_jax.losses import preference as pref
 from w2s_jax.models.heads import SequenceClassifier, ValueModel, last_token_index
+from w2s_jax.models.shared_prefix import shared_prefix_logits
 from w2s_jax.train.step import Batch, Objective
 
 REF_LOGPS = "ref_logps"
@@ -67,12 +68,30 @@ def sequence_logps(
 
 def batch_logps(model: nnx.Module, batch: Batch, prefix: str = "") -> tuple[jax.Array, jax.Array]:
   """Summed completion log-probs and completion token counts, (logps_N, count_N), of the rows
-  `{prefix}inputs`, `{prefix}targets`, `{prefix}loss_mask`, ... [N, L] of a token batch under `model`."""
+  `{prefix}inputs`, `{prefix}targets`, `{prefix}loss_mask`, ... [N, L] of a token batch under `model`.
+
+  A pair batch in the shared-prompt form (`preference_shared.share_prompts`: `prompt_*` [B, P], `pair_*`
+  [B, 2, ...]) runs each prompt once and gives the same [2B] results, chosen first.
+  """
+  if not prefix and "prompt_inputs" in batch:
+    return _shared_pair_logps(model, batch)
   logits_NLV = model(
     batch[f"{prefix}inputs"], positions_BL=batch[f"{prefix}positions"],
     segment_ids_BL=batch[f"{prefix}segment_ids"],
   )
   return sequence_logps(logits_NLV, batch[f"{prefix}targets"], batch[f"{prefix}loss_mask"])
+
+
+def _shared_pair_logps(model: nnx.Module, batch: Batch) -> tuple[jax.Array, jax.Array]:
+  """`batch_logps` of a shared-prompt pair batch: (logps_2B, count_2B), chosen rows first."""
+  last_BV, pair_B2CV = shared_prefix_logits(
+    model, batch["prompt_inputs"], batch["pair_inputs"], prompt_positions_NP=batch["prompt_positions"],
+    prompt_segment_ids_NP=batch["prompt_segment_ids"], cont_positions_NGC=batch["pair_positions"],
+    cont_segment_ids_NGC=batch["pair_segment_ids"], last_prompt_index_N=batch["prompt_last"])
+  B, _, C, V = pair_B2CV.shape
+  logits_B2LV = jnp.concatenate([jnp.broadcast_to(last_BV[:, None, None], (B, 2, 1, V)), pair_B2CV], axis=2)
+  logps_B2, count_B2 = sequence_logps(logits_B2LV, batch["pair_targets"], batch["pair_loss_mask"])
+  return logps_B2.T.reshape(-1), count_B2.T.reshape(-1)
 
 
 def reference_logps(model: nnx.Module, batch: Batch) -> jax.Array:

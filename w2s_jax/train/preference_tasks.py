@@ -60,7 +60,7 @@ from w2s_jax.models.presets import ModelConfig, from_section
 from w2s_jax.models.transformer import Transformer
 from w2s_jax.sampling.texts import sample_completions
 from w2s_jax.train import preference_objectives as po
-from w2s_jax.train import pretrain
+from w2s_jax.train import preference_shared, pretrain
 from w2s_jax.train.loop import Setup
 from w2s_jax.train.step import Batch, Objective
 from w2s_jax.train.tasks import make_tokenizer, process_share
@@ -365,6 +365,8 @@ def preference_setup(config: ml_collections.ConfigDict) -> Setup:
     eval_batches=int(config.data.eval_batches), seed=int(config.seed),
     head=config.model.get("head", "classifier"), eval_at_start=bool(config.get("eval_at_start", True)),
     process=process_share(config, 2 * int(config.batch_size)),  # several processes: each reads its rows
+    shared_prompt=config.get("shared_prompt", True) and preference_shared.shards_divide(config.mesh,
+                                                                                        int(config.batch_size)),
   )
   setup.info["data"].update({"cache": str(cache_dir), "build": stats})
   return setup
@@ -423,6 +425,7 @@ def records_setup(
   head: str = "classifier",
   eval_at_start: bool = True,
   process: slice | None = None,
+  shared_prompt: bool = False,
 ) -> Setup:
   """The loop's `Setup` for preference records and a start model (also the frozen reference).
 
@@ -439,6 +442,8 @@ def records_setup(
     head: the reward model's head, "classifier" or "value".
     eval_at_start: evaluate the start model too (`eval_loss_start`, `eval_reward_accuracy_start`).
     process: this process's rows of each [2·batch_size] batch (`tasks.process_share`); None = all.
+    shared_prompt: pairwise losses on one process get their batches in the shared-prompt form
+      (`preference_shared`: each pair's prompt runs once; equal to the rows up to rounding).
   """
   name, objective_fn = make_objective(objective)
   train_c, train_r, dropped_train = _pairs_rows(records["train"]["pairs"], tokenizer, seq_len)
@@ -462,8 +467,12 @@ def records_setup(
     eval_c, eval_r, np.zeros((n_eval_pairs, 2), np.float32) if eval_ref is None else eval_ref, batch_size
   )
   eval_ref_N2 = eval_ref_N2 if spec.reference else None
+  share, shared = (lambda batch: batch), shared_prompt and process is None and name in po.PAIRWISE_INPUTS
+  if shared:  # one process holds whole batches (a process's share of rows would split pairs' prompts)
+    lengths = preference_shared.pair_lengths(train_c, train_r, eval_c, eval_r)
+    share = lambda batch: preference_shared.share_prompts(batch, *lengths)  # noqa: E731
   held_out = [
-    pair_batch(eval_c, eval_r, eval_ref_N2, np.arange(i * batch_size, (i + 1) * batch_size), process)
+    share(pair_batch(eval_c, eval_r, eval_ref_N2, np.arange(i * batch_size, (i + 1) * batch_size), process))
     for i in range(min(len(eval_c["inputs"]) // batch_size, eval_batches))
   ]
 
@@ -473,7 +482,7 @@ def records_setup(
   else:
     train_ref = refs(train_c, train_r)
     train = _stream(len(train_c["inputs"]), batch_size, seed,
-                    lambda idx: pair_batch(train_c, train_r, train_ref, idx, process))
+                    lambda idx: share(pair_batch(train_c, train_r, train_ref, idx, process)))
     n_train = len(train_c["inputs"])
 
   make_model = _model_maker(spec, cfg, head)
@@ -482,5 +491,5 @@ def records_setup(
   info = {"data": {"train_examples": n_train, "eval_pairs": n_eval_pairs, "objective": name},
           "metrics": {"pairs_dropped_overlong": dropped_train + dropped_eval}}
   return Setup(make_model=make_model, objective=objective_fn, train_batches=train, eval_batches=held_out,
-               global_rows=rows_per_batch, info=info, init_params=init_params,
+               global_rows=None if shared else rows_per_batch, info=info, init_params=init_params,
                start_eval=("eval_loss", "eval_reward_accuracy") if eval_at_start else ())

@@ -146,7 +146,8 @@ def _apply(
                                                         jnp.where(~update_ok, NONFINITE_UPDATE, 0)))
   # One `lax.cond` picks the new or old (params, opt_state). A `jnp.where(finite, new, old)` per leaf
   # gives the same values, but XLA:CPU's compile time then grows about quadratically with the number of
-  # leaves (SmolLM2-135M, 30 layers: minutes for the step; 8 layers: 24 s against 7 s with the cond).
+  # leaves (SmolLM2-135M, 30 layers: minutes for the step; 8 layers: about 3x the cond's compile time, a
+  # ratio measured while other jobs ran — the seconds are in issue 18's session-8 note, not a result).
   params, opt_state = jax.lax.cond(finite, lambda: (new_params, new_opt),
                                    lambda: (state.params, state.opt_state))
   streak = jnp.where(finite, 0, state.nonfinite_streak + 1)
