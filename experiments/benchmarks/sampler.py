@@ -17,8 +17,9 @@ Tree: one prompt, a 16-leaf EPTree tree (1 root chain, 5 forked tokens x 3 forks
 independent samples of the same prompt with the same config; every leaf has `--new` tokens (no stop
 tokens), so the total lengths agree. Reported as wall-time, CPU-time and forward-token ratios, and as
 *row-steps* (rows x decode steps the decode loops computed, finished rows included: the work a loaded
-machine cannot hide), for the tree with finished rows dropped from the batch (`compact`, the default)
-and without (`tree_plain_*`).
+machine cannot hide), for the tree with finished rows dropped from the batch (`compact`, the default,
+through the batch sizes 15, 12, 8, 6, 4, 3, 2), with the power-of-two sizes 15, 8, 4, 2 (`tree_pow2_*`)
+and without compaction (`tree_plain_*`).
 
 Each batch also times `ours_unfused` (`Sampler(..., fuse=False)`: the decode loop with the model's own 7
 projections per layer instead of the fused q|k|v and gate|up weights; `--no-unfused` skips it) and
@@ -210,40 +211,45 @@ def bench_tree(model: Transformer, prompt: np.ndarray, new: int, repeats: int) -
   mask = np.ones(prompt.shape, bool)
   kw = dict(n_roots=1, n_iters=1, top_n=5, n_forks=3)  # 1 + 1 * 5 * 3 = 16 leaves
   key = jax.random.key(1)
-  tree_fn = lambda c=True: sample_tree_entropy(sampler, params, prompt, mask, key, compact=c, **kw)
+  tree_fn = lambda c=True, fine=True: sample_tree_entropy(sampler, params, prompt, mask, key, compact=c,
+                                                          fine_buckets=fine, **kw)
   prompts16 = np.repeat(prompt, 16, axis=0)
   mask16 = np.ones(prompts16.shape, bool)
   ind_fn = lambda: jax.block_until_ready(sampler(params, prompts16, mask16, jax.random.key(2)))
-  row_steps = {}
-  for name, fn in (("tree", tree_fn), ("tree_plain", lambda: tree_fn(False)), ("independent", ind_fn)):
+  systems = {"tree": tree_fn, "tree_pow2": lambda: tree_fn(fine=False), "tree_plain": lambda: tree_fn(False),
+             "independent": ind_fn}
+  row_steps, same = {}, {}
+  for name, fn in systems.items():
     fn()  # warm-up / compile
     sampler.row_steps = 0
     out = fn()
     row_steps[name] = sampler.row_steps
     if name == "tree":
       tree = out
-    elif name == "tree_plain":
-      same = bool((out.tokens_LS == tree.tokens_LS).all())
+    elif name.startswith("tree_"):
+      same[name] = bool((out.tokens_LS == tree.tokens_LS).all())
     else:
       ind = out
   cpu: dict = {}
-  times = interleave({"tree": tree_fn, "tree_plain": lambda: tree_fn(False), "independent": ind_fn}, repeats,
-                     cpu)
+  times = interleave(systems, repeats, cpu)
   med = {k: statistics.median(v) for k, v in times.items()}
   cmed = {k: statistics.median(v) for k, v in cpu.items()}
   ind_tokens = 16 * (prompt.shape[1] - 1 + new)  # what the independent batch runs through the model
   return {
     "tree_leaves": int(len(tree.node_L)), "tree_s": spread(times["tree"]),
+    "tree_pow2_s": spread(times["tree_pow2"]),
     "tree_plain_s": spread(times["tree_plain"]), "independent_s": spread(times["independent"]),
     "tree_vs_independent": med["tree"] / med["independent"],
+    "tree_pow2_vs_independent": med["tree_pow2"] / med["independent"],
     "tree_plain_vs_independent": med["tree_plain"] / med["independent"],
-    "tree_cpu_s": spread(cpu["tree"]), "tree_plain_cpu_s": spread(cpu["tree_plain"]),
-    "independent_cpu_s": spread(cpu["independent"]),
+    "tree_cpu_s": spread(cpu["tree"]), "tree_pow2_cpu_s": spread(cpu["tree_pow2"]),
+    "tree_plain_cpu_s": spread(cpu["tree_plain"]), "independent_cpu_s": spread(cpu["independent"]),
     "tree_vs_independent_cpu": cmed["tree"] / cmed["independent"],
-    "tree_row_steps": row_steps["tree"], "tree_plain_row_steps": row_steps["tree_plain"],
-    "independent_row_steps": row_steps["independent"],
+    "tree_pow2_vs_independent_cpu": cmed["tree_pow2"] / cmed["independent"],
+    "tree_row_steps": row_steps["tree"], "tree_pow2_row_steps": row_steps["tree_pow2"],
+    "tree_plain_row_steps": row_steps["tree_plain"], "independent_row_steps": row_steps["independent"],
     "tree_vs_independent_row_steps": row_steps["tree"] / row_steps["independent"],
-    "tree_plain_same_tokens": same,
+    "tree_pow2_same_tokens": same["tree_pow2"], "tree_plain_same_tokens": same["tree_plain"],
     "tree_forward_tokens": tree.forward_tokens, "independent_forward_tokens": ind_tokens,
     "tree_vs_independent_tokens": tree.forward_tokens / ind_tokens,
     "tree_leaf_tokens": int(tree.completion_mask_LS.sum()),
@@ -301,7 +307,7 @@ def main() -> None:
   args = p.parse_args()
   if args.smoke:
     args.batches, args.new, args.repeats = "16", 16, 2
-  batches = [int(b) for b in args.batches.split(",")]
+  batches = [int(b) for b in args.batches.split(",") if b]  # "--batches=" runs the tree (and stops) rows only
 
   load0 = os.getloadavg()[0]
   peer, tunix = start_tunix(args.tunix_python)
@@ -332,7 +338,9 @@ def main() -> None:
         f"{result['tree_vs_independent']:.2f}, "
         f"forward tokens ratio {result['tree_vs_independent_tokens']:.2f}, "
         f"row-steps ratio {result['tree_vs_independent_row_steps']:.2f} "
-        f"(no compaction: time {result['tree_plain_vs_independent']:.2f})")
+        f"(power-of-two batch sizes: time {result['tree_pow2_vs_independent']:.2f}, row-steps "
+        f"{result['tree_pow2_row_steps'] / result['independent_row_steps']:.2f}; "
+        f"no compaction: time {result['tree_plain_vs_independent']:.2f})")
   if "stops_b16" in result:
     st = result["stops_b16"]
     print(f"stop tokens b16: compact / plain time {st['compact_vs_plain']:.2f}, "

@@ -8,7 +8,10 @@ from `start_B` on; how far the cache is filled is the caller's bookkeeping (the 
 Keys at slots after the query's own slot are masked by causality, so stale entries beyond a row's end
 (e.g. after a fork truncates a copied row) are never read and need no clearing. For the same reason a
 decode step may run on a `window` (the first W slots) when every row's slot is < W: attention then
-reads W slots instead of S (the sampler's decode phases).
+reads W slots instead of S (the sampler's decode phases). A *one-row* cache (`one_row`) holds a
+single row's buffers without the batch axis ([K, S, H]): a decode loop at B = 1 carries it so that XLA
+updates each buffer in place (with the [1, K, S, H] layout, a single-phase loop made XLA:CPU copy every
+layer's buffers four times per step).
 
 Numerics are those of `Transformer.__call__` on the same left-padded sequence: the same projections,
 `attention_mask` (slot indices play the role of token indices, which equal positions up to the
@@ -75,9 +78,10 @@ class KVCache:
   """Per-layer key/value buffers and the per-row first real slot.
 
   Attributes:
-    k: one [B, K, S, H] array per layer (RoPE applied), in the compute dtype.
-    v: one [B, K, S, H] array per layer.
-    start_B: int32 first real (non-padding) slot of each row.
+    k: one [B, K, S, H] array per layer (RoPE applied), in the compute dtype; [K, S, H] in a one-row
+      cache (`one_row`).
+    v: one [B, K, S, H] (or [K, S, H]) array per layer.
+    start_B: int32 first real (non-padding) slot of each row ([1] in a one-row cache).
   """
 
   k: tuple[jax.Array, ...]
@@ -87,7 +91,26 @@ class KVCache:
   @property
   def size(self) -> int:
     """Cache length S in slots."""
-    return self.k[0].shape[2]
+    return self.k[0].shape[-2]
+
+  @property
+  def is_one_row(self) -> bool:
+    """Whether the buffers lack the batch axis (`one_row`)."""
+    return self.k[0].ndim == 3
+
+
+def one_row(cache: KVCache) -> KVCache:
+  """The one-row form of a B = 1 cache: buffers [K, S, H] (a reshape, no copy); `batched` undoes it."""
+  if cache.k[0].shape[0] != 1:
+    raise ValueError(f"one_row needs a cache of one row; this one has {cache.k[0].shape[0]}")
+  return cache.replace(k=tuple(x[0] for x in cache.k), v=tuple(x[0] for x in cache.v))
+
+
+def batched(cache: KVCache) -> KVCache:
+  """The [1, K, S, H] form of a one-row cache (identity for a batched one)."""
+  if not cache.is_one_row:
+    return cache
+  return cache.replace(k=tuple(x[None] for x in cache.k), v=tuple(x[None] for x in cache.v))
 
 
 def init_cache(cfg: ModelConfig, start_B: jax.Array, size: int) -> KVCache:
@@ -195,6 +218,19 @@ def _after_attention(block: Block, x_B1D: jax.Array, h_B1D: jax.Array, w_DX: jax
   return x_B1D + h_B1D
 
 
+def _write(cache_x: jax.Array, new_B1KH: jax.Array, slot_B: jax.Array) -> jax.Array:
+  """A layer's buffer with row b's slot `slot_B[b]` set to `new_B1KH[b, 0]` ([K, H]).
+
+  Batched [B, K, S, H]: a scatter that drops slots >= S. One-row [K, S, H]: a dynamic-update-slice at
+  slot_B[0] (< S), done in place by XLA.
+  """
+  if cache_x.ndim == 3:
+    new_K1H = new_B1KH[0].transpose(1, 0, 2).astype(cache_x.dtype)
+    return jax.lax.dynamic_update_slice(cache_x, new_K1H, (0, slot_B[0], 0))
+  rows_B = jnp.arange(cache_x.shape[0])
+  return cache_x.at[rows_B, :, slot_B].set(new_B1KH[:, 0].astype(cache_x.dtype), mode="drop")
+
+
 def decode_step(
   model: Transformer,
   cache: KVCache,
@@ -206,19 +242,18 @@ def decode_step(
 
   Args:
     model: the decoder.
-    cache: keys/values of slots [start_B, slot_B) must be filled.
+    cache: keys/values of slots [start_B, slot_B) must be filled; batched, or one-row (`one_row`, B = 1).
     tokens_B: int token of each row, at position slot_B - start_B.
-    slot_B: int32 slot of each row's token; a slot >= S writes nothing (use it for finished rows,
-      whose logits are then meaningless).
+    slot_B: int32 slot of each row's token; in a batched cache a slot >= S writes nothing (use it for
+      finished rows, whose logits are then meaningless); a one-row cache needs slot_B < S.
     weights: `fuse_weights(model)`, built outside the decode loop (fewer, larger matmuls per step);
       None runs the model's own projections. Both give the same logits up to float summation order.
 
   Returns:
-    (logits_BV float32 next-token logits, cache with the new keys/values written).
+    (logits_BV float32 next-token logits, cache with the new keys/values written, in the input's form).
   """
   cfg = model.cfg
   B, S = tokens_B.shape[0], cache.size
-  rows_B = jnp.arange(B)
   slot_B1 = slot_B[:, None]
   positions_B1 = jnp.maximum(slot_B1 - cache.start_B[:, None], 0)
   kv_slot_BS = jnp.broadcast_to(jnp.arange(S, dtype=jnp.int32)[None], (B, S))
@@ -233,10 +268,10 @@ def decode_step(
       q_B1NH, k_B1KH, v_B1KH = block.attn.project_qkv(h_B1D, positions_B1)
     else:
       q_B1NH, k_B1KH, v_B1KH = _project_qkv(block.attn, h_B1D, positions_B1, weights.qkv[i])
-    ks[i] = ks[i].at[rows_B, :, slot_B].set(k_B1KH[:, 0].astype(ks[i].dtype), mode="drop")
-    vs[i] = vs[i].at[rows_B, :, slot_B].set(v_B1KH[:, 0].astype(vs[i].dtype), mode="drop")
+    ks[i], vs[i] = _write(ks[i], k_B1KH, slot_B), _write(vs[i], v_B1KH, slot_B)
     mask_B1S = local_mask if is_local_layer(cfg, i) else global_mask
-    h_B1D = _decode_attention(block.attn, q_B1NH, ks[i], vs[i], mask_B1S)
+    k_BKSH, v_BKSH = (ks[i][None], vs[i][None]) if cache.is_one_row else (ks[i], vs[i])
+    h_B1D = _decode_attention(block.attn, q_B1NH, k_BKSH, v_BKSH, mask_B1S)
     if weights is None:
       x_B1D = block.after_attention(x_B1D, h_B1D)
     else:
@@ -251,12 +286,12 @@ def window(cache: KVCache, size: int) -> KVCache:
   Decode reads every slot of the cache it is given, so running the early steps on a window cuts the
   bytes read per step (attention is memory-bound on CPU); `write_window` puts the window back.
   """
-  return cache.replace(k=tuple(x[:, :, :size] for x in cache.k), v=tuple(x[:, :, :size] for x in cache.v))
+  return cache.replace(k=tuple(x[..., :size, :] for x in cache.k), v=tuple(x[..., :size, :] for x in cache.v))
 
 
 def write_window(cache: KVCache, part: KVCache) -> KVCache:
   """`cache` with its first `part.size` slots replaced by `part` (in place when `cache` is donated)."""
-  put = lambda x, y: jax.lax.dynamic_update_slice(x, y.astype(x.dtype), (0, 0, 0, 0))
+  put = lambda x, y: jax.lax.dynamic_update_slice(x, y.astype(x.dtype), (0,) * x.ndim)
   return cache.replace(k=tuple(map(put, cache.k, part.k)), v=tuple(map(put, cache.v, part.v)))
 
 
@@ -266,6 +301,6 @@ def take_rows(cache: KVCache, rows_R: jax.Array) -> KVCache:
 
 
 __all__ = [
-  "DecodeWeights", "KVCache", "decode_step", "fuse_weights", "init_cache", "prefill", "take_rows", "window",
-  "write_window",
+  "DecodeWeights", "KVCache", "batched", "decode_step", "fuse_weights", "init_cache", "one_row", "prefill",
+  "take_rows", "window", "write_window",
 ]

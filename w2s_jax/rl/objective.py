@@ -137,6 +137,21 @@ def critic_values_jit(
   return critic_values(nnx.merge(graphdef, params).critic, tokens_RS, mask_RS, num_new)
 
 
+def _value_loss_sum(model: nnx.Module, batch: Batch, value_clip: float | None, reduction: str) -> jax.Array:
+  """Σ of ½(V − returns)² (PPO's clipped form when `value_clip` is set), aggregated like the loss."""
+  if not isinstance(model, ActorCritic):
+    raise ValueError("value_coef > 0 needs an ActorCritic model (config loss.value_coef / advantage gae)")
+  mask_RN = batch["completion_mask"]
+  values_RN = critic_values(model.critic, batch["tokens"], batch["mask"], mask_RN.shape[1])
+  returns_RN = batch["returns"]
+  v_loss_RN = jnp.square(values_RN - returns_RN)
+  if value_clip is not None:
+    old_RN = batch["old_values"]
+    clipped_RN = old_RN + jnp.clip(values_RN - old_RN, -value_clip, value_clip)
+    v_loss_RN = jnp.maximum(v_loss_RN, jnp.square(clipped_RN - returns_RN))
+  return aggregate(0.5 * v_loss_RN, mask_RN, reduction)[0]
+
+
 def rl_objective(
   *,
   loss_kind: str = "ppo",
@@ -201,16 +216,7 @@ def rl_objective(
       loss_sum = loss_sum + kl_coef * kl_sum
       sums["kl_ref"] = kl_sum
     if value_coef > 0:
-      if not isinstance(model, ActorCritic):
-        raise ValueError("value_coef > 0 needs an ActorCritic model (config loss.value_coef / advantage gae)")
-      values_RN = critic_values(model.critic, batch["tokens"], batch["mask"], num_new)
-      returns_RN = batch["returns"]
-      v_loss_RN = jnp.square(values_RN - returns_RN)
-      if value_clip is not None:
-        old_RN = batch["old_values"]
-        clipped_RN = old_RN + jnp.clip(values_RN - old_RN, -value_clip, value_clip)
-        v_loss_RN = jnp.maximum(v_loss_RN, jnp.square(clipped_RN - returns_RN))
-      v_sum, _ = aggregate(0.5 * v_loss_RN, mask_RN, reduction)
+      v_sum = _value_loss_sum(model, batch, value_clip, reduction)
       loss_sum = loss_sum + value_coef * v_sum
       sums["value_loss"] = v_sum
     # policy_loss's metrics are means over the micro-batch: weight them to sums like the loss.

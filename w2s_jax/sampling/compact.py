@@ -34,13 +34,19 @@ if TYPE_CHECKING:  # the sampler calls this module; only its type is needed here
 MIN_ROWS = 2  # the smallest batch a part shrinks to (each size compiles its own decode loop)
 
 
-def bucket_sizes(B: int, min_rows: int = MIN_ROWS) -> list[int]:
-  """Batch sizes a part of a B-row batch may take, decreasing: B, then powers of two < B to `min_rows`."""
+def bucket_sizes(B: int, min_rows: int = MIN_ROWS, fine: bool = False) -> list[int]:
+  """Batch sizes a part of a B-row batch may take, decreasing: B, then powers of two < B to `min_rows`.
+
+  `fine` adds the sizes 3 * 2^k between them (..., 16, 12, 8, 6, 4, 3, 2): a part then runs at most 1.5x
+  the rows still running instead of 2x, for about twice as many compiled loops.
+  """
   sizes, b = [B], 1 << (max(B - 1, 1).bit_length() - 1)
   while b >= min_rows and b < B:
     sizes.append(b)
     b //= 2
-  return sizes
+  if fine:
+    sizes += [3 * b // 2 for b in sizes[1:] if b >= 2 and min_rows <= 3 * b // 2 < B]
+  return sorted(sizes, reverse=True)
 
 
 @jax.jit
@@ -65,6 +71,7 @@ def decode_compact(
   pause_ids: Sequence[int] = (),
   min_length: int = 0,
   min_rows: int = MIN_ROWS,
+  fine: bool = False,
 ) -> DecodeState:
   """`sampler.decode(params, state, key, ...)` that drops finished rows from the batch as it goes.
 
@@ -75,6 +82,7 @@ def decode_compact(
     key: PRNG key.
     pause_ids, min_length: as in `Sampler.decode`.
     min_rows: the smallest batch a part shrinks to.
+    fine: shrink through the finer `bucket_sizes(..., fine=True)` (fewer idle rows, more compiled loops).
 
   Returns:
     The final state of all B rows, as `sampler.decode` would return it.
@@ -83,7 +91,7 @@ def decode_compact(
   B = int(state.tokens_BS.shape[0])
   if sampler.mesh is not None:
     return sampler.decode(params, state, key, **kw)
-  sizes = bucket_sizes(B, min_rows)
+  sizes = bucket_sizes(B, min_rows, fine)
   home, part, ids_R = None, state, np.arange(B)
   while True:
     running_R = np.asarray(part.status_B) == RUNNING

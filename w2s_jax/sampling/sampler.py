@@ -185,6 +185,10 @@ def decode(
 
   With `fuse`, the q|k|v and gate|up weights are concatenated once, before the loop
   (`kv_cache.fuse_weights`): each step then runs 4 matmuls per layer instead of 7 (same tokens).
+
+  At B = 1 the loop carries the cache in its one-row form (`kv_cache.one_row`: buffers without the batch
+  axis), which XLA:CPU updates in place; in a single-phase loop the [1, K, S, H] form made it copy every
+  layer's buffers four times per step (tree root chains run at B = 1). Same tokens and log-probs.
   """
   B, S = state.tokens_BS.shape
   rows_B = jnp.arange(B)
@@ -209,9 +213,9 @@ def decode(
     pending_B = s.length_B - 1
     token_B = jnp.take_along_axis(s.tokens_BS, pending_B[:, None], axis=1)[:, 0]
     slot_B = jnp.where(active_B, s.length_B, S)  # out of range: dropped
-    logits_BV, cache = kv_cache.decode_step(
-      model, s.cache, token_B, jnp.where(active_B, pending_B, S), weights
-    )
+    # At B = 1 the body only runs while the one row is RUNNING, so its pending slot is in range.
+    write_B = pending_B if s.cache.is_one_row else jnp.where(active_B, pending_B, S)
+    logits_BV, cache = kv_cache.decode_step(model, s.cache, token_B, write_B, weights)
     keys_B = jax.vmap(jax.random.fold_in)(row_keys_B, s.length_B)
     drawn = sample_token(keys_B, logits_BV, cfg)
     return step + 1, constrain(_record_draw(s.replace(cache=cache), drawn, active_B, slot_B, stop_ids, pause))
@@ -222,6 +226,8 @@ def decode(
     step, part = jax.lax.while_loop(functools.partial(cond, window), body, (step, part))
     return step, constrain(part.replace(cache=kv_cache.write_window(s.cache, part.cache)))
 
+  if B == 1:
+    state = state.replace(cache=kv_cache.one_row(state.cache))
   carry = (jnp.int32(0), constrain(state))
   for window in windows:
     if window >= S:
@@ -229,7 +235,7 @@ def decode(
     else:
       run = functools.partial(phase, window)
       carry = jax.lax.cond(cond(window, carry), run, lambda c: c, carry)
-  return carry[1]
+  return constrain(carry[1].replace(cache=kv_cache.batched(carry[1].cache)))
 
 
 def _record_draw(s: DecodeState, drawn: tuple[jax.Array, jax.Array, jax.Array], active_B: jax.Array,
@@ -285,6 +291,8 @@ def state_constraint(mesh: Mesh | None, rules: Any = None):
   def place(path, x):
     in_cache = any(getattr(p, "name", None) in ("k", "v") for p in path)
     spec = PartitionSpec(batch, kv, None, None) if in_cache else PartitionSpec(batch)
+    if in_cache and x.ndim == 3:  # a one-row cache (`kv_cache.one_row`): no batch axis
+      spec = PartitionSpec(kv, None, None)
     return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
 
   return lambda s: jax.tree_util.tree_map_with_path(place, s)
@@ -385,20 +393,24 @@ class Sampler:
     compact: bool = False,
     row_ids: Any = None,
     min_running: int = 0,
+    fine_buckets: bool = False,
   ) -> DecodeState:
     """Continues RUNNING rows until they stop, fill up or draw a `pause_ids` token. Donates `state`.
 
     `max_steps` (traced, no recompilation) bounds the number of decode steps of this call. `min_length`
     (static, one compilation per value) is a hint: the length rows start from, which places the decode
     phases (`decode_windows`); any value gives the same tokens. `compact=True` stops computing finished
-    rows (`compact.decode_compact`: the batch shrinks as rows finish; same tokens). `row_ids` [B] are
+    rows (`compact.decode_compact`: the batch shrinks as rows finish; same tokens), through the finer
+    batch sizes of `compact.bucket_sizes(..., fine=True)` with `fine_buckets`. `row_ids` [B] are
     the rows' indices for their PRNG keys (default arange(B)); the call also returns once at most
     `min_running` rows are RUNNING.
     """
     if compact:
       if max_steps is not None:
         raise ValueError("decode(compact=True) runs rows to the end; it takes no max_steps")
-      return decode_compact(self, params, state, key, pause_ids=pause_ids, min_length=min_length)
+      return decode_compact(
+        self, params, state, key, pause_ids=pause_ids, min_length=min_length, fine=fine_buckets
+      )
     B, S = (int(n) for n in state.tokens_BS.shape)
     return _decode_jit(
       self.graphdef,

@@ -16,8 +16,9 @@ Forks copy rows of the parent's `DecodeState` (`take_rows`); the prefix is never
 node is a token span [start, end) in the slot layout of `sampler.py` (prompt in [0, P), completions
 from P on); node spans of a leaf's path tile its completion. Orchestration is on the host (numpy);
 each decode call is the jitted, donating `Sampler.decode` with `compact=True`: rows of stopped parents or
-missing candidates start inactive, and the batch shrinks as rows finish (`compact.py`), so forks that
-start late (few tokens left) stop costing steps once they are done.
+missing candidates start inactive, and the batch shrinks as rows finish (`compact.py`, through the finer
+batch sizes B, ..., 16, 12, 8, 6, 4, 3, 2 by default), so forks that start late (few tokens left) stop
+costing steps once they are done.
 
 Outputs (`Tree`) are flat numpy arrays. Legend: N nodes, L leaves, S slots.
 """
@@ -220,6 +221,7 @@ def sample_tree_steps(
   branching: Sequence[int],
   boundary_ids: Sequence[int],
   compact: bool = True,
+  fine_buckets: bool = True,
 ) -> Tree:
   """Grows one tree per prompt by forking at step boundaries.
 
@@ -232,6 +234,8 @@ def sample_tree_steps(
       boundary token gets b_{d+1} children. Nodes of depth len(branching) - 1 run to the end.
     boundary_ids: tokens that end a step (kept as the step's last token).
     compact: drop finished rows from each decode batch (`Sampler.decode(compact=True)`; same tree).
+    fine_buckets: shrink the batch through `bucket_sizes(..., fine=True)` (fewer idle rows than the
+      powers of two, for more compiled loops); same tree.
 
   Returns:
     A `Tree`; without early stops each prompt has prod(branching) leaves.
@@ -255,6 +259,7 @@ def sample_tree_steps(
       pause_ids=() if last else boundary_ids,
       min_length=P if d == 0 else 0,
       compact=compact,
+      fine_buckets=fine_buckets,
     )
     g = b.add_group(state)
     host = b.groups[g]
@@ -281,6 +286,7 @@ def sample_tree_entropy(
   top_n: int,
   n_forks: int,
   compact: bool = True,
+  fine_buckets: bool = True,
 ) -> Tree:
   """TreeRL's EPTree: fork the highest -log p tokens of existing chains (formulas.md §2).
 
@@ -291,6 +297,8 @@ def sample_tree_entropy(
     top_n: N tokens forked per tree and round (fewer if fewer candidates remain).
     n_forks: T children per forked token.
     compact: drop finished rows from each decode batch (`Sampler.decode(compact=True)`; same tree).
+    fine_buckets: shrink the batch through `bucket_sizes(..., fine=True)` (fewer idle rows than the
+      powers of two, for more compiled loops); same tree.
 
   Returns:
     A `Tree`; without early stops each prompt has n_roots + n_iters * top_n * n_forks leaves.
@@ -301,7 +309,9 @@ def sample_tree_entropy(
   g_root = b.add_group(root)
   n, P = np.shape(prompts_BP)
   state = b._fork_sources([(g_root, i, P) for i in range(n) for _ in range(n_roots)], pad)
-  g = b.add_group(sampler.decode(params, state, jax.random.fold_in(key, 0), min_length=P, compact=compact))
+  g = b.add_group(sampler.decode(
+    params, state, jax.random.fold_in(key, 0), min_length=P, compact=compact, fine_buckets=fine_buckets
+  ))
   host = b.groups[g]
   for r in range(n * n_roots):
     b.add(-1, P, int(host["length_B"][r]), True, r // n_roots, (g, r))
@@ -327,7 +337,9 @@ def sample_tree_entropy(
             grp, row = b.where[pick[0]]
             sources.append((grp, row, pick[1]))
     state = b._fork_sources(sources, pad)
-    g = b.add_group(sampler.decode(params, state, jax.random.fold_in(key, it + 1), compact=compact))
+    g = b.add_group(sampler.decode(
+      params, state, jax.random.fold_in(key, it + 1), compact=compact, fine_buckets=fine_buckets
+    ))
     host = b.groups[g]
     rows = {}  # (node, slot) -> first child row
     for j, pick in enumerate(p for chosen in blocks for p in chosen):

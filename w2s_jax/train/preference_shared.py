@@ -21,7 +21,8 @@ Legend: B pairs, L row length, P prompt slots, C completion slots.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -96,3 +97,12 @@ def share_prompts(
   out.update({k: np.asarray(v) for k, v in batch.items() if k not in ROW_KEYS})
   out["segment_ids"] = rows["segment_ids"]  # unused by the objectives; the train loop counts its tokens
   return out
+
+
+def prompt_sharer(*row_sets: Mapping[str, np.ndarray]) -> Callable[[dict[str, Any]], dict[str, Any]]:
+  """Pair batch -> `share_prompts` of it, with (P, C) fixed by `pair_lengths` over `row_sets`.
+
+  Only where one process holds whole batches: a process's share of the rows would split pairs' prompts.
+  """
+  lengths = pair_lengths(*row_sets)
+  return lambda batch: share_prompts(batch, *lengths)

@@ -461,16 +461,13 @@ def records_setup(
     ref = reference_logps(graphdef, params, both, rows_per_batch)
     return np.stack([ref[: len(ref) // 2], ref[len(ref) // 2:]], axis=1)
 
-  n_eval_pairs = len(eval_c["inputs"])
-  eval_ref = refs(eval_c, eval_r)
+  n_eval_pairs, eval_ref = len(eval_c["inputs"]), refs(eval_c, eval_r)
   eval_c, eval_r, eval_ref_N2 = _pad_pairs(
     eval_c, eval_r, np.zeros((n_eval_pairs, 2), np.float32) if eval_ref is None else eval_ref, batch_size
   )
   eval_ref_N2 = eval_ref_N2 if spec.reference else None
-  share, shared = (lambda batch: batch), shared_prompt and process is None and name in po.PAIRWISE_INPUTS
-  if shared:  # one process holds whole batches (a process's share of rows would split pairs' prompts)
-    lengths = preference_shared.pair_lengths(train_c, train_r, eval_c, eval_r)
-    share = lambda batch: preference_shared.share_prompts(batch, *lengths)  # noqa: E731
+  shared = shared_prompt and process is None and name in po.PAIRWISE_INPUTS  # one process: whole pairs
+  share = preference_shared.prompt_sharer(train_c, train_r, eval_c, eval_r) if shared else (lambda b: b)
   held_out = [
     share(pair_batch(eval_c, eval_r, eval_ref_N2, np.arange(i * batch_size, (i + 1) * batch_size), process))
     for i in range(min(len(eval_c["inputs"]) // batch_size, eval_batches))
