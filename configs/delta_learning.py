@@ -32,17 +32,21 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.tokenizer = "bytes"
   c.vocab_size = 512
   c.seq_len = 256
-  c.train_prompts = 32 if smoke else 512  # prompts the weak / weaker models answer (the pairs)
+  # prompts the weak / weaker models answer (the pairs); smoke: as many as held-out problems, so sampling
+  # both sets is one batch shape (one compiled sampler)
+  c.train_prompts = c.data.eval_size if smoke else 512
   c.max_new_tokens = 96 if smoke else 128
   c.sample_temperature = 0.7
 
   # The SFT'd models: preset, SFT steps and optimizer (the same SFT data and batch; warmup 5 % of the steps).
+  # smoke: a constant rate after warmup, so the three SFT runs, which differ only in steps, are one program.
   c.models = ml_collections.ConfigDict()
   for name, steps in (("weaker", 4 if smoke else 150), ("weak", 8 if smoke else 250),
                       ("student", 12 if smoke else 400)):
     c.models[name] = ml_collections.ConfigDict({
       "preset": "tiny", "total_steps": steps,
-      "optimizer": common.optimizer(3e-3, warmup_steps=max(steps // 20, 1))})
+      "optimizer": common.optimizer(3e-3, warmup_steps=max(steps // 20, 1),
+                                    schedule="constant" if smoke else "cosine")})
   c.sft = ml_collections.ConfigDict({"batch_size": 16, "train_size": 200 if smoke else 5000})
 
   # Training the student: DPO on the delta pairs vs SFT on the chosen side, same steps and batch.

@@ -5,6 +5,7 @@ completions match a plain greedy decode, and bad configs fail before training.""
 import json
 import math
 import os
+import shutil
 
 import jax
 import numpy as np
@@ -40,11 +41,18 @@ def _records(workdir):
   return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.slow
-def test_dpo_smoke_command_raises_heldout_reward_accuracy(tmp_path, cache):
-  workdir = tmp_path / "dpo"
+@pytest.fixture(scope="module")
+def dpo_smoke(tmp_path_factory, cache):
+  """The DPO smoke command's run (workdir, process result), made once for the module."""
+  workdir = tmp_path_factory.mktemp("dpo_smoke") / "dpo"
   proc = run_main(["--config=configs/dpo_tiny.py:smoke", f"--workdir={workdir}"],
                   env={"W2S_JAX_CACHE": str(cache)})
+  return workdir, proc
+
+
+@pytest.mark.slow
+def test_dpo_smoke_command_raises_heldout_reward_accuracy(dpo_smoke):
+  workdir, proc = dpo_smoke
   assert proc.returncode == 0, proc.stderr[-3000:]
   records = _records(workdir)
   evals = [r for r in records if "eval_reward_accuracy" in r]
@@ -60,6 +68,28 @@ def test_dpo_smoke_command_raises_heldout_reward_accuracy(tmp_path, cache):
   assert all(math.isfinite(r["loss"]) for r in records)
 
 
+@pytest.mark.slow
+def test_preference_notebook_executes(dpo_smoke, cache, tmp_path, monkeypatch):
+  """colab/preference.ipynb top to bottom in a kernel. It trains the DPO smoke config (`dpo_tiny:smoke`) into
+  WORKDIR/preference: given a copy of the smoke command's finished run there (the run the test above
+  checks), its `train` call resumes at the last step instead of training the same run again; the data
+  cell reads the pairs the command cached, the results cells the run's metrics.jsonl."""
+  from tests.test_notebooks import check_outputs, run_notebook
+
+  workdir, proc = dpo_smoke
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  shutil.copytree(workdir, tmp_path / "preference")
+  monkeypatch.setenv("W2S_NOTEBOOK_WORKDIR", str(tmp_path))
+  monkeypatch.setenv("W2S_JAX_CACHE", str(cache))
+  monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+  outputs = run_notebook("preference", tmp_path)
+  check_outputs(outputs, "held-out reward accuracy")
+  last = [r for r in _records(workdir) if "eval_loss" in r][-1]  # the table's last row is the run's
+  want = f"| {last['step']} | {last['eval_loss']:.4f} | {last['eval_reward_accuracy']:.3f} |"
+  assert want in " ".join(str(o.get("data", {})) for o in outputs)
+  assert (tmp_path / "preference" / "metrics.jsonl").exists()
+
+
 @pytest.mark.parametrize("name", CONFIGS)
 def test_every_preference_config_has_the_standard_keys(name):
   config = load_config(name, "smoke")
@@ -72,9 +102,12 @@ def test_every_preference_config_has_the_standard_keys(name):
 @pytest.mark.parametrize("name", [n for n in CONFIGS if n != "dpo_tiny"])  # DPO's: the command above
 def test_every_preference_config_smoke_builds_and_trains(name, tmp_path, cache):
   config = load_config(name, "smoke")
-  # A few steps of the real smoke config; one compile fewer without the start eval.
+  # A few steps of the real smoke config; one compile fewer without the start eval; the pairs those steps
+  # read (3 batches of 8 pairs, 1 held-out batch) out of fewer problems: the reference's log-probs of
+  # every pair are computed before training.
   config.total_steps, config.eval_every_steps, config.checkpoint_every_steps = 3, 3, 3
   config.data.eval_batches = 1
+  config.data.train_size, config.data.eval_size = 32, 16
   config.eval_at_start = False
   config.mesh.data = 1
   summary = train(config, tmp_path, TASKS["preference"](config))

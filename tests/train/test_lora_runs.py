@@ -137,20 +137,22 @@ def test_grpo_with_lora_runs_and_keeps_its_sft_phase_a_full_fine_tune(tmp_path, 
   assert summary["eval_initial"] == {k: v for k, v in evals[0].items() if k != "step"}
 
 
-def test_onpolicy_distillation_trains_student_adapters(tmp_path):
+def test_onpolicy_distillation_trains_student_adapters(tmp_path, rl_smoke_sft):
   from w2s_jax.w2s.onpolicy_distill import run_onpolicy_distill
 
   c = load_config("onpolicy_distill", "smoke")
   c.mesh.data = 1
   c.student.model.lora.rank = 4
+  # The smoke's teacher SFT phase is rl_base's (tests/conftest.py): reloaded only if its config is unchanged.
+  c.teacher.sft.workdir = str(rl_smoke_sft)
   summary = run_onpolicy_distill(c, tmp_path)
   assert summary["final_step"] == 3
   records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   assert [r["step"] for r in records] == [1, 2, 3] and all(np.isfinite(r["loss"]) for r in records)
   before, after = summary["student_eval_initial"], summary["student_eval"]
   assert after["reverse_kl"] != before["reverse_kl"]  # the adapters moved the student
-  for role in ("teacher", "student"):  # the SFT phases trained the base models, as before
-    assert "lora" not in json.loads((tmp_path / role / "sft" / "config.json").read_text())["model"]
+  for sft in (rl_smoke_sft, tmp_path / "student" / "sft"):  # the SFT phases trained the base models
+    assert "lora" not in json.loads((sft / "config.json").read_text())["model"]
 
 
 @pytest.mark.parametrize("name,trained", [("dpo_tiny", {"LoRAParam"}),
