@@ -131,6 +131,35 @@ def test_tiny_gguf_matches_transformers(tmp_path):
     assert ours.decode(ids, skip_special_tokens=False) == text
 
 
+def test_open_gguf_parses_an_unchanged_file_once_and_one_tokenizer_builder_serves_every_caller(tmp_path):
+  """`_gguf.open_gguf` returns one reader per unchanged file (any spelling of its path) and a new one once the
+  file is replaced; `convert.gguf_tokenizer`, `load_gguf`'s tokenizer and `make_tokenizer("gguf:<file>")`
+  encode as the tokenizer written into the file."""
+  from w2s_jax.train.tasks import make_tokenizer  # noqa: PLC0415
+
+  tok = _tokenizer()
+
+  def tiny(layers: int):
+    return transformers.LlamaForCausalLM(transformers.LlamaConfig(
+      vocab_size=tok.get_vocab_size(), hidden_size=16, intermediate_size=32, num_hidden_layers=layers,
+      num_attention_heads=2, num_key_value_heads=1, head_dim=8, max_position_embeddings=32))
+
+  path = tmp_path / "tiny.gguf"
+  _write_gguf(path, tiny(1), tok)
+  first = _gguf.open_gguf(str(path))
+  assert _gguf.open_gguf(str(path)) is first
+  assert _gguf.open_gguf(str(tmp_path / "." / "tiny.gguf")) is first
+  assert _gguf.hf_config_dict(first)["num_hidden_layers"] == 1
+  _write_gguf(tmp_path / "new.gguf", tiny(2), tok)  # replaced by a new file (a new inode), as a download does
+  (tmp_path / "new.gguf").replace(path)
+  second = _gguf.open_gguf(str(path))
+  assert second is not first and _gguf.hf_config_dict(second)["num_hidden_layers"] == 2
+
+  builders = (convert.gguf_tokenizer(path), convert.load_gguf(path).tokenizer, make_tokenizer(f"gguf:{path}"))
+  for text in TEXTS:
+    assert [t.encode(text) for t in builders] == [tok.encode(text).ids] * 3, text
+
+
 def test_permutation_round_trip():
   w = np.arange(3 * 8 * 5, dtype=np.float32).reshape(3 * 8, 5)
   np.testing.assert_array_equal(_gguf.unpermute_qk(_gguf.permute_qk(w, 3), 3), w)

@@ -4,7 +4,14 @@
 (`lora`) and the shared-prompt forward (`shared_prefix`: each prompt once, its continuations attending to
 its keys/values)."""
 
-from w2s_jax.models.convert import LoadedModel, UnsupportedHFConfig, load_gguf, load_hf, save_hf
+from w2s_jax.models.convert import (
+  LoadedModel,
+  UnsupportedHFConfig,
+  gguf_tokenizer,
+  load_gguf,
+  load_hf,
+  save_hf,
+)
 from w2s_jax.models.heads import (
   ClassifierHead,
   SequenceClassifier,
@@ -36,6 +43,7 @@ __all__ = [
   "dot_product_attention",
   "from_section",
   "get_preset",
+  "gguf_tokenizer",
   "last_token_index",
   "load_gguf",
   "load_hf",

@@ -16,6 +16,8 @@ GGUF facts used here (llama architecture):
 
 from __future__ import annotations
 
+import functools
+import os
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -54,10 +56,20 @@ _LLAMA3_PRE = ("llama3", "llama-v3", "llama-bpe", "smaug-bpe", "dbrx")
 
 
 def open_gguf(path: str) -> Any:
-  """A `gguf.GGUFReader` over `path` (memory-mapped)."""
+  """A `gguf.GGUFReader` over `path` (memory-mapped, read-only), shared by the callers in this process while
+  the file is unchanged (same size and modification time): its metadata is parsed once per file, which for
+  SmolLM2's 49k-token vocabulary takes seconds (a W2S sweep over its layers opens the file several times)."""
+  real = os.path.realpath(path)
+  stat = os.stat(real)
+  return _reader(real, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4)
+def _reader(path: str, size: int, mtime_ns: int) -> Any:
+  del size, mtime_ns  # part of the cache key only
   import gguf  # noqa: PLC0415
 
-  return gguf.GGUFReader(path)
+  return gguf.GGUFReader(path, "r")
 
 
 def _field(reader: Any, key: str, default: Any = None) -> Any:

@@ -283,14 +283,18 @@ def load_gguf(
   hf = _gguf.hf_config_dict(reader)
   cfg = _hf_mapping.config_from_hf(hf, dtype=dtype, param_dtype=param_dtype, **overrides)
   model = _build(cfg, _gguf.hf_tensors(reader, hf), mesh, rules)
-  vocab = _gguf.tokenizer_parts(reader)
-  tokenizer = None
-  if vocab is not None:
-    tokenizer = HFTokenizer.from_tokenizer(
-      vocab["tokenizer"], bos_id=vocab["bos_id"], eos_id=vocab["eos_id"], pad_id=vocab["pad_id"],
-      chat_template=vocab["chat_template"], source=os.fspath(path),
-    )
-  return LoadedModel(model, tokenizer)
+  return LoadedModel(model, gguf_tokenizer(path))
+
+
+def gguf_tokenizer(path: str | os.PathLike) -> HFTokenizer | None:
+  """The byte-level BPE tokenizer and chat template a GGUF file embeds, or None when it embeds none."""
+  vocab = _gguf.tokenizer_parts(_gguf.open_gguf(os.fspath(path)))
+  if vocab is None:
+    return None
+  return HFTokenizer.from_tokenizer(
+    vocab["tokenizer"], bos_id=vocab["bos_id"], eos_id=vocab["eos_id"], pad_id=vocab["pad_id"],
+    chat_template=vocab["chat_template"], source=os.fspath(path),
+  )
 
 
 def smollm2_gguf_path() -> str:

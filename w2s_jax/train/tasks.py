@@ -10,9 +10,8 @@ import ml_collections
 
 from w2s_jax import sharding as shd
 from w2s_jax.data import chat, limits, pipeline, sft_sources
-from w2s_jax.data.tokenizers import ByteTokenizer, HFTokenizer, Tokenizer, load_tokenizer
-from w2s_jax.models import _gguf
-from w2s_jax.models.convert import smollm2_gguf_path
+from w2s_jax.data.tokenizers import ByteTokenizer, Tokenizer, load_tokenizer
+from w2s_jax.models.convert import gguf_tokenizer, smollm2_gguf_path
 from w2s_jax.models.presets import from_section
 from w2s_jax.models.transformer import Transformer
 from w2s_jax.train.loop import Setup
@@ -26,14 +25,10 @@ def make_tokenizer(spec: str) -> Tokenizer:
   """A registered tokenizer name, `gguf:smollm2-135m` / `gguf:<file>` (the tokenizer and chat template a
   GGUF checkpoint embeds), or a `.model` / `tokenizer.json` path (see `load_tokenizer`)."""
   if spec.startswith("gguf:"):
-
-    path = smollm2_gguf_path() if spec == "gguf:smollm2-135m" else spec[len("gguf:"):]
-    parts = _gguf.tokenizer_parts(_gguf.open_gguf(path))
-    if parts is None:
+    tokenizer = gguf_tokenizer(smollm2_gguf_path() if spec == "gguf:smollm2-135m" else spec[len("gguf:"):])
+    if tokenizer is None:
       raise ValueError(f"data.tokenizer={spec!r}: the GGUF file has no byte-level BPE tokenizer")
-    return HFTokenizer.from_tokenizer(parts["tokenizer"], bos_id=parts["bos_id"], eos_id=parts["eos_id"],
-                                      pad_id=parts["pad_id"], chat_template=parts["chat_template"],
-                                      source=path)
+    return tokenizer
   return TOKENIZERS[spec]() if spec in TOKENIZERS else load_tokenizer(spec)
 
 
