@@ -252,7 +252,6 @@ class _RLRun:
     self.shared = bool(config.get("shared_prompt", True))
     self.group_minibatches = bool(config.train.get("group_minibatches", False))
     self.batch_shards = int(np.prod([rt.mesh.shape.get(a, 1) for a in shd.BATCH_AXES]))
-    self.grouped = False  # this rollout's groups share their prompt slots (set by build_batch)
 
   def start_params(self) -> Any:
     """The SFT policy (and, with a critic, the critic's backbone too)."""
@@ -305,26 +304,29 @@ class _RLRun:
       out["mc"], out["sampled"] = (mc_returns_RCK, mc_mask_RCK), out["sampled"] + mc_tokens
     return out
 
-  def _logprobs(self, params: Any, arrays: dict[str, jax.Array]) -> np.ndarray:
-    group = self.G if self.grouped and (self.B % self.batch_shards == 0) else 1
+  def _logprobs(self, params: Any, arrays: dict[str, jax.Array], grouped: bool) -> np.ndarray:
+    group = self.G if grouped and (self.B % self.batch_shards == 0) else 1
     return np.asarray(completion_logprobs_jit(self.policy_graphdef, params, arrays["tokens"], arrays["mask"],
                                               num_new=self.N, temperature=self.temperature, group_size=group))
 
-  def _minibatch(self, batch: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, jax.Array]:
-    """The rows' update batch on the mesh; whole groups (rows sorted) go in the grouped layout [U, G, ...]
-    of `rl_objective`, whose prompts run once; any other selection keeps the row layout [M, ...]."""
+  def _minibatch(self, batch: dict[str, np.ndarray], rows: np.ndarray, grouped: bool) -> dict[str, jax.Array]:
+    """The rows' update batch on the mesh; whole groups (rows sorted) of a rollout whose groups share their
+    prompt slots (`grouped`) go in the grouped layout [U, G, ...] of `rl_objective`, whose prompts run once;
+    any other selection keeps the row layout [M, ...]."""
     G, srt = self.G, np.sort(rows)
-    if self.grouped and len(rows) % G == 0 and (len(rows) // G) % self.batch_shards == 0:
+    if grouped and len(rows) % G == 0 and (len(rows) // G) % self.batch_shards == 0:
       first = srt[::G]
       if ((first % G == 0) & (srt.reshape(-1, G) == first[:, None] + np.arange(G)).all(axis=1)).all():
-        grouped = {k: v[srt].reshape(-1, G, *v.shape[1:]) for k, v in batch.items()}
-        return shd.put_batch(grouped, self.rt.mesh)
+        groups = {k: v[srt].reshape(-1, G, *v.shape[1:]) for k, v in batch.items()}
+        return shd.put_batch(groups, self.rt.mesh)
     return shd.put_batch({k: v[rows] for k, v in batch.items()}, self.rt.mesh)
 
-  def build_batch(self, state, out: dict[str, Any], valid_R: np.ndarray) -> dict[str, np.ndarray]:
-    """Old / reference log-probs, critic values and advantages of a rollout: the updates' batch."""
+  def build_batch(self, state, out: dict[str, Any], valid_R: np.ndarray
+                  ) -> tuple[dict[str, np.ndarray], bool]:
+    """Old / reference log-probs, critic values and advantages of a rollout: the updates' batch, and whether
+    its groups share their prompt slots (then the passes over whole groups run each prompt once)."""
     config, rollout, adv = self.config, out["rollout"], self.adv
-    self.grouped = self.shared and objective_lib.groups_share_prompt(
+    grouped = self.shared and objective_lib.groups_share_prompt(
       rollout.tokens_RS, rollout.mask_RS, self.N, self.G)
     arrays = shd.put_batch({"tokens": rollout.tokens_RS, "mask": rollout.mask_RS.astype(np.int32)},
                            self.rt.mesh)
@@ -333,7 +335,7 @@ class _RLRun:
       cmask_RN = cmask_RN * batch_lib.rft_keep(rollout.correct_R, float(config.rft.threshold))[:, None]
     old_logprobs = config.rollout.old_logprobs
     if old_logprobs == "recompute":
-      old_logp_RN = self._logprobs(self.policy(state), arrays)
+      old_logp_RN = self._logprobs(self.policy(state), arrays, grouped)
     elif old_logprobs == "sampler":
       old_logp_RN = rollout.sampler_logp_RN
     else:
@@ -342,7 +344,7 @@ class _RLRun:
              "completion_mask": cmask_RN, "old_logp": old_logp_RN.astype(np.float32)}
     kl_RN = None
     if float(config.kl.coef) > 0:
-      ref_logp_RN = self._logprobs(self.ref_params, arrays)
+      ref_logp_RN = self._logprobs(self.ref_params, arrays, grouped)
       if config.kl.where == "loss":
         batch["ref_logp"] = ref_logp_RN
       else:
@@ -355,7 +357,7 @@ class _RLRun:
         rewards_R.reshape(B, G), seq_logp_R.reshape(B, G), mask_BG=valid_R.reshape(B, G),
         rank_penalty=float(adv.unlikeliness_rank_penalty))).reshape(-1)
     batch["advantages"] = self._advantages(state, out, batch, arrays, rewards_R, valid_R, kl_RN)
-    return batch
+    return batch, grouped
 
   def _advantages(self, state, out, batch, arrays, rewards_R, valid_R, kl_RN) -> np.ndarray:
     """Per-token advantages by `ADVANTAGES[advantage.name].needs`; a critic's targets join `batch`."""
@@ -394,7 +396,7 @@ class _RLRun:
     it_key = jax.random.fold_in(jax.random.key(self.rl_seed), it)
     out = self.rollout(it_key, self.policy(state))
     valid_R = np.repeat(out["real_B"], self.G).astype(np.float32) * out["row_valid_R"]
-    batch = self.build_batch(state, out, valid_R)
+    batch, grouped = self.build_batch(state, out, valid_R)
     cmask_RN, records = batch["completion_mask"], []
     order_rng = np.random.default_rng([self.rl_seed, it])
     draw = functools.partial(batch_lib.group_minibatches, group_size=self.G) if self.group_minibatches else (
@@ -403,7 +405,7 @@ class _RLRun:
       for rows in draw(self.B * self.G, int(self.config.train.minibatch_size), order_rng):
         if cmask_RN[rows].sum() == 0:
           continue  # nothing to learn from (e.g. RFT with no correct sample): no optimizer step
-        state, m = self.train_step(state, self._minibatch(batch, rows))
+        state, m = self.train_step(state, self._minibatch(batch, rows, grouped))
         records.append(m)
     first = out["drawn"]["first"]
     first_w = out["row_valid_R"] if out["tree"] is not None else np.ones(len(first.rewards_R), np.float32)

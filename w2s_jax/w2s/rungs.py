@@ -133,14 +133,8 @@ def num_layers(name: str) -> int:
   if name.startswith("hf:"):
     with open(os.path.join(name[len("hf:"):], "config.json")) as f:
       return int(json.load(f)["num_hidden_layers"])
-  return _gguf_num_layers(_gguf_file(name[len("gguf:"):]))
-
-
-@functools.cache
-def _gguf_num_layers(path: str) -> int:
-  """A GGUF file's block count, read once per process and file (as `checkpoint` loads once): opening a GGUF
-  parses every metadata field (SmolLM2's 49k-token vocabulary and merges), seconds per call."""
-  return int(_gguf.hf_config_dict(_gguf.open_gguf(path))["num_hidden_layers"])
+  # open_gguf keeps one parsed reader per unchanged file, so asking again costs nothing
+  return int(_gguf.hf_config_dict(_gguf.open_gguf(_gguf_file(name[len("gguf:"):])))["num_hidden_layers"])
 
 
 def file_digest(path: str | os.PathLike) -> str:
