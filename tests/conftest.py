@@ -109,6 +109,32 @@ def w2s_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
   return built_once(tmp_path_factory, "w2s_cache", build, "cache")
 
 
+_PROFILE = os.environ.get("W2S_COMPILE_PROFILE")  # see tests/compile_profile.py
+if _PROFILE:
+  from tests import compile_profile
+
+  compile_profile.install()
+
+  @pytest.hookimpl(wrapper=True)
+  def pytest_runtest_setup(item: pytest.Item):
+    return (yield from _profiled(item, "setup"))
+
+  @pytest.hookimpl(wrapper=True)
+  def pytest_runtest_call(item: pytest.Item):
+    return (yield from _profiled(item, "call"))
+
+  @pytest.hookimpl(wrapper=True)
+  def pytest_runtest_teardown(item: pytest.Item):
+    return (yield from _profiled(item, "teardown"))
+
+  def _profiled(item: pytest.Item, when: str):
+    start, before = compile_profile.snapshot()
+    try:
+      return (yield)
+    finally:
+      compile_profile.record(_PROFILE, item.nodeid, when, compile_profile.time.perf_counter() - start, before)
+
+
 def _is_heavy(item: pytest.Item) -> bool:
   """A `slow` test, or one using a module-or-wider fixture of this test tree (a shared run): one defined in
   its module or in a conftest.py above it (`rl_smoke_sft`, `w2s_cache`, tests/w2s's `ladder0_smoke_sft`),
