@@ -53,6 +53,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.rollout.max_new_tokens = 64 if smoke else 112  # N (= DAPO's L_max)
   c.rollout.temperature = 1.0
   c.rollout.top_p = 0.0  # 0 = off
+  # Rollouts drop finished rows, shrinking the batch B·G, B·G/2, ... down to this size; each size compiles
+  # its own decode loop (the same tokens whatever the sizes).
+  c.rollout.compact_min_rows = 2
   c.rollout.old_logprobs = "sampler"  # or "recompute" (a forward pass with the pre-update params)
   c.rollout.kind = "group"  # or "tree": TreeRL's entropy-forked trees, rows = leaves (advantage 'treerl')
   c.rollout.tree = ml_collections.ConfigDict()  # EPTree (kind "tree"): G >= n_roots + n_iters·top_n·n_forks

@@ -24,7 +24,8 @@ def _setup():
 
 def test_compact_rollout_equals_the_plain_one():
   """`sample_groups(compact=True)` drops finished rows mid-draw; tokens, masks, rewards and statuses equal
-  the plain draw's, log-probs equal the no-cache forward's (`score`), also through `KeepStateSampler`."""
+  the plain draw's, log-probs equal the no-cache forward's (`score`), also through `KeepStateSampler` and
+  with a larger `compact_min_rows`."""
   tok, model, prompts = _setup()
   graphdef, params = nnx.split(model)
   cfg = SamplingConfig(max_new_tokens=24, temperature=1.0, stop_ids=(tok.eos_id,), pad_id=tok.pad_id)
@@ -37,7 +38,8 @@ def test_compact_rollout_equals_the_plain_one():
   sampler = Sampler(graphdef, cfg)
   plain = sample_groups(sampler, params, prompts, G, key, tok, RewardConfig(), compact=False)
   assert len(set(plain.lengths_R.tolist())) > 3 and plain.truncated_R.any() and not plain.truncated_R.all()
-  for draw_with in (sampler, KeepStateSampler(sampler)):
+  # KeepStateSampler's sampler shrinks the batch only down to 4 rows (12, 8, 4): the same draw.
+  for draw_with in (sampler, KeepStateSampler(Sampler(graphdef, cfg, compact_min_rows=4))):
     fast = sample_groups(draw_with, params, prompts, G, key, tok, RewardConfig(), compact=True)
     for name in ("tokens_RS", "mask_RS", "completion_mask_RN", "truncated_R", "rewards_R", "correct_R"):
       np.testing.assert_array_equal(getattr(fast, name), getattr(plain, name), err_msg=name)

@@ -55,6 +55,7 @@ from w2s_jax.rl.evaluate import evaluate
 from w2s_jax.rl.objective import ActorCritic, completion_logprobs_jit, critic_values_jit, rl_objective
 from w2s_jax.rl.rollout import PromptSet, RewardConfig, collect_groups, encode_prompts, sample_groups
 from w2s_jax.rl.sft_init import run_sft
+from w2s_jax.sampling.compact import MIN_ROWS
 from w2s_jax.sampling.sampler import Sampler, SamplingConfig
 from w2s_jax.train import step as step_lib
 from w2s_jax.train.runtime import Evaluator, Runtime, Update, full_params
@@ -238,7 +239,8 @@ class _RLRun:
     self.train_step = rt.train_step(make_objective(config), self.graphdef)
     self.sampler = Sampler(self.policy_graphdef, SamplingConfig(
       max_new_tokens=self.N, temperature=self.temperature, top_p=_none_if_zero(ro.top_p),
-      stop_ids=(tokenizer.eos_id,), pad_id=tokenizer.pad_id), mesh=rt.mesh, rules=rt.rules)
+      stop_ids=(tokenizer.eos_id,), pad_id=tokenizer.pad_id), mesh=rt.mesh, rules=rt.rules,
+      compact_min_rows=int(ro.get("compact_min_rows", MIN_ROWS)))
     # Estimators with Monte Carlo step returns fork the finished rows of each draw: keep the draw's state.
     self.group_sampler = (tree_rollout.KeepStateSampler(self.sampler) if "mc_returns" in self.needs
                           else self.sampler)

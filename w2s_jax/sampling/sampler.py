@@ -44,7 +44,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from w2s_jax.models import kv_cache
 from w2s_jax.models.transformer import Transformer
-from w2s_jax.sampling.compact import decode_compact
+from w2s_jax.sampling.compact import MIN_ROWS, decode_compact
 from w2s_jax.sampling.decode_state import PAUSED, RUNNING, STOPPED, TRUNCATED, DecodeState
 from w2s_jax.sampling.draw import SamplingConfig, filter_logits, sample_token
 from w2s_jax.sharding import get_rules
@@ -340,15 +340,20 @@ class Sampler:
     rules: logical-axis rules (`w2s_jax.sharding.get_rules(name)`); default "dp".
     fuse: decode with the q|k|v and gate|up weights concatenated (fewer matmuls per step; see
       `decode`); False runs the model's own projections (for comparison).
+    compact_min_rows: the smallest batch `decode(compact=True)` shrinks to (`compact.bucket_sizes`; each
+      size compiles its own decode loop, so a larger value compiles fewer loops; the same tokens).
   """
 
   def __init__(
     self, graphdef: Any, cfg: SamplingConfig, *, mesh: Mesh | None = None, rules: Any = None,
-    fuse: bool = True,
+    fuse: bool = True, compact_min_rows: int = MIN_ROWS,
   ):
     if isinstance(graphdef, Transformer):
       graphdef = nnx.split(graphdef)[0]
+    if int(compact_min_rows) < 1:
+      raise ValueError(f"compact_min_rows must be at least 1, got {compact_min_rows}")
     self.graphdef, self.cfg, self.mesh, self.fuse = graphdef, cfg, mesh, fuse
+    self.compact_min_rows = int(compact_min_rows)
     self.rules = None if mesh is None else tuple(get_rules("dp") if rules is None else rules)
 
   def __call__(
@@ -409,7 +414,8 @@ class Sampler:
       if max_steps is not None:
         raise ValueError("decode(compact=True) runs rows to the end; it takes no max_steps")
       return decode_compact(
-        self, params, state, key, pause_ids=pause_ids, min_length=min_length, fine=fine_buckets
+        self, params, state, key, pause_ids=pause_ids, min_length=min_length, fine=fine_buckets,
+        min_rows=self.compact_min_rows,
       )
     B, S = (int(n) for n in state.tokens_BS.shape)
     return _decode_jit(
