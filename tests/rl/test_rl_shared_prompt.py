@@ -33,12 +33,18 @@ def _rollout(seed=0):
   return tokens, mask, c_mask.reshape(U * G, N).astype(np.float32)
 
 
+def _jitted(fn, model, *args, **kwargs):
+  """`fn(model, *args, **kwargs)` traced and compiled once (run op by op, each op compiles on its own)."""
+  graphdef, params = nnx.split(model)
+  return jax.jit(lambda p, *a: fn(nnx.merge(graphdef, p), *a, **kwargs))(params, *map(jnp.asarray, args))
+
+
 def _batch(graphdef, params, seed=0, critic=False):
   tokens, mask, cmask = _rollout(seed)
   rng = np.random.default_rng(seed + 1)
   policy = nnx.merge(graphdef, params)
   policy = policy.policy if critic else policy
-  logp = np.asarray(score_fn(policy, tokens, mask, num_last=N)[0])
+  logp = np.asarray(_jitted(score_fn, policy, tokens, mask, num_last=N)[0])
   batch = {"tokens": tokens, "mask": mask, "completion_mask": cmask,
            "old_logp": (logp + rng.normal(scale=0.2, size=logp.shape) * cmask).astype(np.float32),
            "ref_logp": (logp + rng.normal(scale=0.3, size=logp.shape) * cmask).astype(np.float32),
@@ -73,8 +79,8 @@ def _close_trees(a, b, rtol=1e-4):
 def test_grouped_completion_logprobs_equal_score_fn():
   model = Transformer(CFG, rngs=nnx.Rngs(0))
   tokens, mask, _ = _rollout()
-  want_lp, want_ent = score_fn(model, tokens, mask, num_last=N, temperature=0.7)
-  lp, ent = completion_logprobs(model, jnp.asarray(tokens), jnp.asarray(mask), N, 0.7, group_size=G)
+  want_lp, want_ent = _jitted(score_fn, model, tokens, mask, num_last=N, temperature=0.7)
+  lp, ent = _jitted(completion_logprobs, model, tokens, mask, num_new=N, temperature=0.7, group_size=G)
   np.testing.assert_allclose(lp, want_lp, rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(ent, want_ent, rtol=1e-5, atol=1e-5)
   assert np.all(np.asarray(lp)[mask[:, P:] == 0] == 0)
