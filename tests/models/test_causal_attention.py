@@ -31,6 +31,19 @@ def _packed_mask(B: int, T: int, window: int | None = None) -> jax.Array:
   return attention_mask(jnp.asarray(seg), jnp.asarray(seg), idx, idx, sliding_window=window)
 
 
+@functools.partial(jax.jit, static_argnames=("block", "softcap"))
+def _attention_and_vjp(q, k, v, mask, ct, *, block, softcap):
+  """Output of the dense attention (`block=None`) or the blocked one, and the vjp of `ct` w.r.t. q, k, v.
+
+  Jitted: op by op, the blocked form compiles every slice and small product of every block (hundreds of
+  tiny programs); one program per case computes the same values.
+  """
+  dense = functools.partial(dot_product_attention, scale=q.shape[-1] ** -0.5, softcap=softcap)
+  attend = dense if block is None else functools.partial(blocked_causal_attention, attend=dense, block=block)
+  out, vjp = jax.vjp(lambda *a: attend(*a, mask), q, k, v)
+  return out, vjp(ct)
+
+
 @pytest.mark.parametrize("block,softcap,window", [(16, None, None), (32, 30.0, None), (7, None, 5),
                                                   (200, None, None)])
 def test_blocked_matches_dense_values_and_gradients(block, softcap, window):
@@ -39,12 +52,10 @@ def test_blocked_matches_dense_values_and_gradients(block, softcap, window):
   q, ct = (jax.random.normal(k, (B, T, N, H)) for k in keys[:2])
   k_, v = (jax.random.normal(k, (B, T, K, H)) for k in keys[2:])
   mask = _packed_mask(B, T, window)
-  dense = functools.partial(dot_product_attention, scale=H**-0.5, softcap=softcap)
-  blocked = functools.partial(blocked_causal_attention, attend=dense, block=block)
-  ref, ref_vjp = jax.vjp(lambda *a: dense(*a, mask), q, k_, v)
-  got, got_vjp = jax.vjp(lambda *a: blocked(*a, mask), q, k_, v)
+  ref, ref_grads = _attention_and_vjp(q, k_, v, mask, ct, block=None, softcap=softcap)
+  got, got_grads = _attention_and_vjp(q, k_, v, mask, ct, block=block, softcap=softcap)
   np.testing.assert_allclose(got, ref, atol=1e-5, rtol=1e-5)
-  for g, r in zip(got_vjp(ct), ref_vjp(ct), strict=True):
+  for g, r in zip(got_grads, ref_grads, strict=True):
     np.testing.assert_allclose(g, r, atol=1e-5, rtol=1e-5)
 
 

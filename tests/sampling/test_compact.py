@@ -1,10 +1,16 @@
-"""Compacted decoding (finished rows dropped from the batch), per-row PRNG keys and bounded top-p."""
+"""Compacted decoding (finished rows dropped from the batch; power-of-two and fine batch sizes), per-row PRNG
+keys and bounded top-p.
+
+The decode tests share one plain decode of `STOP_PROMPTS` with stop tokens (`stopped`): the compacted runs
+are compared with it, and the programs it compiles (prefill, free and stopped decode) serve every test here.
+"""
 
 import dataclasses
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import nnx
 
 from tests.sampling.conftest import random_model
@@ -25,16 +31,31 @@ def test_bucket_sizes():
   assert bucket_sizes(1) == [1]
 
 
-def test_compact_decode_samples_what_plain_decode_does(tiny_model):
+STOP_PROMPTS = PROMPTS + [[8], [77, 78, 79]]
+
+
+@pytest.fixture(scope="module")
+def stopped(tiny_model):
+  """`STOP_PROMPTS` decoded plainly with stop tokens that rows 1, 3 and 5 draw mid-way under `FREE`.
+
+  Rows finish at different steps, so a compacted batch shrinks.
+  Returns (sampler, params, tokens, mask, plain).
+  """
   graphdef, params = nnx.split(tiny_model)
-  tokens, mask = left_pad(PROMPTS)
+  tokens, mask = left_pad(STOP_PROMPTS)
   P = tokens.shape[1]
   free = Sampler(graphdef, FREE).decode(params, Sampler(graphdef, FREE).prefill(params, tokens, mask),
                                         jax.random.key(4))
-  # Stop tokens drawn mid-way by some rows: rows finish at different steps, so the batch shrinks.
-  stops = tuple(int(np.asarray(free.tokens_BS)[r, P + f]) for r, f in ((1, 3), (3, 7)))
+  drawn = np.asarray(free.tokens_BS)
+  stops = tuple(sorted({int(drawn[r, P + f]) for r, f in ((1, 2), (3, 5), (5, 8))}))
   sampler = Sampler(graphdef, dataclasses.replace(FREE, stop_ids=stops))
   plain = sampler.decode(params, sampler.prefill(params, tokens, mask), jax.random.key(4))
+  return sampler, params, tokens, mask, plain
+
+
+def test_compact_decode_samples_what_plain_decode_does(tiny_model, stopped):
+  sampler, params, tokens, mask, plain = stopped
+  P = tokens.shape[1]
   compact = sampler.decode(params, sampler.prefill(params, tokens, mask), jax.random.key(4), compact=True)
   length = np.asarray(plain.length_B)
   assert len(set(length.tolist())) > 2 and STOPPED in np.asarray(plain.status_B)
@@ -50,16 +71,26 @@ def test_compact_decode_samples_what_plain_decode_does(tiny_model):
   comp = (slot >= P) & seg
   np.testing.assert_allclose(np.asarray(compact.logprobs_BS)[comp], np.asarray(lp)[comp], atol=1e-5)
   for got, want in zip(compact.cache.k + compact.cache.v, plain.cache.k + plain.cache.v):
-    for b in range(len(PROMPTS)):
+    for b in range(len(STOP_PROMPTS)):
       np.testing.assert_allclose(np.asarray(got)[b, :, start[b] : length[b] - 1],
                                  np.asarray(want)[b, :, start[b] : length[b] - 1], atol=1e-5)
+
+
+def test_fine_compact_decode_samples_what_plain_decode_does(stopped):
+  sampler, params, tokens, mask, plain = stopped
+  fine = sampler.decode(params, sampler.prefill(params, tokens, mask), jax.random.key(4), compact=True,
+                        fine_buckets=True)
+  assert len(set(np.asarray(plain.length_B).tolist())) > 2
+  for name in ("tokens_BS", "length_B", "status_B", "fed_B"):
+    np.testing.assert_array_equal(np.asarray(getattr(fine, name)), np.asarray(getattr(plain, name)))
+  np.testing.assert_allclose(np.asarray(fine.logprobs_BS), np.asarray(plain.logprobs_BS), atol=1e-5)
 
 
 def test_chunked_decode_with_one_key_samples_what_one_call_does(tiny_model):
   """Keys depend on (row, slot), not on the step of a call: chunks with the same key continue the draw."""
   graphdef, params = nnx.split(tiny_model)
   sampler = Sampler(graphdef, FREE)
-  tokens, mask = left_pad(PROMPTS)
+  tokens, mask = left_pad(STOP_PROMPTS)
   one = sampler.decode(params, sampler.prefill(params, tokens, mask), jax.random.key(9))
   state = sampler.decode(params, sampler.prefill(params, tokens, mask), jax.random.key(9), max_steps=5)
   state = sampler.decode(params, state, jax.random.key(9))
@@ -86,7 +117,9 @@ def test_trees_are_the_same_with_and_without_compaction(tiny_model):
   graphdef, params = nnx.split(tiny_model)
   sampler = Sampler(graphdef, SamplingConfig(max_new_tokens=10, temperature=1.0, stop_ids=(7, 11, 13)))
   tokens, mask = left_pad(PROMPTS[:2])
-  kw = dict(n_roots=2, n_iters=1, top_n=2, n_forks=2)
+  # The run `a` is test_trees_are_the_same_with_fine_and_power_of_two_buckets's `a` (same call): its
+  # programs compile once.
+  kw = dict(n_roots=2, n_iters=1, top_n=3, n_forks=2)
   a = sample_tree_entropy(sampler, params, tokens, mask, jax.random.key(5), compact=True, **kw)
   b = sample_tree_entropy(sampler, params, tokens, mask, jax.random.key(5), compact=False, **kw)
   assert len(set(a.completion_mask_LS.sum(1).tolist())) > 1  # leaves end at different lengths
@@ -94,6 +127,22 @@ def test_trees_are_the_same_with_and_without_compaction(tiny_model):
     np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
   np.testing.assert_allclose(a.logprobs_LS, b.logprobs_LS, atol=1e-5)
   assert a.forward_tokens == b.forward_tokens
+
+
+def test_trees_are_the_same_with_fine_and_power_of_two_buckets(tiny_model):
+  graphdef, params = nnx.split(tiny_model)
+  sampler = Sampler(graphdef, SamplingConfig(max_new_tokens=10, temperature=1.0, stop_ids=(7, 11, 13)))
+  tokens, mask = left_pad(PROMPTS[:2])
+  kw = dict(n_roots=2, n_iters=1, top_n=3, n_forks=2)
+  a = sample_tree_entropy(sampler, params, tokens, mask, jax.random.key(5), fine_buckets=True, **kw)
+  b = sample_tree_entropy(sampler, params, tokens, mask, jax.random.key(5), fine_buckets=False, **kw)
+  assert len(set(a.completion_mask_LS.sum(1).tolist())) > 1  # leaves end at different lengths
+  for name in ("parent_N", "start_N", "end_N", "tokens_LS", "status_L", "token_node_LS"):
+    np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+  np.testing.assert_allclose(a.logprobs_LS, b.logprobs_LS, atol=1e-5)
+  lp, _ = score(tiny_model, a.tokens_LS, a.prompt_mask_LS | a.completion_mask_LS, temperature=1.0)
+  comp = a.completion_mask_LS
+  np.testing.assert_allclose(a.logprobs_LS[comp], np.asarray(lp)[comp], atol=1e-5)
 
 
 def test_fused_decode_weights_with_qkv_bias_match_the_full_forward():

@@ -1,7 +1,7 @@
 """One-row decoding (B = 1, the tree's root chains) and the finer compaction batch sizes, against references:
-the no-cache forward's argmax, `score`, the same row decoded in a batch, and hand-written batch sizes."""
+the no-cache forward's argmax, `score`, the same row decoded in a batch, and hand-written batch sizes.
+(Decoding and tree sampling with fine batch sizes are compared with plain decoding in test_compact.py.)"""
 
-import dataclasses
 
 import jax
 import numpy as np
@@ -12,7 +12,6 @@ from w2s_jax.models import kv_cache
 from w2s_jax.sampling import TRUNCATED, Sampler, SamplingConfig, left_pad, score
 from w2s_jax.sampling.compact import bucket_sizes
 from w2s_jax.sampling.sampler import decode_windows
-from w2s_jax.sampling.tree import sample_tree_entropy
 
 PROMPT = [5, 17, 301, 44, 9, 250]
 PROMPTS = [PROMPT, [3, 77], [120, 8, 8, 61]]
@@ -85,38 +84,3 @@ def test_fine_bucket_sizes():
   assert bucket_sizes(5, min_rows=1, fine=True) == [5, 4, 3, 2, 1]
   assert bucket_sizes(7, min_rows=4, fine=True) == [7, 6, 4]
   assert bucket_sizes(1, fine=True) == [1]
-
-
-def test_trees_are_the_same_with_fine_and_power_of_two_buckets(tiny_model):
-  graphdef, params = nnx.split(tiny_model)
-  sampler = Sampler(graphdef, SamplingConfig(max_new_tokens=10, temperature=1.0, stop_ids=(7, 11, 13)))
-  tokens, mask = left_pad(PROMPTS[:2])
-  kw = dict(n_roots=2, n_iters=1, top_n=3, n_forks=2)
-  a = sample_tree_entropy(sampler, params, tokens, mask, jax.random.key(5), fine_buckets=True, **kw)
-  b = sample_tree_entropy(sampler, params, tokens, mask, jax.random.key(5), fine_buckets=False, **kw)
-  assert len(set(a.completion_mask_LS.sum(1).tolist())) > 1  # leaves end at different lengths
-  for name in ("parent_N", "start_N", "end_N", "tokens_LS", "status_L", "token_node_LS"):
-    np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
-  np.testing.assert_allclose(a.logprobs_LS, b.logprobs_LS, atol=1e-5)
-  lp, _ = score(tiny_model, a.tokens_LS, a.prompt_mask_LS | a.completion_mask_LS, temperature=1.0)
-  comp = a.completion_mask_LS
-  np.testing.assert_allclose(a.logprobs_LS[comp], np.asarray(lp)[comp], atol=1e-5)
-
-
-def test_fine_compact_decode_samples_what_plain_decode_does(tiny_model):
-  graphdef, params = nnx.split(tiny_model)
-  prompts = PROMPTS + [[9, 9], [400, 2, 31], [8], [77, 78, 79]]
-  cfg = SamplingConfig(max_new_tokens=12, temperature=0.8, top_k=40)
-  tokens, mask = left_pad(prompts)
-  free = Sampler(graphdef, cfg)
-  drawn = np.asarray(free(params, tokens, mask, jax.random.key(4)).tokens_BS)
-  P = tokens.shape[1]
-  stops = tuple({int(drawn[r, P + f]) for r, f in ((1, 2), (3, 5), (5, 8))})
-  sampler = Sampler(graphdef, dataclasses.replace(cfg, stop_ids=stops))
-  plain = sampler.decode(params, sampler.prefill(params, tokens, mask), jax.random.key(4))
-  fine = sampler.decode(params, sampler.prefill(params, tokens, mask), jax.random.key(4), compact=True,
-                        fine_buckets=True)
-  assert len(set(np.asarray(plain.length_B).tolist())) > 2
-  for name in ("tokens_BS", "length_B", "status_B", "fed_B"):
-    np.testing.assert_array_equal(np.asarray(getattr(fine, name)), np.asarray(getattr(plain, name)))
-  np.testing.assert_allclose(np.asarray(fine.logprobs_BS), np.asarray(plain.logprobs_BS), atol=1e-5)

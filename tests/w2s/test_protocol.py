@@ -111,7 +111,9 @@ def test_smoke_sweep_runs_and_resumes(tmp_path, monkeypatch, w2s_cache):
   monkeypatch.setenv("W2S_JAX_CACHE", str(w2s_cache))
   config = load_config("w2s_sweep", "smoke")
   with config.unlocked():
-    config.train.total_steps = 12
+    # 10 steps: the classifier trainings of configs/debate_w2s.py:smoke and deception.py:smoke (same rungs,
+    # batch, length and optimizer), so their compiled steps come from the run's compilation cache
+    config.train.total_steps = 10
     config.ladder.total_steps = 4
   results = run_sweep(config, tmp_path / "run")
   out = tmp_path / "run"

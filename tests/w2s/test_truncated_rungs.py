@@ -1,8 +1,10 @@
 """Truncated checkpoint rungs (`hf:/folder@k`), the on-disk feature cache and the top-block student,
 against transformers' own hidden states of a tiny random Llama (4 blocks)."""
 
+import functools
 import json
 
+import jax
 import numpy as np
 import pytest
 from flax import nnx
@@ -30,6 +32,22 @@ def llama(tmp_path_factory):
   (path / "tokenizer_config.json").write_text(json.dumps(
     {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<|im_start|>", "eos_token": "<|im_end|>"}))
   return path, model
+
+
+# The models' passes as compiled programs of (graphdef, params) (called eagerly, each op compiles on its own).
+@functools.partial(jax.jit, static_argnums=0)
+def _forward(graphdef, params, tokens_NL, segment_ids_NL):
+  return nnx.merge(graphdef, params)(tokens_NL, segment_ids_BL=segment_ids_NL)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _hidden(graphdef, params, tokens_NL, segment_ids_NL):
+  return nnx.merge(graphdef, params).hidden(tokens_NL, segment_ids_BL=segment_ids_NL)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 4))
+def _last_stream(graphdef, params, tokens_NL, segment_ids_NL, k):
+  return feature_cache.residual_stream(nnx.merge(graphdef, params), tokens_NL, segment_ids_NL, k)[-1]
 
 
 def _encoded(tokenizer) -> classify.Encoded:
@@ -70,12 +88,11 @@ def test_truncated_rung_is_the_full_model_after_block_k(llama):
   for k in (1, 2, 3):
     rung = rungs.load_pretrained(f"hf:{folder}@{k}", max_len=12)
     assert rung.preset == f"tiny-llama@{k}" and rung.model_cfg.n_layers == k
-    model = nnx.merge(rung.graphdef, rung.params)
-    pre_norm = feature_cache.residual_stream(model, data.tokens_NL, data.segment_ids_NL, k)[-1]
+    pre_norm = _last_stream(rung.graphdef, rung.params, data.tokens_NL, data.segment_ids_NL, k)
     np.testing.assert_allclose(np.asarray(pre_norm)[real], hf_states[k][real], rtol=1e-5, atol=1e-5)
     with torch.no_grad():
       normed = hf_norm(torch.tensor(hf_states[k])).numpy()
-    ours = np.asarray(model.hidden(data.tokens_NL, segment_ids_BL=data.segment_ids_NL))
+    ours = np.asarray(_hidden(rung.graphdef, rung.params, data.tokens_NL, data.segment_ids_NL))
     np.testing.assert_allclose(ours[real], normed[real], rtol=1e-5, atol=1e-5)
   # the truncated rungs share the checkpoint's arrays
   assert rung.params["blocks"][0]["attn"]["q_DNH"][...] is full.params["blocks"][0]["attn"]["q_DNH"][...]
@@ -125,9 +142,9 @@ def test_top_classifier_on_cached_states_equals_the_rung_classifier(llama, tmp_p
   reference = SequenceClassifier(rung.model_cfg, 2, rngs=nnx.Rngs(0))
   nnx.update(reference.backbone, rung.params)
   reference.head.kernel_DC[...] = head_DC
-  want = np.asarray(reference(data.tokens_NL, segment_ids_BL=data.segment_ids_NL))
+  want = np.asarray(_forward(*nnx.split(reference), data.tokens_NL, data.segment_ids_NL))
   cached = top_mode.as_hidden_set(data, next(iter(hidden.values())))
-  got = np.asarray(top(cached.tokens_NL, segment_ids_BL=cached.segment_ids_NL))
+  got = np.asarray(_forward(*nnx.split(top), cached.tokens_NL, cached.segment_ids_NL))
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
   with pytest.raises(ValueError, match="train.top_blocks = 4: a rung with 3 blocks"):
     top_mode.top_classifier(rung.model_cfg, rung.params, 4, seed=0)
