@@ -35,8 +35,13 @@ def _records(workdir, name="metrics.jsonl"):
 
 @pytest.fixture(scope="module")
 def grpo_run(sft_dir, tmp_path_factory):
+  """The grpo_tiny smoke through `main` in this process (tests/helpers.run_main): the run the other tests
+  read, and the entry point's RL dispatch and summary line (`test_entry_point_command`)."""
   workdir = tmp_path_factory.mktemp("grpo")
-  return workdir, train_rl(_config("grpo_tiny", sft_dir), workdir)
+  out = run_main(["--config=configs/grpo_tiny.py:smoke", f"--workdir={workdir}",
+                  f"--config.sft.workdir={sft_dir}", "--config.mesh.data=1"])
+  assert out.returncode == 0, out.stderr[-3000:]
+  return workdir, json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def _check_run(workdir, summary, total):
@@ -116,11 +121,8 @@ def test_resume_after_interruption_gives_the_same_metrics(grpo_run, sft_dir, tmp
   assert _records(tmp_path, "eval.jsonl")[-1] == _records(full_dir, "eval.jsonl")[-1]
 
 
-def test_entry_point_command(sft_dir, grpo_run, tmp_path):
-  # `main` in this process (tests/helpers.run_main): its RL dispatch and the summary line it prints.
-  out = run_main(["--config=configs/grpo_tiny.py:smoke", f"--workdir={tmp_path}",
-                  f"--config.sft.workdir={sft_dir}", "--config.mesh.data=1"])
-  assert out.returncode == 0, out.stderr[-3000:]
-  summary = json.loads(out.stdout.strip().splitlines()[-1])
+def test_entry_point_command(grpo_run):
+  # `main` in this process (the grpo_run fixture): its RL dispatch and the summary line it prints.
+  workdir, summary = grpo_run
   assert summary["final_step"] == 3 and "pass@1" in summary["eval"] and "pass@4" in summary["eval_initial"]
-  assert [r["step"] for r in _records(tmp_path)] == [1, 2, 3]
+  assert [r["step"] for r in _records(workdir)] == [1, 2, 3]
