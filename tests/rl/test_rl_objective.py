@@ -161,10 +161,11 @@ def test_value_loss_reaches_only_the_critic_and_matches_numpy():
   batch["old_values"] = rng.normal(scale=0.3, size=logp.shape).astype(np.float32)
   objective = rl_objective(loss_kind="ppo", reduction="token-mean", value_coef=0.5, value_clip=0.2)
   loss, grad = _objective_value_and_grad(objective, graphdef, params, batch)
-  critic = nnx.merge(graphdef, params).critic
   positions = jnp.maximum(jnp.cumsum(batch["mask"], 1) - 1, 0)
-  values_RS = critic(jnp.asarray(batch["tokens"]), positions_BL=positions,
-                     segment_ids_BL=jnp.asarray(batch["mask"]))
+  # The critic's forward as one jitted program (run op by op, each op would compile on its own).
+  critic_fn = jax.jit(lambda p, t, pos, seg: nnx.merge(graphdef, p).critic(t, positions_BL=pos,
+                                                                             segment_ids_BL=seg))
+  values_RS = critic_fn(params, jnp.asarray(batch["tokens"]), positions, jnp.asarray(batch["mask"]))
   v = np.asarray(values_RS)[:, P - 1 : P + N - 1]  # V(s_t) is read at the slot before token t
   R_, old = batch["returns"], batch["old_values"]
   v_clip = old + np.clip(v - old, -0.2, 0.2)
