@@ -1,6 +1,7 @@
 """Answer formats and grading against reasoning-gym's own `extract_answer` + `score_answer` (real data)."""
 
 import dataclasses
+import functools
 
 import pytest
 import reasoning_gym
@@ -11,6 +12,19 @@ from w2s_jax.data import answers, reasoning
 AGREEMENT_TASKS = ["chain_sum", "gcd", "base_conversion", "leg_counting", "spell_backward", "word_sorting",
                    "family_relationships", "countdown", "letter_counting", "basic_arithmetic",
                    "number_sorting"]
+
+
+@functools.cache
+def _problems(task: str) -> tuple[reasoning.Problem, ...]:
+  """200 train problems of `task` (seed 11), generated once for the module: both format tests read them
+  (generating countdown's takes seconds); `answer_format` is a field, the solution derived from it."""
+  return tuple(reasoning.generate(task, "train", 200, seed=11))
+
+
+def _in_format(task: str, answer_format: str) -> list[reasoning.Problem]:
+  """`_problems(task)` stating their answers in `answer_format` (what `generate(..., answer_format=)`
+  returns for the same seed)."""
+  return [dataclasses.replace(p, answer_format=answer_format) for p in _problems(task)]
 
 
 def _completions(p: reasoning.Problem, other: reasoning.Problem) -> list[str]:
@@ -29,7 +43,7 @@ def _completions(p: reasoning.Problem, other: reasoning.Problem) -> list[str]:
 
 @pytest.mark.parametrize("task", AGREEMENT_TASKS)
 def test_grade_agrees_with_reasoning_gym_extract_and_score(task):
-  problems = reasoning.generate(task, "train", 200, seed=11, answer_format="answer_tag")
+  problems = _in_format(task, "answer_tag")
   assert len(problems) == 200
   rg_score = reasoning_gym.get_score_answer_fn(task)
   for i, p in enumerate(problems):
@@ -46,7 +60,8 @@ def test_grade_agrees_with_reasoning_gym_extract_and_score(task):
 
 @pytest.mark.parametrize("task", AGREEMENT_TASKS)
 def test_boxed_answers_are_scored_by_the_tasks_scorer(task):
-  problems = reasoning.generate(task, "train", 200, seed=12, answer_format="boxed")
+  problems = _in_format(task, "boxed")
+  assert len(problems) == 200
   rg_score = reasoning_gym.get_score_answer_fn(task)
   for i, p in enumerate(problems):
     other = problems[(i + 1) % len(problems)].answer

@@ -1,6 +1,8 @@
 """Shared-prompt pair batches (`shared_prompt`): the same log-probs, DPO-family losses and gradients as the
 [2B, L] rows, each pair's prompt run once."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -31,6 +33,13 @@ def _pairs():
   return chosen, rejected, batch
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _batch_logps(graphdef, params, batch):
+  """`po.batch_logps` of the model (one compiled program per layout, shared by the parametrized losses;
+  eager, the forward compiled op by op, ~280 small programs)."""
+  return po.batch_logps(nnx.merge(graphdef, params), batch)
+
+
 def _loss_and_grad(objective, graphdef, params, batch):
   def f(p):
     loss_sum, weight, sums = objective(nnx.merge(graphdef, p), {k: jnp.asarray(v) for k, v in batch.items()},
@@ -59,9 +68,8 @@ def test_shared_prompt_batch_gives_the_rows_loss_and_gradient(loss, kwargs):
   chosen, rejected, batch = _pairs()
   graphdef, params = nnx.split(Transformer(CFG, rngs=nnx.Rngs(0)))
   shared = share_prompts(batch, *pair_lengths(chosen, rejected))
-  model = nnx.merge(graphdef, params)
-  want = po.batch_logps(model, {k: jnp.asarray(v) for k, v in batch.items()})
-  got = po.batch_logps(model, {k: jnp.asarray(v) for k, v in shared.items()})
+  want = _batch_logps(graphdef, params, {k: jnp.asarray(v) for k, v in batch.items()})
+  got = _batch_logps(graphdef, params, {k: jnp.asarray(v) for k, v in shared.items()})
   np.testing.assert_allclose(got[0], want[0], rtol=1e-5, atol=1e-4)
   np.testing.assert_array_equal(got[1], want[1])
   objective = po.preference_objective(loss, **kwargs)

@@ -19,7 +19,8 @@ from w2s_jax.train.state import create_train_state
 
 @pytest.fixture(scope="module")
 def setup():
-  model = Transformer(get_preset("tiny", max_seq_len=64), rngs=nnx.Rngs(0))
+  # One block (n_layers=1): every step below still runs a whole transformer block, at half the compile.
+  model = Transformer(get_preset("tiny", max_seq_len=64, n_layers=1), rngs=nnx.Rngs(0))
   graphdef, params = nnx.split(model)
   pairs = text.python_reference_examples("train", max_chars=100)[:64]
   data = pipeline.token_data(pairs, pairs[:8], ByteTokenizer(), seq_len=48, batch_size=8, eval_batches=1,

@@ -1,6 +1,7 @@
 """llama.cpp GGUF files -> HF-named tensors, a transformers-style config dict and a tokenizer.
 
-Private helper of `convert.load_gguf`; needs the `gguf` package (NumPy dequantization kernels).
+Private helper of `convert.load_gguf`; the file is parsed by `gguf_file.GGUFFile`, the weights dequantized
+by the `gguf` package's NumPy kernels.
 
 GGUF facts used here (llama architecture):
 - Metadata keys `llama.block_count`, `llama.embedding_length`, ... hold the config; the vocabulary is
@@ -24,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from w2s_jax.models._hf_mapping import UnsupportedHFConfig
+from w2s_jax.models.gguf_file import GGUFFile, GGUFTensor
 from w2s_jax.models.presets import RopeScaling
 from w2s_jax.models.transformer import rope_inv_freq
 
@@ -55,29 +57,26 @@ _LLAMA3_SPLIT = (
 _LLAMA3_PRE = ("llama3", "llama-v3", "llama-bpe", "smaug-bpe", "dbrx")
 
 
-def open_gguf(path: str) -> Any:
-  """A `gguf.GGUFReader` over `path` (memory-mapped, read-only), shared by the callers in this process while
-  the file is unchanged (same size and modification time): its metadata is parsed once per file, which for
-  SmolLM2's 49k-token vocabulary takes seconds (a W2S sweep over its layers opens the file several times)."""
+def open_gguf(path: str) -> GGUFFile:
+  """The parsed file (`gguf_file.GGUFFile`: metadata, tensor table, memory-mapped bytes), shared by the
+  callers in this process while the file is unchanged (same size and modification time): a W2S sweep over
+  SmolLM2's layers asks for the same file several times."""
   real = os.path.realpath(path)
   stat = os.stat(real)
   return _reader(real, stat.st_size, stat.st_mtime_ns)
 
 
 @functools.lru_cache(maxsize=4)
-def _reader(path: str, size: int, mtime_ns: int) -> Any:
+def _reader(path: str, size: int, mtime_ns: int) -> GGUFFile:
   del size, mtime_ns  # part of the cache key only
-  import gguf  # noqa: PLC0415
-
-  return gguf.GGUFReader(path, "r")
+  return GGUFFile(path)
 
 
-def _field(reader: Any, key: str, default: Any = None) -> Any:
-  field = reader.fields.get(key)
-  return default if field is None else field.contents()
+def _field(reader: GGUFFile, key: str, default: Any = None) -> Any:
+  return reader.fields.get(key, default)
 
 
-def _tensor_map(reader: Any) -> dict[str, Any]:
+def _tensor_map(reader: GGUFFile) -> dict[str, Any]:
   return {t.name: t for t in reader.tensors}
 
 
@@ -98,7 +97,7 @@ def _llama3_scaling(freq_factors: np.ndarray, theta: float, head_dim: int) -> di
   )
 
 
-def hf_config_dict(reader: Any) -> dict[str, Any]:
+def hf_config_dict(reader: GGUFFile) -> dict[str, Any]:
   """A transformers-style config dict (for `config_from_hf`) from the file's metadata.
 
   Raises:
@@ -114,7 +113,7 @@ def hf_config_dict(reader: Any) -> dict[str, Any]:
   head_dim = int(get("attention.key_length", get("rope.dimension_count", d_model // n_heads)))
   vocab = get("vocab_size")
   if vocab is None:
-    vocab = len(reader.fields["tokenizer.ggml.tokens"].data)
+    vocab = len(reader.fields["tokenizer.ggml.tokens"])
   theta = float(get("rope.freq_base", 10_000.0))
   rope: dict[str, Any] = {"rope_type": "default", "rope_theta": theta}
   if "rope_freqs.weight" in tensors:
@@ -139,12 +138,13 @@ def hf_config_dict(reader: Any) -> dict[str, Any]:
   }
 
 
-def _dequantize(tensor: Any) -> np.ndarray:
+def _dequantize(tensor: GGUFTensor) -> np.ndarray:
   """float32 numpy array of a GGUF tensor, in numpy (HF [out, in]) shape."""
   import gguf  # noqa: PLC0415
 
   shape = tuple(int(d) for d in reversed(tensor.shape))  # GGUF lists dims innermost first
-  return np.asarray(gguf.quants.dequantize(tensor.data, tensor.tensor_type), np.float32).reshape(shape)
+  kind = gguf.GGMLQuantizationType(tensor.tensor_type)
+  return np.asarray(gguf.quants.dequantize(tensor.data, kind), np.float32).reshape(shape)
 
 
 def unpermute_qk(w: np.ndarray, n_heads: int) -> np.ndarray:
@@ -162,7 +162,7 @@ def permute_qk(w: np.ndarray, n_heads: int) -> np.ndarray:
 class _HFTensors(Mapping[str, np.ndarray]):
   """HF name -> dequantized, un-permuted float32 tensor, computed on access."""
 
-  def __init__(self, reader: Any, hf: Mapping[str, Any]):
+  def __init__(self, reader: GGUFFile, hf: Mapping[str, Any]):
     self._tensors = _tensor_map(reader)
     self._heads = {"q_proj": hf["num_attention_heads"], "k_proj": hf["num_key_value_heads"]}
     self._names: dict[str, str] = {}
@@ -192,12 +192,12 @@ class _HFTensors(Mapping[str, np.ndarray]):
     return len(self._names)
 
 
-def hf_tensors(reader: Any, hf: Mapping[str, Any]) -> Mapping[str, np.ndarray]:
+def hf_tensors(reader: GGUFFile, hf: Mapping[str, Any]) -> Mapping[str, np.ndarray]:
   """The file's weights as a lazy HF-named mapping (`_hf_mapping.load_hf_weights` input)."""
   return _HFTensors(reader, hf)
 
 
-def tokenizer_parts(reader: Any) -> dict[str, Any] | None:
+def tokenizer_parts(reader: GGUFFile) -> dict[str, Any] | None:
   """The embedded byte-level BPE tokenizer (`tokenizers.Tokenizer`) and its special ids, or None.
 
   Only `tokenizer.ggml.model == "gpt2"` (byte-level BPE: SmolLM2, Llama 3, Qwen) is rebuilt; a
