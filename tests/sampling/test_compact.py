@@ -113,33 +113,30 @@ def test_bounded_top_p_equals_full_sort_on_peaked_and_flat_rows():
       np.testing.assert_array_equal(got, _np_filter(logits.astype(np.float64), 1.0, None, top_p, None))
 
 
-def test_trees_are_the_same_with_and_without_compaction(tiny_model):
+def _same_trees(tiny_model, option: str):
+  """Two entropy trees of the same prompts and key, with `option` True and False (both with the defaults
+  otherwise: compact=True, fine_buckets=True); asserts they are the same tree and returns them. The True run
+  is the same call in both tests below, so its programs compile once."""
   graphdef, params = nnx.split(tiny_model)
   sampler = Sampler(graphdef, SamplingConfig(max_new_tokens=10, temperature=1.0, stop_ids=(7, 11, 13)))
   tokens, mask = left_pad(PROMPTS[:2])
-  # The run `a` is test_trees_are_the_same_with_fine_and_power_of_two_buckets's `a` (same call): its
-  # programs compile once.
   kw = dict(n_roots=2, n_iters=1, top_n=3, n_forks=2)
-  a = sample_tree_entropy(sampler, params, tokens, mask, jax.random.key(5), compact=True, **kw)
-  b = sample_tree_entropy(sampler, params, tokens, mask, jax.random.key(5), compact=False, **kw)
+  a, b = (sample_tree_entropy(sampler, params, tokens, mask, jax.random.key(5), **{option: flag}, **kw)
+          for flag in (True, False))
   assert len(set(a.completion_mask_LS.sum(1).tolist())) > 1  # leaves end at different lengths
   for name in ("parent_N", "start_N", "end_N", "tokens_LS", "status_L", "token_node_LS"):
     np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
   np.testing.assert_allclose(a.logprobs_LS, b.logprobs_LS, atol=1e-5)
+  return a, b
+
+
+def test_trees_are_the_same_with_and_without_compaction(tiny_model):
+  a, b = _same_trees(tiny_model, "compact")
   assert a.forward_tokens == b.forward_tokens
 
 
 def test_trees_are_the_same_with_fine_and_power_of_two_buckets(tiny_model):
-  graphdef, params = nnx.split(tiny_model)
-  sampler = Sampler(graphdef, SamplingConfig(max_new_tokens=10, temperature=1.0, stop_ids=(7, 11, 13)))
-  tokens, mask = left_pad(PROMPTS[:2])
-  kw = dict(n_roots=2, n_iters=1, top_n=3, n_forks=2)
-  a = sample_tree_entropy(sampler, params, tokens, mask, jax.random.key(5), fine_buckets=True, **kw)
-  b = sample_tree_entropy(sampler, params, tokens, mask, jax.random.key(5), fine_buckets=False, **kw)
-  assert len(set(a.completion_mask_LS.sum(1).tolist())) > 1  # leaves end at different lengths
-  for name in ("parent_N", "start_N", "end_N", "tokens_LS", "status_L", "token_node_LS"):
-    np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
-  np.testing.assert_allclose(a.logprobs_LS, b.logprobs_LS, atol=1e-5)
+  a, _ = _same_trees(tiny_model, "fine_buckets")
   lp, _ = score(tiny_model, a.tokens_LS, a.prompt_mask_LS | a.completion_mask_LS, temperature=1.0)
   comp = a.completion_mask_LS
   np.testing.assert_allclose(a.logprobs_LS[comp], np.asarray(lp)[comp], atol=1e-5)
