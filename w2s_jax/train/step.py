@@ -138,9 +138,12 @@ def _apply(
   updates, new_opt = tx.update(grads, state.opt_state, state.params)
   new_params = optax.apply_updates(state.params, updates)
   # A finite loss and gradient can still give a non-finite update (an infinite or huge learning rate,
-  # a damaged optimizer moment): the update, the new parameters and optimizer state are checked too.
+  # a damaged optimizer moment): the new parameters and optimizer state are checked too. The update is
+  # covered by the new parameters: `params + updates` is non-finite wherever `updates` is, so checking it
+  # on its own changes no verdict, yet its per-leaf reductions cost compile time (XLA:CPU, tiny preset:
+  # about a quarter of the step's compile; 30 layers: about 8 of 21 s).
   loss_ok, grad_ok = jnp.isfinite(loss), jnp.isfinite(grad_norm)
-  update_ok = _all_finite((updates, new_params, new_opt))
+  update_ok = _all_finite((new_params, new_opt))
   finite = loss_ok & grad_ok & update_ok
   cause = jnp.where(~loss_ok, NONFINITE_LOSS, jnp.where(~grad_ok, NONFINITE_GRAD,
                                                         jnp.where(~update_ok, NONFINITE_UPDATE, 0)))
