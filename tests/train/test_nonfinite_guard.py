@@ -20,6 +20,27 @@ from w2s_jax.train.loop import Setup, train
 from w2s_jax.train.state import create_train_state
 
 
+def test_all_finite_matches_numpy_leaf_by_leaf():
+  # `_all_finite` reduces leaves of one shape together; the verdict must still be every leaf's, whichever
+  # leaf (same shape as others or not, any float dtype) holds the inf or NaN; integer leaves are ignored.
+  shapes = [(3, 2), (3, 2), (3, 2), (4,), (2, 2, 2), (4,)]
+  dtypes = [jnp.float32, jnp.bfloat16, jnp.float32, jnp.float32, jnp.float16, jnp.bfloat16]
+  check = jax.jit(step_lib._all_finite)
+  rng = np.random.default_rng(0)
+  for trial in range(24):
+    tree = {f"w{i}": np.asarray(rng.normal(size=s), np.float32) for i, s in enumerate(shapes)}
+    if trial % 4:  # three trials in four put one to three bad values in random leaves
+      for _ in range(trial % 4):
+        name = f"w{rng.integers(len(shapes))}"
+        flat = tree[name].reshape(-1)
+        flat[rng.integers(flat.size)] = rng.choice([np.inf, -np.inf, np.nan])
+    want = all(np.isfinite(x).all() for x in tree.values())
+    leaves = {k: jnp.asarray(v, d) for (k, v), d in zip(tree.items(), dtypes, strict=True)}
+    leaves["count"] = jnp.int32(2**31 - 1)  # integers never count as non-finite
+    assert bool(check(leaves)) is want, (trial, tree)
+  assert bool(step_lib._all_finite({"count": jnp.int32(3)})) is True
+
+
 def test_an_infinite_learning_rate_is_skipped_and_named():
   # The loss and gradient are finite; only the update is not. The old guard applied it (NaN weights).
   graphdef, params = nnx.split(Linear4(nnx.Rngs(0)))
