@@ -105,11 +105,11 @@ def test_reward_model_term_is_the_models_score(runs, problems):
   m = _config(runs["rm"])["model"]
   model = _raw_params(runs["rm"], SequenceClassifier(get_preset("tiny", vocab_size=m["vocab_size"],
                                                                 **m["overrides"]), 1, rngs=nnx.Rngs(0)))
+  score = nnx.jit(lambda model, ids: model(ids, segment_ids_BL=jnp.ones_like(ids)))  # one program a length
   want = []
   for p, t in zip(problems, TEXTS):
     prompt, completion = _ids(p, t, False)  # the reward model's rows end at the completion's last token
-    ids = jnp.asarray([prompt + completion])
-    want.append(float(model(ids, segment_ids_BL=jnp.ones_like(ids))[0, 0]))  # one unpadded row at a time
+    want.append(float(score(model, jnp.asarray([prompt + completion]))[0, 0]))  # one unpadded row at a time
   np.testing.assert_allclose(terms["model"], 0.5 * np.asarray(want), rtol=1e-4, atol=1e-6)
   assert set(terms) == {"correct", "model"}
   assert np.ptp(want) > 0  # the rows are told apart: the score is not a constant head bias
@@ -126,10 +126,11 @@ def test_prm_and_pav_terms_are_the_pure_functions_of_the_prms_probabilities(runs
                                                                   **m["overrides"]), rngs=nnx.Rngs(0)))
   # Step ends by hand (bytes: one token a character): each "\n", then the stop token or the last token.
   ends = [[9, 19, len(TEXTS[0])], [10], []]
+  probs_fn = nnx.jit(lambda m, ids: jax.nn.sigmoid(m(ids)))  # one program a row length (not op by op)
   values_T, masks = np.zeros((3, 4), np.float32), np.zeros((3, 3), bool)
   for r, (p, t, s) in enumerate(zip(problems, TEXTS, STOPPED)):
     prompt, completion = _ids(p, t, s)
-    probs = jax.nn.sigmoid(model(jnp.asarray([prompt + completion])))[0]
+    probs = np.asarray(probs_fn(model, jnp.asarray([prompt + completion])))[0]
     values_T[r, :len(ends[r]) + 1] = [probs[len(prompt) - 1], *(probs[len(prompt) + e] for e in ends[r])]
     masks[r, :len(ends[r])] = True
   want_prm = prm_solution_scores(jnp.asarray(values_T[:, 1:]), jnp.asarray(masks), reduce="min")
@@ -154,10 +155,12 @@ def test_implicit_prm_term_is_beta_times_the_log_ratio_summed_over_steps(runs, p
   policy = _raw_params(runs["dpo"], Transformer(preset, rngs=nnx.Rngs(0)))
   beta = c["loss"]["beta"]
   ends = [[9, 19, len(TEXTS[0])], [10], []]
+  # The plain forward's log-softmax at every position, one program a row length (not op by op).
+  log_probs = nnx.jit(lambda m, ids: jax.nn.log_softmax(m(ids)[0].astype(jnp.float32)))
   for r, (p, t, s) in enumerate(zip(problems, TEXTS, STOPPED)):
     prompt, completion = _ids(p, t, s)
     ids = jnp.asarray([prompt + completion])
-    logp = [jax.nn.log_softmax(m(ids)[0, len(prompt) - 1:-1].astype(jnp.float32)) for m in (policy, ref)]
+    logp = [np.asarray(log_probs(m, ids))[len(prompt) - 1:-1] for m in (policy, ref)]
     ratio_N = np.asarray([logp[0][j, tok] - logp[1][j, tok] for j, tok in enumerate(completion)])
     want = beta * ratio_N.sum()  # "single" step rewards telescope to the outcome reward β log π/π_ref
     if ends[r]:
