@@ -105,7 +105,7 @@ def test_reward_model_term_is_the_models_score(runs, problems):
   m = _config(runs["rm"])["model"]
   model = _raw_params(runs["rm"], SequenceClassifier(get_preset("tiny", vocab_size=m["vocab_size"],
                                                                 **m["overrides"]), 1, rngs=nnx.Rngs(0)))
-  score = nnx.jit(lambda model, ids: model(ids, segment_ids_BL=jnp.ones_like(ids)))  # one program a length
+  score = nnx.jit(lambda m, ids: m(ids, segment_ids_BL=jnp.ones_like(ids)))  # one program a row length
   want = []
   for p, t in zip(problems, TEXTS):
     prompt, completion = _ids(p, t, False)  # the reward model's rows end at the completion's last token
