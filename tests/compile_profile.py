@@ -21,14 +21,17 @@ EVENTS = {
   "/jax/core/compile/backend_compile_duration": "compile_s",
 }
 _totals: collections.Counter = collections.Counter()
+_by_fun: collections.Counter = collections.Counter()  # compile seconds per jitted function's name
 
 
-def _on_duration(event: str, duration: float, **_: object) -> None:
+def _on_duration(event: str, duration: float, fun_name: str = "?", **_: object) -> None:
   name = EVENTS.get(event)
   if name:
     _totals[name] += duration
     if name == "compile_s":
       _totals["compiles"] += 1
+      _by_fun[fun_name] += duration
+      _by_fun[f"#{fun_name}"] += 1
 
 
 def _on_event(event: str, **_: object) -> None:
@@ -44,18 +47,23 @@ def install() -> None:
   jax.monitoring.register_event_listener(_on_event)
 
 
-def record(path: str, nodeid: str, when: str, wall_s: float, before: collections.Counter) -> None:
-  """Appends the phase's line: its wall time and what the listeners counted since `before`."""
+def record(path: str, nodeid: str, when: str, wall_s: float,
+           before: tuple[collections.Counter, collections.Counter]) -> None:
+  """Appends the phase's line: its wall time and what the listeners counted since `before`, with the
+  compile seconds and counts per jitted function (`by_fun`: name -> [compiles, seconds])."""
+  before, before_fun = before
   row = {"test": nodeid, "when": when, "wall_s": round(wall_s, 3), "worker": os.environ.get(
     "PYTEST_XDIST_WORKER", "main")}
   row.update({k: round(_totals[k] - before[k], 3) for k in ("trace_s", "lower_s", "compile_s")})
   row.update({k: _totals[k] - before[k] for k in ("compiles", "cache_hits")})
+  row["by_fun"] = {k: [_by_fun[f"#{k}"] - before_fun[f"#{k}"], round(_by_fun[k] - before_fun[k], 3)]
+                   for k in _by_fun if not k.startswith("#") and _by_fun[f"#{k}"] > before_fun[f"#{k}"]}
   with open(path, "a") as f:
     f.write(json.dumps(row) + "\n")
 
 
-def snapshot() -> tuple[float, collections.Counter]:
-  return time.perf_counter(), collections.Counter(_totals)
+def snapshot() -> tuple[float, tuple[collections.Counter, collections.Counter]]:
+  return time.perf_counter(), (collections.Counter(_totals), collections.Counter(_by_fun))
 
 
 def summarise(path: str, top: int = 40) -> None:
@@ -74,6 +82,14 @@ def summarise(path: str, top: int = 40) -> None:
     for key, c in sorted(sums.items(), key=lambda kv: -kv[1]["wall_s"])[:top]:
       print(f"{c['wall_s']:7.1f} {c['trace_s']:6.1f} {c['lower_s']:6.1f} {c['compile_s']:7.1f} "
             f"{c['compiles']:6d} {c['cache_hits']:5d}  {key}")
+  funs: dict[str, list[float]] = collections.defaultdict(lambda: [0, 0.0])
+  for r in rows:
+    for fun, (n, s) in r.get("by_fun", {}).items():
+      funs[fun][0] += n
+      funs[fun][1] += s
+  print(f"\n== compile seconds by jitted function (top {top})\n{'compile':>7} {'n_comp':>6}  function")
+  for fun, (n, s) in sorted(funs.items(), key=lambda kv: -kv[1][1])[:top]:
+    print(f"{s:7.1f} {n:6d}  {fun}")
 
 
 if __name__ == "__main__":

@@ -11,10 +11,15 @@ multi-process tests) safe. A folder set by the caller (`JAX_COMPILATION_CACHE_DI
 The shared runs (`rl_smoke_sft`, tests/w2s's `ladder0_smoke_sft`, the ladder in `w2s_cache`) are built by
 the first worker that needs them, under a file lock in the run's temp folder; every worker copies them.
 
-XLA's CPU backend compiles without LLVM optimisation (`--xla_backend_optimization_level=0`, added to
-`XLA_FLAGS`; subprocesses inherit it unless a test drops `XLA_FLAGS`): the tests' programs are tiny, so the
-compile is most of their cost; the HLO passes still run and the results agree (the SmolLM2 GGUF parity test
-passes either way).
+XLA's CPU backend compiles for speed of compiling, not of running (`TEST_XLA_FLAGS`, added to `XLA_FLAGS`;
+subprocesses inherit them unless a test drops `XLA_FLAGS`): the tests' programs are tiny, so the compile is
+most of their cost. Without LLVM optimisation (`--xla_backend_optimization_level=0`); fusions emitted by
+XLA's elemental IR emitter instead of its MLIR fusion emitters (`--xla_cpu_use_fusion_emitters=false`: the
+same HLO after the same passes, lowered by the older path, about a third of the tiny train step's compile
+CPU time); one LLVM module compiled on one thread (`--xla_cpu_parallel_codegen_split_count=1`: the two
+workers already fill the two cores). `experiments/benchmarks/compile_flags.py` measures each;
+tests/train/test_xla_test_flags.py checks that train steps and logits under XLA's defaults (what users run)
+agree with these.
 """
 
 import atexit
@@ -28,9 +33,11 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-_FAST_COMPILE = "--xla_backend_optimization_level=0"
-if _FAST_COMPILE not in os.environ.get("XLA_FLAGS", ""):
-  os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_FAST_COMPILE}".strip()
+TEST_XLA_FLAGS = ("--xla_backend_optimization_level=0", "--xla_cpu_use_fusion_emitters=false",
+                  "--xla_cpu_parallel_codegen_split_count=1")
+for _flag in TEST_XLA_FLAGS:
+  if _flag.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_flag}".strip()
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # the controller, or a run without xdist
   _cache_dir = tempfile.mkdtemp(prefix="w2s_jax_test_xla_")
   atexit.register(shutil.rmtree, _cache_dir, ignore_errors=True)
