@@ -65,7 +65,8 @@ def compute(out: Path) -> None:
 
 
 def test_the_tests_xla_flags_compute_what_xlas_defaults_compute(tmp_path: Path):
-  assert "--xla_cpu_use_fusion_emitters=false" in os.environ["XLA_FLAGS"]  # set by tests/conftest.py
+  flags = os.environ.get("XLA_FLAGS", "")
+  assert "--xla_cpu_use_fusion_emitters=false" in flags, f"conftest's TEST_XLA_FLAGS not in {flags!r}"
   compute(tmp_path / "tests_flags.npz")
   env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_COMPILATION_CACHE_DIR")}
   env["JAX_PLATFORMS"] = "cpu"
