@@ -21,7 +21,8 @@ EVENTS = {
   "/jax/core/compile/backend_compile_duration": "compile_s",
 }
 _totals: collections.Counter = collections.Counter()
-_by_fun: collections.Counter = collections.Counter()  # compile seconds per jitted function's name
+_fun_s: collections.Counter = collections.Counter()  # compile seconds per jitted function's name
+_fun_n: collections.Counter = collections.Counter()  # compiles per jitted function's name
 
 
 def _on_duration(event: str, duration: float, fun_name: str = "?", **_: object) -> None:
@@ -30,8 +31,8 @@ def _on_duration(event: str, duration: float, fun_name: str = "?", **_: object) 
     _totals[name] += duration
     if name == "compile_s":
       _totals["compiles"] += 1
-      _by_fun[fun_name] += duration
-      _by_fun[f"#{fun_name}"] += 1
+      _fun_s[fun_name] += duration
+      _fun_n[fun_name] += 1
 
 
 def _on_event(event: str, **_: object) -> None:
@@ -48,22 +49,22 @@ def install() -> None:
 
 
 def record(path: str, nodeid: str, when: str, wall_s: float,
-           before: tuple[collections.Counter, collections.Counter]) -> None:
+           before: tuple[collections.Counter, collections.Counter, collections.Counter]) -> None:
   """Appends the phase's line: its wall time and what the listeners counted since `before`, with the
   compile seconds and counts per jitted function (`by_fun`: name -> [compiles, seconds])."""
-  before, before_fun = before
+  before, fun_s, fun_n = before
   row = {"test": nodeid, "when": when, "wall_s": round(wall_s, 3), "worker": os.environ.get(
     "PYTEST_XDIST_WORKER", "main")}
   row.update({k: round(_totals[k] - before[k], 3) for k in ("trace_s", "lower_s", "compile_s")})
   row.update({k: _totals[k] - before[k] for k in ("compiles", "cache_hits")})
-  row["by_fun"] = {k: [_by_fun[f"#{k}"] - before_fun[f"#{k}"], round(_by_fun[k] - before_fun[k], 3)]
-                   for k in _by_fun if not k.startswith("#") and _by_fun[f"#{k}"] > before_fun[f"#{k}"]}
+  row["by_fun"] = {k: [n - fun_n[k], round(_fun_s[k] - fun_s[k], 3)]
+                   for k, n in _fun_n.items() if n > fun_n[k]}
   with open(path, "a") as f:
     f.write(json.dumps(row) + "\n")
 
 
-def snapshot() -> tuple[float, tuple[collections.Counter, collections.Counter]]:
-  return time.perf_counter(), (collections.Counter(_totals), collections.Counter(_by_fun))
+def snapshot() -> tuple[float, tuple[collections.Counter, collections.Counter, collections.Counter]]:
+  return time.perf_counter(), tuple(collections.Counter(c) for c in (_totals, _fun_s, _fun_n))
 
 
 def summarise(path: str, top: int = 40) -> None:

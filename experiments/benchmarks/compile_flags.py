@@ -47,6 +47,7 @@ def child() -> dict:
   import jax
   import jax.numpy as jnp
   from flax import nnx
+  from step_compile import OPTIMIZER, abstract_step_inputs
 
   from w2s_jax.models.presets import get_preset
   from w2s_jax.models.transformer import Transformer
@@ -62,13 +63,8 @@ def child() -> dict:
     return time.process_time() - c, time.perf_counter() - w
 
   cfg = get_preset("tiny", max_seq_len=128)
-  tx = make_optimizer({"name": "adamw", "lr": 3e-3, "schedule": "cosine", "warmup_steps": 5,
-                       "end_lr_frac": 0.1, "weight_decay": 0.01, "clip_norm": 1.0}, total_steps=100)
-  graphdef, params = nnx.split(nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(0))))
-  state = jax.eval_shape(lambda p: create_train_state(p, tx, 0), params)
-  tok = jax.ShapeDtypeStruct((8, 64), jnp.int32)
-  batch = {"inputs": tok, "targets": tok, "positions": tok, "segment_ids": tok,
-           "loss_mask": jax.ShapeDtypeStruct((8, 64), jnp.float32)}
+  tx = make_optimizer(OPTIMIZER, total_steps=100)  # step_compile.py's: AdamW, cosine, decay, clipping
+  graphdef, _, state, batch = abstract_step_inputs(cfg, tx, 8, 64)
   out = {"step": timed(jax.jit(make_train_step(sft_objective(), tx, graphdef)).lower(state, batch).compile)}
   build = lambda: create_train_state(nnx.split(Transformer(cfg, rngs=nnx.Rngs(0)))[1], tx, 0)
   out["init"] = timed(jax.jit(build).lower().compile)
@@ -110,16 +106,16 @@ def main() -> None:
   for r in range(args.rounds):
     for name in names[r % len(names):] + names[:r % len(names)]:
       runs[name].append(run_child(name))
+  base = {prog: statistics.median(x[prog][0] for x in runs["opt0"]) for prog in PROGRAMS}
   results = {}
   for name, rs in runs.items():
     results[name] = {}
     for prog in PROGRAMS:
       cpu, wall = [x[prog][0] for x in rs], [x[prog][1] for x in rs]
-      base = statistics.median(x[prog][0] for x in runs["opt0"])
       results[name][prog] = {
         "cpu_median_s": round(statistics.median(cpu), 3), "cpu_min_s": round(min(cpu), 3),
         "cpu_max_s": round(max(cpu), 3), "wall_median_s": round(statistics.median(wall), 3),
-        "cpu_vs_opt0": round(statistics.median(cpu) / base, 2)}
+        "cpu_vs_opt0": round(statistics.median(cpu) / base[prog], 2)}
     cells = "  ".join(f"{prog} {v['cpu_median_s']:.2f} ({v['cpu_min_s']:.2f}-{v['cpu_max_s']:.2f}) s "
                       f"x{v['cpu_vs_opt0']:.2f}" for prog, v in results[name].items())
     print(f"{name:>24}: compile CPU {cells}", flush=True)

@@ -83,14 +83,20 @@ def _time_compile(step, state, batch) -> tuple[float, float]:
   return time.perf_counter() - t1, t1 - t0
 
 
-def bench_preset(name: str, repeats: int, batch_size: int, seq_len: int) -> dict:
-  cfg = get_preset(name)
+def abstract_step_inputs(cfg, tx: optax.GradientTransformation, batch_size: int, seq_len: int):
+  """(graphdef, params, state, batch) of model config `cfg` as shapes only: nothing is allocated."""
   graphdef, params = nnx.split(nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(0))))
-  tx = make_optimizer(OPTIMIZER, total_steps=100)
   state = jax.eval_shape(lambda p: create_train_state(p, tx, 0), params)
   tokens = jax.ShapeDtypeStruct((batch_size, seq_len), jnp.int32)
   batch = {"inputs": tokens, "targets": tokens, "positions": tokens, "segment_ids": tokens,
            "loss_mask": jax.ShapeDtypeStruct((batch_size, seq_len), jnp.float32)}
+  return graphdef, params, state, batch
+
+
+def bench_preset(name: str, repeats: int, batch_size: int, seq_len: int) -> dict:
+  cfg = get_preset(name)
+  tx = make_optimizer(OPTIMIZER, total_steps=100)
+  graphdef, params, state, batch = abstract_step_inputs(cfg, tx, batch_size, seq_len)
   compile_s: dict[str, list[float]] = {}
   trace_s: dict[str, list[float]] = {}
   for _ in range(repeats):
